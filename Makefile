@@ -1,0 +1,51 @@
+# wingflow: `make demo` and `make test` bootstrap everything they need, idempotently.
+#
+# Variables you may set (CI keeps both outside the clone so nothing is re-installed/re-built):
+#   WINGFLOW_VENV     the Python venv that provides libtorch (torch==2.11.0)  [./.venv]
+#   CARGO_TARGET_DIR  cargo's build folder (cargo honours it natively)          [./target]
+
+TORCH_VERSION := 2.11.0
+PYTHON        ?= python3
+WINGFLOW_VENV ?= $(CURDIR)/.venv
+VENV          := $(WINGFLOW_VENV)
+TORCH_STAMP   := $(VENV)/.wingflow-torch-$(TORCH_VERSION).stamp
+TARGET_DIR    := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+BIN_DIR       := $(TARGET_DIR)/debug
+DEMO_DIR      ?= $(CURDIR)/demo-out
+
+# tch's build script finds libtorch through the venv's `python` (torch-sys: LIBTORCH_USE_PYTORCH).
+export LIBTORCH_USE_PYTORCH := 1
+export VIRTUAL_ENV := $(VENV)
+export PATH := $(VENV)/bin:$(PATH)
+
+.PHONY: all build test demo lint fmt clean-demo
+
+all: build
+
+$(TORCH_STAMP):
+	@echo "==> creating $(VENV) with torch==$(TORCH_VERSION) (libtorch for tch; ~4.6 GB, a few minutes, once)"
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -r python/requirements.txt
+	$(VENV)/bin/python -c "import torch; assert torch.__version__.split('+')[0] == '$(TORCH_VERSION)', torch.__version__"
+	touch $@
+
+build: $(TORCH_STAMP)
+	cargo build --workspace --bins
+
+test: build
+	cargo test --workspace
+	$(VENV)/bin/python -m pytest -q python/tests
+
+demo: build
+	WINGFLOW_BIN_DIR=$(BIN_DIR) ./scripts/demo.sh $(DEMO_DIR)
+
+lint: $(TORCH_STAMP)
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,3 @@
+//! Readers and writers of the on-disk annotation formats.
+
+pub mod pts;

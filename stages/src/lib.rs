@@ -1,0 +1,10 @@
+//! The face-specific stages of wingflow: landmark schemes, readers of the annotation formats,
+//! the synthetic dataset generator, shape alignment, PCA, pose balancing, rendering, reports.
+//!
+//! Every stage is a plain function of (inputs, params) → outputs; nothing here knows about the
+//! command line or the DAG.
+
+pub mod face;
+pub mod formats;
+pub mod plan;
+pub mod scheme;
