@@ -1,0 +1,46 @@
+//! Finding and running `wingflow-train`, the libtorch half of wingflow.
+//!
+//! `wingflow` itself never links libtorch, so it starts instantly and users who train elsewhere
+//! never need it; everything that trains or runs a model is delegated to the `wingflow-train`
+//! binary that sits beside the `wingflow` executable.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus};
+
+use anyhow::{Context, Result, bail};
+
+/// The path of `wingflow-train` beside the running `wingflow` executable
+/// (or `$WINGFLOW_TRAIN_BIN` when set, e.g. on a cluster with a separate install).
+pub fn trainer_path() -> Result<PathBuf> {
+    if let Some(explicit) = std::env::var_os("WINGFLOW_TRAIN_BIN") {
+        return Ok(PathBuf::from(explicit));
+    }
+    let exe = std::env::current_exe().context("cannot locate the running wingflow executable")?;
+    let dir = exe.parent().context("the wingflow executable has no parent folder")?;
+    let candidate = dir.join(format!("wingflow-train{}", std::env::consts::EXE_SUFFIX));
+    if !candidate.exists() {
+        bail!(
+            "`wingflow-train` was not found beside {} (build it with `make build`, or set \
+             WINGFLOW_TRAIN_BIN to its path)",
+            exe.display()
+        );
+    }
+    Ok(candidate)
+}
+
+/// Run `wingflow-train` with `args`, inheriting stdio, and fail if it fails.
+pub fn run_trainer<I, S>(args: I) -> Result<()>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let path = trainer_path()?;
+    let status: ExitStatus = Command::new(&path)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot start {}", path.display()))?;
+    if !status.success() {
+        bail!("{} failed ({status})", path.display());
+    }
+    Ok(())
+}
