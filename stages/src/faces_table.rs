@@ -82,16 +82,25 @@ pub fn faces_to_dataframe(faces: &[FaceRecord]) -> Result<DataFrame, FacesTableE
         Column::new(name.into(), faces.iter().map(get).collect::<Vec<f32>>())
     };
     let angle = |name: &str, get: fn(&FaceRecord) -> Option<f32>| {
-        Column::new(name.into(), faces.iter().map(get).collect::<Vec<Option<f32>>>())
+        Column::new(
+            name.into(),
+            faces.iter().map(get).collect::<Vec<Option<f32>>>(),
+        )
     };
     let values: usize = faces.iter().map(|f| f.landmarks.len()).sum();
-    let mut landmarks =
-        ListPrimitiveChunkedBuilder::<Float32Type>::new("landmarks".into(), n, values, DataType::Float32);
+    let mut landmarks = ListPrimitiveChunkedBuilder::<Float32Type>::new(
+        "landmarks".into(),
+        n,
+        values,
+        DataType::Float32,
+    );
     let mut visible = ListBooleanChunkedBuilder::new("visible".into(), n, values / 2);
     for f in faces {
         landmarks.append_slice(&f.landmarks);
         let flags = BooleanChunked::from_slice("".into(), &f.visible).into_series();
-        visible.append_series(&flags).map_err(FacesTableError::Build)?;
+        visible
+            .append_series(&flags)
+            .map_err(FacesTableError::Build)?;
     }
     let mut columns = vec![
         text("sample_id", |f| &f.sample_id),
@@ -99,8 +108,14 @@ pub fn faces_to_dataframe(faces: &[FaceRecord]) -> Result<DataFrame, FacesTableE
         text("scheme", |f| &f.scheme),
         text("split", |f| &f.split),
         text("image_path", |f| &f.image_path),
-        Column::new("image_width".into(), faces.iter().map(|f| f.image_width).collect::<Vec<u32>>()),
-        Column::new("image_height".into(), faces.iter().map(|f| f.image_height).collect::<Vec<u32>>()),
+        Column::new(
+            "image_width".into(),
+            faces.iter().map(|f| f.image_width).collect::<Vec<u32>>(),
+        ),
+        Column::new(
+            "image_height".into(),
+            faces.iter().map(|f| f.image_height).collect::<Vec<u32>>(),
+        ),
         landmarks.finish().into_column(),
         visible.finish().into_column(),
         float("bbox_x", |f| f.bbox.x),
@@ -121,7 +136,10 @@ pub fn faces_to_dataframe(faces: &[FaceRecord]) -> Result<DataFrame, FacesTableE
         |a| a.blur,
     ];
     for (name, get) in ATTRIBUTE_COLUMNS.iter().zip(flag_getters) {
-        let flags: Vec<Option<bool>> = faces.iter().map(|f| f.attributes.as_ref().map(get)).collect();
+        let flags: Vec<Option<bool>> = faces
+            .iter()
+            .map(|f| f.attributes.as_ref().map(get))
+            .collect();
         columns.push(Column::new((*name).into(), flags));
     }
     DataFrame::new(n, columns).map_err(FacesTableError::Build)
@@ -136,7 +154,10 @@ pub fn write_faces_parquet(path: &Path, faces: &[FaceRecord]) -> Result<u64, Fac
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let file_name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     // Same folder (so the rename cannot cross file systems), hidden, and unique per process.
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     let bytes = write_then_rename(&mut df, &tmp, path).inspect_err(|_| {
@@ -151,25 +172,40 @@ pub fn write_faces_parquet(path: &Path, faces: &[FaceRecord]) -> Result<u64, Fac
 
 /// Write `df` to `tmp`, flush it to disk, rename it to `path`; returns the file size.
 fn write_then_rename(df: &mut DataFrame, tmp: &Path, path: &Path) -> Result<u64, FacesTableError> {
-    let io = |source| FacesTableError::Io { path: tmp.into(), source };
+    let io = |source| FacesTableError::Io {
+        path: tmp.into(),
+        source,
+    };
     let mut file = File::create(tmp).map_err(io)?;
     ParquetWriter::new(&mut file)
         .finish(df)
-        .map_err(|source| FacesTableError::Parquet { path: path.into(), source })?;
+        .map_err(|source| FacesTableError::Parquet {
+            path: path.into(),
+            source,
+        })?;
     file.flush().map_err(io)?;
     file.sync_all().map_err(io)?;
     let bytes = file.metadata().map_err(io)?.len();
-    std::fs::rename(tmp, path).map_err(|source| FacesTableError::Io { path: path.into(), source })?;
+    std::fs::rename(tmp, path).map_err(|source| FacesTableError::Io {
+        path: path.into(),
+        source,
+    })?;
     Ok(bytes)
 }
 
 /// Read `faces.parquet` back into records, checking every column's type and every row
 /// against the data model (errors name the file, the row and the column).
 pub fn read_faces_parquet(path: &Path) -> Result<Vec<FaceRecord>, FacesTableError> {
-    let file = File::open(path).map_err(|source| FacesTableError::Io { path: path.into(), source })?;
+    let file = File::open(path).map_err(|source| FacesTableError::Io {
+        path: path.into(),
+        source,
+    })?;
     let df = ParquetReader::new(file)
         .finish()
-        .map_err(|source| FacesTableError::Parquet { path: path.into(), source })?;
+        .map_err(|source| FacesTableError::Parquet {
+            path: path.into(),
+            source,
+        })?;
     dataframe_to_faces(&df, path)
 }
 
@@ -181,11 +217,17 @@ struct Columns<'a> {
 
 impl<'a> Columns<'a> {
     fn get(&self, name: &str) -> Result<&'a Column, FacesTableError> {
-        self.df.column(name).map_err(|_| self.column_error(name, "missing".to_owned()))
+        self.df
+            .column(name)
+            .map_err(|_| self.column_error(name, "missing".to_owned()))
     }
 
     fn column_error(&self, name: &str, problem: String) -> FacesTableError {
-        FacesTableError::Column { path: self.path.into(), column: name.to_owned(), problem }
+        FacesTableError::Column {
+            path: self.path.into(),
+            column: name.to_owned(),
+            problem,
+        }
     }
 
     fn typed<T>(
@@ -194,7 +236,8 @@ impl<'a> Columns<'a> {
         cast: impl FnOnce(&'a Column) -> PolarsResult<&'a T>,
     ) -> Result<&'a T, FacesTableError> {
         let column = self.get(name)?;
-        cast(column).map_err(|_| self.column_error(name, format!("unexpected type {}", column.dtype())))
+        cast(column)
+            .map_err(|_| self.column_error(name, format!("unexpected type {}", column.dtype())))
     }
 
     fn row_error(&self, row: usize, column: &str, problem: &str) -> FacesTableError {
@@ -223,7 +266,12 @@ fn dataframe_to_faces(df: &DataFrame, path: &Path) -> Result<Vec<FaceRecord>, Fa
     let height = c.typed("image_height", Column::u32)?;
     let landmarks = c.typed("landmarks", Column::list)?;
     let visible = c.typed("visible", Column::list)?;
-    let (bx, by, bw, bh) = (float("bbox_x")?, float("bbox_y")?, float("bbox_w")?, float("bbox_h")?);
+    let (bx, by, bw, bh) = (
+        float("bbox_x")?,
+        float("bbox_y")?,
+        float("bbox_w")?,
+        float("bbox_h")?,
+    );
     let (yaw, pitch, roll) = (float("yaw")?, float("pitch")?, float("roll")?);
     let attributes = ATTRIBUTE_COLUMNS
         .iter()
@@ -233,10 +281,16 @@ fn dataframe_to_faces(df: &DataFrame, path: &Path) -> Result<Vec<FaceRecord>, Fa
     let mut faces = Vec::with_capacity(df.height());
     for row in 0..df.height() {
         let need_text = |ca: &StringChunked, name: &str| {
-            ca.get(row).map(str::to_owned).ok_or_else(|| c.row_error(row, name, "null"))
+            ca.get(row)
+                .map(str::to_owned)
+                .ok_or_else(|| c.row_error(row, name, "null"))
         };
-        let need_f32 = |ca: &Float32Chunked, name: &str| ca.get(row).ok_or_else(|| c.row_error(row, name, "null"));
-        let need_u32 = |ca: &UInt32Chunked, name: &str| ca.get(row).ok_or_else(|| c.row_error(row, name, "null"));
+        let need_f32 = |ca: &Float32Chunked, name: &str| {
+            ca.get(row).ok_or_else(|| c.row_error(row, name, "null"))
+        };
+        let need_u32 = |ca: &UInt32Chunked, name: &str| {
+            ca.get(row).ok_or_else(|| c.row_error(row, name, "null"))
+        };
         let xy: Vec<f32> = match landmarks.get_as_series(row) {
             Some(s) => s
                 .f32()
@@ -255,7 +309,7 @@ fn dataframe_to_faces(df: &DataFrame, path: &Path) -> Result<Vec<FaceRecord>, Fa
                 .collect::<Result<_, _>>()?,
             None => return Err(c.row_error(row, "visible", "null")),
         };
-        if xy.len() % 2 != 0 || vis.len() * 2 != xy.len() {
+        if vis.len() * 2 != xy.len() {
             return Err(c.row_error(
                 row,
                 "visible",
@@ -264,22 +318,37 @@ fn dataframe_to_faces(df: &DataFrame, path: &Path) -> Result<Vec<FaceRecord>, Fa
         }
         let source_name = need_text(bbox_source, "bbox_source")?;
         let source = BoxSource::parse(&source_name).ok_or_else(|| {
-            c.row_error(row, "bbox_source", &format!("unknown box source `{source_name}`"))
+            c.row_error(
+                row,
+                "bbox_source",
+                &format!("unknown box source `{source_name}`"),
+            )
         })?;
         let flags: Vec<Option<bool>> = attributes.iter().map(|ca| ca.get(row)).collect();
         let attributes = match flags.as_slice() {
-            [Some(pose), Some(expression), Some(illumination), Some(makeup), Some(occlusion), Some(blur)] => {
-                Some(WflwAttributes {
-                    pose: *pose,
-                    expression: *expression,
-                    illumination: *illumination,
-                    makeup: *makeup,
-                    occlusion: *occlusion,
-                    blur: *blur,
-                })
-            }
+            [
+                Some(pose),
+                Some(expression),
+                Some(illumination),
+                Some(makeup),
+                Some(occlusion),
+                Some(blur),
+            ] => Some(WflwAttributes {
+                pose: *pose,
+                expression: *expression,
+                illumination: *illumination,
+                makeup: *makeup,
+                occlusion: *occlusion,
+                blur: *blur,
+            }),
             f if f.iter().all(Option::is_none) => None,
-            _ => return Err(c.row_error(row, "attr_pose", "some WFLW attributes are null, some are not")),
+            _ => {
+                return Err(c.row_error(
+                    row,
+                    "attr_pose",
+                    "some WFLW attributes are null, some are not",
+                ));
+            }
         };
         faces.push(FaceRecord {
             sample_id: need_text(sample_id, "sample_id")?,
@@ -322,7 +391,12 @@ mod tests {
             image_height: 480,
             landmarks: vec![1.5, 2.5, f32::NAN, f32::NAN, 100.25, 3.0],
             visible: vec![true, false, true],
-            bbox: BBox { x: 1.0, y: 2.0, w: 30.5, h: 40.0 },
+            bbox: BBox {
+                x: 1.0,
+                y: 2.0,
+                w: 30.5,
+                h: 40.0,
+            },
             bbox_source: BoxSource::Annotation,
             yaw: Some(-12.5),
             pitch: None,
@@ -333,12 +407,25 @@ mod tests {
 
     /// Records compare equal here when their bits do, so NaN landmarks compare too.
     fn bits(f: &FaceRecord) -> (String, Vec<u32>) {
-        (format!("{:?}", FaceRecord { landmarks: vec![], ..f.clone() }), f.landmarks.iter().map(|v| v.to_bits()).collect())
+        (
+            format!(
+                "{:?}",
+                FaceRecord {
+                    landmarks: vec![],
+                    ..f.clone()
+                }
+            ),
+            f.landmarks.iter().map(|v| v.to_bits()).collect(),
+        )
     }
 
     #[test]
     fn faces_round_trip_through_parquet() {
-        let attrs = WflwAttributes { pose: true, blur: true, ..Default::default() };
+        let attrs = WflwAttributes {
+            pose: true,
+            blur: true,
+            ..Default::default()
+        };
         let mut other = face("wflw/a_0", Some(attrs));
         other.bbox_source = BoxSource::Landmarks;
         other.yaw = None;
@@ -348,7 +435,10 @@ mod tests {
         let bytes = write_faces_parquet(&path, &faces).unwrap();
         assert_eq!(bytes, std::fs::metadata(&path).unwrap().len());
         let back = read_faces_parquet(&path).unwrap();
-        assert_eq!(back.iter().map(bits).collect::<Vec<_>>(), faces.iter().map(bits).collect::<Vec<_>>());
+        assert_eq!(
+            back.iter().map(bits).collect::<Vec<_>>(),
+            faces.iter().map(bits).collect::<Vec<_>>()
+        );
         // Only faces.parquet is left in the folder: the temporary file was renamed.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
@@ -356,17 +446,41 @@ mod tests {
     #[test]
     fn the_table_has_the_data_model_columns_and_types() {
         let df = faces_to_dataframe(&[face("a", None)]).unwrap();
-        let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+        let names: Vec<String> = df
+            .get_column_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let mut expected: Vec<&str> = vec![
-            "sample_id", "dataset", "scheme", "split", "image_path", "image_width", "image_height",
-            "landmarks", "visible", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "bbox_source", "yaw",
-            "pitch", "roll",
+            "sample_id",
+            "dataset",
+            "scheme",
+            "split",
+            "image_path",
+            "image_width",
+            "image_height",
+            "landmarks",
+            "visible",
+            "bbox_x",
+            "bbox_y",
+            "bbox_w",
+            "bbox_h",
+            "bbox_source",
+            "yaw",
+            "pitch",
+            "roll",
         ];
         expected.extend(ATTRIBUTE_COLUMNS);
         assert_eq!(names, expected);
         assert_eq!(df.column("image_width").unwrap().dtype(), &DataType::UInt32);
-        assert_eq!(df.column("landmarks").unwrap().dtype(), &DataType::List(Box::new(DataType::Float32)));
-        assert_eq!(df.column("visible").unwrap().dtype(), &DataType::List(Box::new(DataType::Boolean)));
+        assert_eq!(
+            df.column("landmarks").unwrap().dtype(),
+            &DataType::List(Box::new(DataType::Float32))
+        );
+        assert_eq!(
+            df.column("visible").unwrap().dtype(),
+            &DataType::List(Box::new(DataType::Boolean))
+        );
         assert_eq!(df.column("attr_blur").unwrap().null_count(), 1);
     }
 
@@ -394,11 +508,15 @@ mod tests {
         ParquetWriter::new(&mut f).finish(&mut df2.clone()).unwrap();
         let e = read_faces_parquet(&path).unwrap_err().to_string();
         assert!(e.contains("faces.parquet: column `yaw`: missing"), "{e}");
-        df.with_column(Column::new("bbox_source".into(), ["nope"])).unwrap();
+        df.with_column(Column::new("bbox_source".into(), ["nope"]))
+            .unwrap();
         let mut f = File::create(&path).unwrap();
         ParquetWriter::new(&mut f).finish(&mut df).unwrap();
         let e = read_faces_parquet(&path).unwrap_err().to_string();
-        assert!(e.contains("row 0, column `bbox_source`: unknown box source `nope`"), "{e}");
+        assert!(
+            e.contains("row 0, column `bbox_source`: unknown box source `nope`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -121,7 +121,10 @@ pub struct IngestPolicy {
 
 impl Default for IngestPolicy {
     fn default() -> Self {
-        IngestPolicy { on_invalid: OnInvalid::Fail, max_outside_fraction: 0.5 }
+        IngestPolicy {
+            on_invalid: OnInvalid::Fail,
+            max_outside_fraction: 0.5,
+        }
     }
 }
 
@@ -140,7 +143,14 @@ pub struct InvalidRecord {
 
 impl fmt::Display for InvalidRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}, {}: {}: {}", self.path.display(), self.location, self.sample_id, self.problem)
+        write!(
+            f,
+            "{}, {}: {}: {}",
+            self.path.display(),
+            self.location,
+            self.sample_id,
+            self.problem
+        )
     }
 }
 
@@ -277,12 +287,18 @@ impl IngestReport {
 
     /// Write the report as JSON to `path` atomically (temporary file + fsync + rename).
     pub fn write_json(&self, path: &Path) -> Result<(), IngestError> {
-        let err = |source| IngestError::Report { path: path.into(), source };
+        let err = |source| IngestError::Report {
+            path: path.into(),
+            source,
+        };
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut file = std::fs::File::create(&tmp)?;
@@ -325,7 +341,10 @@ struct Planned<'a> {
 /// outside the image, the box has a positive finite size, and no sample id occurs twice
 /// (the second occurrence is the invalid one). Each source is read in parallel (rayon) over
 /// its files or rows.
-pub fn ingest(sources: &[SourceConfig], policy: &IngestPolicy) -> Result<IngestOutput, IngestError> {
+pub fn ingest(
+    sources: &[SourceConfig],
+    policy: &IngestPolicy,
+) -> Result<IngestOutput, IngestError> {
     if sources.is_empty() {
         return Err(IngestError::NoSources);
     }
@@ -357,7 +376,10 @@ pub fn ingest(sources: &[SourceConfig], policy: &IngestPolicy) -> Result<IngestO
                         faces.push(sf.face);
                         continue;
                     }
-                    Err(invalid) => (SkippedRecord::invalid(&invalid), IngestError::Invalid(invalid)),
+                    Err(invalid) => (
+                        SkippedRecord::invalid(&invalid),
+                        IngestError::Invalid(invalid),
+                    ),
                 },
                 Err(e) => (SkippedRecord::unreadable(&e), IngestError::Read(e)),
             };
@@ -409,8 +431,8 @@ fn plan(index: usize, config: &SourceConfig) -> Result<Planned<'_>, IngestError>
                 .into()
         }
     };
-    let scheme =
-        scheme::by_name(&scheme_name).map_err(|source| IngestError::UnknownScheme { index, source })?;
+    let scheme = scheme::by_name(&scheme_name)
+        .map_err(|source| IngestError::UnknownScheme { index, source })?;
     let fixed_dataset = match config.kind {
         SourceKind::W300 => Some("300w"),
         SourceKind::Wflw => Some("wflw"),
@@ -419,7 +441,9 @@ fn plan(index: usize, config: &SourceConfig) -> Result<Planned<'_>, IngestError>
     };
     let dataset = match (fixed_dataset, &config.dataset) {
         (Some(fixed), Some(d)) if d != fixed => {
-            return Err(problem(format!("`dataset` is always `{fixed}` for this kind, not `{d}`")));
+            return Err(problem(format!(
+                "`dataset` is always `{fixed}` for this kind, not `{d}`"
+            )));
         }
         (Some(fixed), _) => fixed.to_owned(),
         (None, Some(d)) => d.clone(),
@@ -427,10 +451,14 @@ fn plan(index: usize, config: &SourceConfig) -> Result<Planned<'_>, IngestError>
     };
     if config.kind == SourceKind::W300 {
         if config.split.is_some() {
-            return Err(problem("300w splits come from its folders; remove `split`".into()));
+            return Err(problem(
+                "300w splits come from its folders; remove `split`".into(),
+            ));
         }
         if config.images.is_some() {
-            return Err(problem("300w images lie beside the .pts files; remove `images`".into()));
+            return Err(problem(
+                "300w images lie beside the .pts files; remove `images`".into(),
+            ));
         }
     }
     let split = config
@@ -438,13 +466,25 @@ fn plan(index: usize, config: &SourceConfig) -> Result<Planned<'_>, IngestError>
         .clone()
         .or_else(|| split_from_file_name(&config.path).map(str::to_owned))
         .unwrap_or_else(|| "train".to_owned());
-    let images = config.images.clone().unwrap_or_else(|| default_images(config));
-    Ok(Planned { config, scheme, dataset, images, split })
+    let images = config
+        .images
+        .clone()
+        .unwrap_or_else(|| default_images(config));
+    Ok(Planned {
+        config,
+        scheme,
+        dataset,
+        images,
+        split,
+    })
 }
 
 /// The registered scheme with `n` points, for CSV files that do not say.
 fn scheme_for_point_count(n: usize) -> Option<&'static str> {
-    scheme::all().iter().find(|s| s.num_points() == n).map(|s| s.name)
+    scheme::all()
+        .iter()
+        .find(|s| s.num_points() == n)
+        .map(|s| s.name)
 }
 
 fn dataset_for_scheme(scheme: &str) -> &'static str {
@@ -493,14 +533,28 @@ fn read_source(p: &Planned<'_>) -> Result<Entries, ReadError> {
             if p.scheme.num_points() != wflw::POINTS {
                 return Err(ReadError::Source {
                     path: path.into(),
-                    problem: format!("a WFLW list has 98 points, scheme `{}` has {}", p.scheme.name, p.scheme.num_points()),
+                    problem: format!(
+                        "a WFLW list has 98 points, scheme `{}` has {}",
+                        p.scheme.name,
+                        p.scheme.num_points()
+                    ),
                 });
             }
-            WflwList { path, images: &p.images, split: &p.split, scheme: p.scheme.name }.read()
+            WflwList {
+                path,
+                images: &p.images,
+                split: &p.split,
+                scheme: p.scheme.name,
+            }
+            .read()
         }
-        SourceKind::AflwSqlite => {
-            AflwSqlite { path, images: &p.images, split: &p.split, scheme: p.scheme }.read()
+        SourceKind::AflwSqlite => AflwSqlite {
+            path,
+            images: &p.images,
+            split: &p.split,
+            scheme: p.scheme,
         }
+        .read(),
     }
 }
 
@@ -541,7 +595,10 @@ pub fn validate(
         ));
     }
     if f.image_width == 0 || f.image_height == 0 {
-        return Err(invalid(None, format!("empty image {}×{}", f.image_width, f.image_height)));
+        return Err(invalid(
+            None,
+            format!("empty image {}×{}", f.image_width, f.image_height),
+        ));
     }
     let (w, h) = (f.image_width as f32, f.image_height as f32);
     let margin = policy.max_outside_fraction;
@@ -552,8 +609,15 @@ pub fn validate(
             continue;
         }
         if !(x.is_finite() && y.is_finite()) {
-            let why = if visible { "a visible point" } else { "a point" };
-            return Err(invalid(Some(i), format!("point {i} is ({x}, {y}): {why} must have finite coordinates")));
+            let why = if visible {
+                "a visible point"
+            } else {
+                "a point"
+            };
+            return Err(invalid(
+                Some(i),
+                format!("point {i} is ({x}, {y}): {why} must have finite coordinates"),
+            ));
         }
         any = true;
         if x < -margin * w || x > (1.0 + margin) * w || y < -margin * h || y > (1.0 + margin) * h {
@@ -572,8 +636,20 @@ pub fn validate(
         return Err(invalid(None, "no point has coordinates".into()));
     }
     let b = f.bbox;
-    if !(b.x.is_finite() && b.y.is_finite() && b.w.is_finite() && b.h.is_finite() && b.w > 0.0 && b.h > 0.0) {
-        return Err(invalid(None, format!("box ({}, {}, {}, {}) has no positive finite size", b.x, b.y, b.w, b.h)));
+    if !(b.x.is_finite()
+        && b.y.is_finite()
+        && b.w.is_finite()
+        && b.h.is_finite()
+        && b.w > 0.0
+        && b.h > 0.0)
+    {
+        return Err(invalid(
+            None,
+            format!(
+                "box ({}, {}, {}, {}) has no positive finite size",
+                b.x, b.y, b.w, b.h
+            ),
+        ));
     }
     Ok(())
 }
@@ -617,14 +693,21 @@ fn source_toml(s: &SourceConfig) -> String {
     let mut out = String::from("[[sources]]\n");
     let comment = match s.kind {
         SourceKind::W300 => "# 300W tree: afw, helen, lfpw, ibug, Test; splits from the folders",
-        SourceKind::HrnetCsv => "# HRNet-style CSV; `images` is the folder `image_name` is relative to",
+        SourceKind::HrnetCsv => {
+            "# HRNet-style CSV; `images` is the folder `image_name` is relative to"
+        }
         SourceKind::Wflw => "# WFLW list file; `images` is the WFLW_images folder",
-        SourceKind::AflwSqlite => "# AFLW database; scheme aflw19 (no ears) or aflw21; `images` is flickr/",
+        SourceKind::AflwSqlite => {
+            "# AFLW database; scheme aflw19 (no ears) or aflw21; `images` is flickr/"
+        }
     };
     out.push_str(comment);
     out.push('\n');
     out.push_str(&format!("kind = {}\n", toml_string(s.kind.as_str())));
-    out.push_str(&format!("path = {}\n", toml_string(&s.path.to_string_lossy())));
+    out.push_str(&format!(
+        "path = {}\n",
+        toml_string(&s.path.to_string_lossy())
+    ));
     if let Some(scheme) = &s.scheme {
         out.push_str(&format!("scheme = {}\n", toml_string(scheme)));
     }
@@ -632,7 +715,10 @@ fn source_toml(s: &SourceConfig) -> String {
         out.push_str(&format!("dataset = {}\n", toml_string(dataset)));
     }
     if let Some(images) = &s.images {
-        out.push_str(&format!("images = {}\n", toml_string(&images.to_string_lossy())));
+        out.push_str(&format!(
+            "images = {}\n",
+            toml_string(&images.to_string_lossy())
+        ));
     }
     if let Some(split) = &s.split {
         out.push_str(&format!("split = {}\n", toml_string(split)));
@@ -679,7 +765,10 @@ fn scan(dir: &Path, depth: usize, found: &mut Vec<SourceConfig>, notes: &mut Vec
     entries.sort();
     let mut subdirs = Vec::new();
     for path in entries {
-        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
         if hidden {
             continue;
         }
@@ -687,7 +776,10 @@ fn scan(dir: &Path, depth: usize, found: &mut Vec<SourceConfig>, notes: &mut Vec
             subdirs.push(path);
             continue;
         }
-        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
         let config = |kind, scheme: &str, images: PathBuf| SourceConfig {
             kind,
             split: split_from_file_name(&path).map(str::to_owned),
@@ -699,7 +791,11 @@ fn scan(dir: &Path, depth: usize, found: &mut Vec<SourceConfig>, notes: &mut Vec
         match ext.as_deref() {
             Some("sqlite" | "db") => found.push(SourceConfig {
                 split: Some("train".into()),
-                ..config(SourceKind::AflwSqlite, "aflw19", aflw::default_images(&path))
+                ..config(
+                    SourceKind::AflwSqlite,
+                    "aflw19",
+                    aflw::default_images(&path),
+                )
             }),
             // A CSV without an HRNet header (e.g. a poses sidecar) is not a source.
             Some("csv") => {
@@ -707,7 +803,10 @@ fn scan(dir: &Path, depth: usize, found: &mut Vec<SourceConfig>, notes: &mut Vec
                     match scheme_for_point_count(n) {
                         Some(scheme) => {
                             let c = config(SourceKind::HrnetCsv, scheme, PathBuf::new());
-                            found.push(SourceConfig { images: Some(default_images(&c)), ..c });
+                            found.push(SourceConfig {
+                                images: Some(default_images(&c)),
+                                ..c
+                            });
                         }
                         None => notes.push(format!(
                             "{} is an HRNet CSV with {n} points, which no scheme has",
@@ -718,7 +817,10 @@ fn scan(dir: &Path, depth: usize, found: &mut Vec<SourceConfig>, notes: &mut Vec
             }
             Some("txt") if first_line(&path).is_some_and(|l| wflw::looks_like_wflw_list(&l)) => {
                 let c = config(SourceKind::Wflw, "wflw98", PathBuf::new());
-                found.push(SourceConfig { images: Some(default_images(&c)), ..c });
+                found.push(SourceConfig {
+                    images: Some(default_images(&c)),
+                    ..c
+                });
             }
             _ => {}
         }
@@ -734,7 +836,9 @@ fn scan(dir: &Path, depth: usize, found: &mut Vec<SourceConfig>, notes: &mut Vec
 fn first_line(path: &Path) -> Option<String> {
     let file = std::fs::File::open(path).ok()?;
     let mut line = String::new();
-    std::io::BufReader::new(file.take(1 << 16)).read_line(&mut line).ok()?;
+    std::io::BufReader::new(file.take(1 << 16))
+        .read_line(&mut line)
+        .ok()?;
     Some(line)
 }
 
@@ -758,7 +862,11 @@ mod tests {
     fn csv_row(image: &str) -> String {
         let mut r = format!("{image},0.1,15,15");
         for k in 0..29 {
-            r.push_str(&format!(",{},{}", 10.0 + k as f32 / 4.0, 10.0 + k as f32 / 8.0));
+            r.push_str(&format!(
+                ",{},{}",
+                10.0 + k as f32 / 4.0,
+                10.0 + k as f32 / 8.0
+            ));
         }
         r
     }
@@ -779,17 +887,32 @@ mod tests {
     }
 
     fn skip() -> IngestPolicy {
-        IngestPolicy { on_invalid: OnInvalid::Skip, ..Default::default() }
+        IngestPolicy {
+            on_invalid: OnInvalid::Skip,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn csv_sources_get_scheme_dataset_split_and_images_by_default() {
         let dir = tempfile::tempdir().unwrap();
-        let src = csv_source(dir.path(), "cofw_test.csv", &[csv_row("a.png"), csv_row("b.png")]);
+        let src = csv_source(
+            dir.path(),
+            "cofw_test.csv",
+            &[csv_row("a.png"), csv_row("b.png")],
+        );
         let out = ingest(&[src], &IngestPolicy::default()).unwrap();
         assert_eq!(out.faces.len(), 2);
         let f = &out.faces[0];
-        assert_eq!((f.sample_id.as_str(), f.dataset.as_str(), f.scheme.as_str(), f.split.as_str()), ("cofw/a", "cofw", "cofw29", "test"));
+        assert_eq!(
+            (
+                f.sample_id.as_str(),
+                f.dataset.as_str(),
+                f.scheme.as_str(),
+                f.split.as_str()
+            ),
+            ("cofw/a", "cofw", "cofw29", "test")
+        );
         assert!(f.image_path.ends_with("images/a.png"));
         assert_eq!(out.report.splits, BTreeMap::from([("test".to_owned(), 2)]));
         assert_eq!(out.report.sources[0].faces, 2);
@@ -799,16 +922,28 @@ mod tests {
     fn duplicate_sample_ids_name_both_places() {
         let dir = tempfile::tempdir().unwrap();
         let a = csv_source(dir.path(), "a_train.csv", &[csv_row("a.png")]);
-        let b = csv_source(dir.path(), "b_train.csv", &[csv_row("b.png"), csv_row("a.png").replace("a.png", "a.jpg")]);
+        let b = csv_source(
+            dir.path(),
+            "b_train.csv",
+            &[csv_row("b.png"), csv_row("a.png").replace("a.png", "a.jpg")],
+        );
         write_png(&dir.path().join("images/a.jpg"), 40, 30);
-        let e = ingest(&[a.clone(), b.clone()], &IngestPolicy::default()).unwrap_err().to_string();
-        assert!(e.contains("b_train.csv, line 3: cofw/a: duplicate sample id (first read from"), "{e}");
+        let e = ingest(&[a.clone(), b.clone()], &IngestPolicy::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("b_train.csv, line 3: cofw/a: duplicate sample id (first read from"),
+            "{e}"
+        );
         assert!(e.contains("a_train.csv, line 2)"), "{e}");
         let out = ingest(&[a, b], &skip()).unwrap();
         assert_eq!(out.faces.len(), 2);
         assert_eq!(out.report.skipped.len(), 1);
         let s = &out.report.skipped[0];
-        assert_eq!((s.location.as_str(), s.sample_id.as_deref()), ("line 3", Some("cofw/a")));
+        assert_eq!(
+            (s.location.as_str(), s.sample_id.as_deref()),
+            ("line 3", Some("cofw/a"))
+        );
         assert_eq!(out.report.sources[1].skipped, 1);
     }
 
@@ -818,11 +953,21 @@ mod tests {
         let far = csv_row("b.png").replacen(",10,10", ",10,100", 1);
         let nan = csv_row("b.png").replacen(",10,10", ",nan,10", 1);
         let src = csv_source(dir.path(), "x_train.csv", &[csv_row("a.png"), far]);
-        let e = ingest(&[src], &IngestPolicy::default()).unwrap_err().to_string();
-        assert!(e.contains("x_train.csv, line 3: cofw/b: point 0 at (10.5, 100.5) lies more than 50 %"), "{e}");
+        let e = ingest(&[src], &IngestPolicy::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x_train.csv, line 3: cofw/b: point 0 at (10.5, 100.5) lies more than 50 %"),
+            "{e}"
+        );
         let src = csv_source(dir.path(), "y_train.csv", &[nan]);
-        let e = ingest(&[src], &IngestPolicy::default()).unwrap_err().to_string();
-        assert!(e.contains("y_train.csv, line 2: column 5: `nan` is not a finite number"), "{e}");
+        let e = ingest(&[src], &IngestPolicy::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("y_train.csv, line 2: column 5: `nan` is not a finite number"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -838,33 +983,69 @@ mod tests {
             image_height: 100,
             landmarks: vec![50.0; 38],
             visible: vec![true; 19],
-            bbox: crate::face::BBox { x: 1.0, y: 1.0, w: 10.0, h: 10.0 },
+            bbox: crate::face::BBox {
+                x: 1.0,
+                y: 1.0,
+                w: 10.0,
+                h: 10.0,
+            },
             bbox_source: crate::face::BoxSource::Landmarks,
             yaw: None,
             pitch: None,
             roll: None,
             attributes: None,
         };
-        let origin = Origin { path: "f.pts".into(), location: Location::PtsPoints { first_line: 4 } };
+        let origin = Origin {
+            path: "f.pts".into(),
+            location: Location::PtsPoints { first_line: 4 },
+        };
         let policy = IngestPolicy::default();
         let check = |face: &FaceRecord| {
-            validate(&SourcedFace { face: face.clone(), origin: origin.clone() }, scheme, &policy, &HashMap::new())
-                .map_err(|e| e.to_string())
+            validate(
+                &SourcedFace {
+                    face: face.clone(),
+                    origin: origin.clone(),
+                },
+                scheme,
+                &policy,
+                &HashMap::new(),
+            )
+            .map_err(|e| e.to_string())
         };
         assert_eq!(check(&face), Ok(()));
         face.landmarks[6] = f32::NAN;
-        assert!(check(&face).unwrap_err().starts_with("f.pts, line 7: x/1: point 3 is (NaN, 50)"));
+        assert!(
+            check(&face)
+                .unwrap_err()
+                .starts_with("f.pts, line 7: x/1: point 3 is (NaN, 50)")
+        );
         face.landmarks[7] = f32::NAN;
         face.visible[3] = false;
-        assert_eq!(check(&face), Ok(()), "a point without coordinates is fine when not visible");
+        assert_eq!(
+            check(&face),
+            Ok(()),
+            "a point without coordinates is fine when not visible"
+        );
         face.landmarks[10] = f32::INFINITY;
         face.visible[5] = false;
-        assert!(check(&face).unwrap_err().starts_with("f.pts, line 9: x/1: point 5"));
+        assert!(
+            check(&face)
+                .unwrap_err()
+                .starts_with("f.pts, line 9: x/1: point 5")
+        );
         face.landmarks[10] = -60.0;
-        assert!(check(&face).unwrap_err().contains("line 9: x/1: point 5 at (-60, 50) lies more than 50 %"));
+        assert!(
+            check(&face)
+                .unwrap_err()
+                .contains("line 9: x/1: point 5 at (-60, 50) lies more than 50 %")
+        );
         face.landmarks[10] = 50.0;
         face.landmarks.truncate(36);
-        assert!(check(&face).unwrap_err().contains("f.pts, whole file: x/1: 36 coordinates"));
+        assert!(
+            check(&face)
+                .unwrap_err()
+                .contains("f.pts, whole file: x/1: 36 coordinates")
+        );
     }
 
     #[test]
@@ -879,35 +1060,74 @@ mod tests {
             images: None,
             split: None,
         };
-        let e = ingest(&[csv.clone(), tree.clone()], &IngestPolicy::default()).unwrap_err().to_string();
-        assert!(e.contains("different landmark schemes: `cofw29`") && e.contains("`ibug68`"), "{e}");
-        let e = ingest(&[SourceConfig { split: Some("train".into()), ..tree }], &IngestPolicy::default())
+        let e = ingest(&[csv.clone(), tree.clone()], &IngestPolicy::default())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("source 1 (300w") && e.contains("remove `split`"), "{e}");
-        let e = ingest(&[SourceConfig { scheme: Some("nope".into()), ..csv }], &IngestPolicy::default())
-            .unwrap_err()
-            .to_string();
+        assert!(
+            e.contains("different landmark schemes: `cofw29`") && e.contains("`ibug68`"),
+            "{e}"
+        );
+        let e = ingest(
+            &[SourceConfig {
+                split: Some("train".into()),
+                ..tree
+            }],
+            &IngestPolicy::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("source 1 (300w") && e.contains("remove `split`"),
+            "{e}"
+        );
+        let e = ingest(
+            &[SourceConfig {
+                scheme: Some("nope".into()),
+                ..csv
+            }],
+            &IngestPolicy::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("unknown landmark scheme `nope`"), "{e}");
-        assert!(matches!(ingest(&[], &IngestPolicy::default()), Err(IngestError::NoSources)));
+        assert!(matches!(
+            ingest(&[], &IngestPolicy::default()),
+            Err(IngestError::NoSources)
+        ));
     }
 
     #[test]
     fn skip_reports_unreadable_records_and_serialises() {
         let dir = tempfile::tempdir().unwrap();
         let short = csv_row("a.png").rsplit_once(',').unwrap().0.to_owned();
-        let src = csv_source(dir.path(), "z_train.csv", &[short, csv_row("b.png"), csv_row("missing.png")]);
+        let src = csv_source(
+            dir.path(),
+            "z_train.csv",
+            &[short, csv_row("b.png"), csv_row("missing.png")],
+        );
         let out = ingest(std::slice::from_ref(&src), &skip()).unwrap();
         assert_eq!(out.faces.len(), 1);
-        let locations: Vec<&str> = out.report.skipped.iter().map(|s| s.location.as_str()).collect();
+        let locations: Vec<&str> = out
+            .report
+            .skipped
+            .iter()
+            .map(|s| s.location.as_str())
+            .collect();
         assert_eq!(locations, ["line 2", "line 4"]);
-        assert!(out.report.skipped[0].reason.contains("expected 62 fields, found 61"));
+        assert!(
+            out.report.skipped[0]
+                .reason
+                .contains("expected 62 fields, found 61")
+        );
         let json_path = dir.path().join("ingest-report.json");
         out.report.write_json(&json_path).unwrap();
-        let back: IngestReport = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+        let back: IngestReport =
+            serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
         assert_eq!(back, out.report);
         assert!(out.report.to_json().contains("\"on_invalid\": \"skip\""));
-        let e = ingest(&[src], &IngestPolicy::default()).unwrap_err().to_string();
+        let e = ingest(&[src], &IngestPolicy::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("z_train.csv, line 2: expected 62 fields"), "{e}");
     }
 
@@ -926,9 +1146,16 @@ mod tests {
         .unwrap();
         assert_eq!(doc.ingest, skip());
         assert_eq!(doc.sources[0].kind, SourceKind::AflwSqlite);
-        assert_eq!(doc.sources[1].resolved(Path::new("/base")).images, Some(PathBuf::from("/base/img")));
-        assert!(toml::from_str::<Doc>("[ingest]\n[[sources]]\nkind = \"x\"\npath = \"p\"\n").is_err());
-        assert!(toml::from_str::<SourceConfig>("kind = \"wflw\"\npath = \"p\"\ntypo = 1\n").is_err());
+        assert_eq!(
+            doc.sources[1].resolved(Path::new("/base")).images,
+            Some(PathBuf::from("/base/img"))
+        );
+        assert!(
+            toml::from_str::<Doc>("[ingest]\n[[sources]]\nkind = \"x\"\npath = \"p\"\n").is_err()
+        );
+        assert!(
+            toml::from_str::<SourceConfig>("kind = \"wflw\"\npath = \"p\"\ntypo = 1\n").is_err()
+        );
     }
 
     #[test]
@@ -940,7 +1167,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         // A 300W tree with one face.
-        let xy: Vec<f32> = (0..68).flat_map(|i| [10.0 + i as f32 * 0.5, 20.0 + i as f32 * 0.25]).collect();
+        let xy: Vec<f32> = (0..68)
+            .flat_map(|i| [10.0 + i as f32 * 0.5, 20.0 + i as f32 * 0.25])
+            .collect();
         std::fs::create_dir_all(root.join("300W/ibug")).unwrap();
         std::fs::write(root.join("300W/ibug/image_001.pts"), write_pts(&xy, 3)).unwrap();
         write_png(&root.join("300W/ibug/image_001.png"), 64, 64);
@@ -949,25 +1178,60 @@ mod tests {
         std::fs::create_dir_all(root.join("aflw")).unwrap();
         aflw::tests::write_database(&root.join("aflw/aflw.sqlite"));
         let mut wflw_line: Vec<String> = (0..196).map(|i| format!("{}", 5 + i % 20)).collect();
-        wflw_line.extend(["1", "1", "30", "30", "0", "0", "0", "0", "0", "0", "x/a.jpg"].map(String::from));
+        wflw_line.extend(
+            [
+                "1", "1", "30", "30", "0", "0", "0", "0", "0", "0", "x/a.jpg",
+            ]
+            .map(String::from),
+        );
         std::fs::create_dir_all(root.join("WFLW/WFLW_annotations/list")).unwrap();
-        std::fs::write(root.join("WFLW/WFLW_annotations/list/list_98pt_rect_attr_train.txt"), wflw_line.join(" ")).unwrap();
+        std::fs::write(
+            root.join("WFLW/WFLW_annotations/list/list_98pt_rect_attr_train.txt"),
+            wflw_line.join(" "),
+        )
+        .unwrap();
         write_png(&root.join("WFLW/WFLW_images/x/a.jpg"), 40, 40);
         std::fs::write(root.join("notes.txt"), "hello\n").unwrap();
 
         let text = init_toml(root);
         let doc: Doc = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let kinds: Vec<SourceKind> = doc.sources.iter().map(|s| s.kind).collect();
-        assert_eq!(kinds, [SourceKind::W300, SourceKind::Wflw, SourceKind::AflwSqlite, SourceKind::HrnetCsv], "{text}");
+        assert_eq!(
+            kinds,
+            [
+                SourceKind::W300,
+                SourceKind::Wflw,
+                SourceKind::AflwSqlite,
+                SourceKind::HrnetCsv
+            ],
+            "{text}"
+        );
         let by_kind = |k| doc.sources.iter().find(|s| s.kind == k).unwrap();
-        assert_eq!(by_kind(SourceKind::HrnetCsv).images, Some(root.join("cofw/images")));
+        assert_eq!(
+            by_kind(SourceKind::HrnetCsv).images,
+            Some(root.join("cofw/images"))
+        );
         assert_eq!(by_kind(SourceKind::HrnetCsv).split.as_deref(), Some("test"));
-        assert_eq!(by_kind(SourceKind::Wflw).images, Some(root.join("WFLW/WFLW_images")));
-        assert_eq!(by_kind(SourceKind::AflwSqlite).images, Some(root.join("aflw/flickr")));
+        assert_eq!(
+            by_kind(SourceKind::Wflw).images,
+            Some(root.join("WFLW/WFLW_images"))
+        );
+        assert_eq!(
+            by_kind(SourceKind::AflwSqlite).images,
+            Some(root.join("aflw/flickr"))
+        );
 
-        let out = ingest(&[by_kind(SourceKind::W300).clone()], &IngestPolicy::default()).unwrap();
+        let out = ingest(
+            &[by_kind(SourceKind::W300).clone()],
+            &IngestPolicy::default(),
+        )
+        .unwrap();
         assert_eq!(out.faces[0].sample_id, "300w/ibug/image_001");
-        let out = ingest(&[by_kind(SourceKind::Wflw).clone()], &IngestPolicy::default()).unwrap();
+        let out = ingest(
+            &[by_kind(SourceKind::Wflw).clone()],
+            &IngestPolicy::default(),
+        )
+        .unwrap();
         assert_eq!(out.faces[0].sample_id, "wflw/x/a_0");
         let parquet = root.join("faces.parquet");
         write_faces_parquet(&parquet, &out.faces).unwrap();

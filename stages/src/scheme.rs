@@ -55,7 +55,10 @@ impl Scheme {
 
     /// Permute a per-point attribute (e.g. visibility) the way [`Scheme::flip_shape`] does.
     pub fn flip_points<T: Copy>(&self, values: &[T]) -> Vec<T> {
-        self.flip_permutation.iter().map(|&src| values[src]).collect()
+        self.flip_permutation
+            .iter()
+            .map(|&src| values[src])
+            .collect()
     }
 }
 
@@ -84,7 +87,11 @@ pub fn by_name(name: &str) -> Result<&'static Scheme, UnknownScheme> {
         .find(|s| s.name == name)
         .ok_or_else(|| UnknownScheme {
             name: name.to_owned(),
-            known: REGISTRY.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
+            known: REGISTRY
+                .iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+                .join(", "),
         })
 }
 
@@ -119,7 +126,10 @@ fn ibug68() -> Scheme {
         normaliser: Normaliser::InterOcular { a: 36, b: 45 },
         alternative_normalisers: vec![(
             "inter-pupil",
-            Normaliser::InterPupil { left: left_eye.clone(), right: right_eye.clone() },
+            Normaliser::InterPupil {
+                left: left_eye.clone(),
+                right: right_eye.clone(),
+            },
         )],
         left_eye,
         right_eye,
@@ -129,15 +139,32 @@ fn ibug68() -> Scheme {
 /// The 19-point AFLW-Full scheme (the 21 AFLW points without the ears).
 fn aflw19() -> Scheme {
     let names = [
-        "brow_l_left", "brow_l_centre", "brow_l_right", "brow_r_left", "brow_r_centre",
-        "brow_r_right", "eye_l_left", "eye_l_centre", "eye_l_right", "eye_r_left",
-        "eye_r_centre", "eye_r_right", "nose_left", "nose_centre", "nose_right", "mouth_left",
-        "mouth_centre", "mouth_right", "chin",
+        "brow_l_left",
+        "brow_l_centre",
+        "brow_l_right",
+        "brow_r_left",
+        "brow_r_centre",
+        "brow_r_right",
+        "eye_l_left",
+        "eye_l_centre",
+        "eye_l_right",
+        "eye_r_left",
+        "eye_r_centre",
+        "eye_r_right",
+        "nose_left",
+        "nose_centre",
+        "nose_right",
+        "mouth_left",
+        "mouth_centre",
+        "mouth_right",
+        "chin",
     ];
     Scheme {
         name: "aflw19",
         point_names: names.iter().map(|s| s.to_string()).collect(),
-        flip_permutation: vec![5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 14, 13, 12, 17, 16, 15, 18],
+        flip_permutation: vec![
+            5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 14, 13, 12, 17, 16, 15, 18,
+        ],
         left_eye: vec![6, 7, 8],
         right_eye: vec![9, 10, 11],
         normaliser: Normaliser::BoxWidth,
@@ -180,7 +207,10 @@ fn permutation_from_names(names: &[String], left: &str, right: &str) -> Vec<usiz
         .iter()
         .map(|n| {
             // A placeholder keeps the two replacements from undoing each other.
-            let mirrored = n.replace(left, "\u{0}").replace(right, left).replace('\u{0}', right);
+            let mirrored = n
+                .replace(left, "\u{0}")
+                .replace(right, left)
+                .replace('\u{0}', right);
             names
                 .iter()
                 .position(|m| *m == mirrored)
@@ -276,7 +306,10 @@ fn wflw98() -> Scheme {
         normaliser: Normaliser::InterOcular { a: 60, b: 72 },
         alternative_normalisers: vec![(
             "inter-pupil",
-            Normaliser::InterPupil { left: vec![96], right: vec![97] },
+            Normaliser::InterPupil {
+                left: vec![96],
+                right: vec![97],
+            },
         )],
     }
 }
@@ -350,7 +383,11 @@ mod tests {
             for (i, &p) in s.flip_permutation.iter().enumerate() {
                 assert!(!seen[p], "{}: {p} twice", s.name);
                 seen[p] = true;
-                assert_eq!(s.flip_permutation[p], i, "{}: not an involution at {i}", s.name);
+                assert_eq!(
+                    s.flip_permutation[p], i,
+                    "{}: not an involution at {i}",
+                    s.name
+                );
             }
         }
     }
@@ -377,8 +414,14 @@ mod tests {
     fn aflw21_mirrors_corners_across_features() {
         let s = by_name("aflw21").unwrap();
         let idx = |n: &str| s.point_names.iter().position(|m| m == n).unwrap();
-        assert_eq!(s.flip_permutation[idx("LeftBrowLeftCorner")], idx("RightBrowRightCorner"));
-        assert_eq!(s.flip_permutation[idx("LeftEyeRightCorner")], idx("RightEyeLeftCorner"));
+        assert_eq!(
+            s.flip_permutation[idx("LeftBrowLeftCorner")],
+            idx("RightBrowRightCorner")
+        );
+        assert_eq!(
+            s.flip_permutation[idx("LeftEyeRightCorner")],
+            idx("RightEyeLeftCorner")
+        );
         assert_eq!(s.flip_permutation[idx("LeftEar")], idx("RightEar"));
         assert_eq!(s.flip_permutation[idx("NoseLeft")], idx("NoseRight"));
         assert_eq!(s.flip_permutation[idx("ChinCenter")], idx("ChinCenter"));
@@ -391,7 +434,11 @@ mod tests {
         let kept: Vec<usize> = (0..21).filter(|i| !AFLW21_EARS.contains(i)).collect();
         let derived: Vec<usize> = kept
             .iter()
-            .map(|&i| kept.iter().position(|&k| k == s21.flip_permutation[i]).unwrap())
+            .map(|&i| {
+                kept.iter()
+                    .position(|&k| k == s21.flip_permutation[i])
+                    .unwrap()
+            })
             .collect();
         assert_eq!(derived, s19.flip_permutation);
     }
@@ -403,7 +450,15 @@ mod tests {
         assert_eq!(wflw.num_points(), 98);
         assert_eq!(wflw.normaliser, Normaliser::InterOcular { a: 60, b: 72 });
         // Outer eye corners, brow ends and mouth corners swap; the mid line stays.
-        for (a, b) in [(60, 72), (64, 68), (33, 46), (76, 82), (96, 97), (0, 32), (55, 59)] {
+        for (a, b) in [
+            (60, 72),
+            (64, 68),
+            (33, 46),
+            (76, 82),
+            (96, 97),
+            (0, 32),
+            (55, 59),
+        ] {
             assert_eq!(wflw.flip_permutation[a], b, "wflw98 {a}");
         }
         for m in [16, 51, 52, 53, 54, 57, 79, 85, 90, 94] {

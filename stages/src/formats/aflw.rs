@@ -85,7 +85,11 @@ impl AflwSqlite<'_> {
     }
 
     fn sqlite(&self, doing: &str, source: rusqlite::Error) -> ReadError {
-        ReadError::Sqlite { path: self.path.into(), doing: doing.to_owned(), source }
+        ReadError::Sqlite {
+            path: self.path.into(),
+            doing: doing.to_owned(),
+            source,
+        }
     }
 
     /// Refuse a database whose feature ids do not mean what [`AFLW21_FEATURES`] says.
@@ -99,7 +103,9 @@ impl AflwSqlite<'_> {
             .map_err(|e| self.sqlite(doing, e))?;
         for row in rows {
             let (id, descr) = row.map_err(|e| self.sqlite(doing, e))?;
-            let expected = usize::try_from(id).ok().and_then(|i| AFLW21_FEATURES.get(i.wrapping_sub(1)));
+            let expected = usize::try_from(id)
+                .ok()
+                .and_then(|i| AFLW21_FEATURES.get(i.wrapping_sub(1)));
             if let Some(expected) = expected
                 && descr.trim() != *expected
             {
@@ -146,11 +152,16 @@ impl AflwSqlite<'_> {
         let mut rows = stmt.query([]).map_err(|e| self.sqlite(doing, e))?;
         while let Some(row) = rows.next().map_err(|e| self.sqlite(doing, e))? {
             let face_id: i64 = row.get(0).map_err(|e| self.sqlite(doing, e))?;
-            let Some(face) = faces.get_mut(&face_id) else { continue };
+            let Some(face) = faces.get_mut(&face_id) else {
+                continue;
+            };
             if face.rect.is_some() {
                 continue;
             }
-            match (1..5).map(|i| row.get::<_, f64>(i)).collect::<Result<Vec<f64>, _>>() {
+            match (1..5)
+                .map(|i| row.get::<_, f64>(i))
+                .collect::<Result<Vec<f64>, _>>()
+            {
                 Ok(v) => face.rect = Some([v[0], v[1], v[2], v[3]]),
                 Err(e) => face.problem = Some(format!("FaceRect: {e}")),
             }
@@ -158,16 +169,23 @@ impl AflwSqlite<'_> {
 
         let doing = "reading FacePose";
         let mut stmt = db
-            .prepare("SELECT face_id, roll, pitch, yaw FROM FacePose ORDER BY face_id, annot_type_id")
+            .prepare(
+                "SELECT face_id, roll, pitch, yaw FROM FacePose ORDER BY face_id, annot_type_id",
+            )
             .map_err(|e| self.sqlite(doing, e))?;
         let mut rows = stmt.query([]).map_err(|e| self.sqlite(doing, e))?;
         while let Some(row) = rows.next().map_err(|e| self.sqlite(doing, e))? {
             let face_id: i64 = row.get(0).map_err(|e| self.sqlite(doing, e))?;
-            let Some(face) = faces.get_mut(&face_id) else { continue };
+            let Some(face) = faces.get_mut(&face_id) else {
+                continue;
+            };
             if face.pose.is_some() {
                 continue;
             }
-            match (1..4).map(|i| row.get::<_, f64>(i)).collect::<Result<Vec<f64>, _>>() {
+            match (1..4)
+                .map(|i| row.get::<_, f64>(i))
+                .collect::<Result<Vec<f64>, _>>()
+            {
                 Ok(v) => face.pose = Some([v[0], v[1], v[2]]),
                 Err(e) => face.problem = Some(format!("FacePose: {e}")),
             }
@@ -180,8 +198,14 @@ impl AflwSqlite<'_> {
         let mut rows = stmt.query([]).map_err(|e| self.sqlite(doing, e))?;
         while let Some(row) = rows.next().map_err(|e| self.sqlite(doing, e))? {
             let face_id: i64 = row.get(0).map_err(|e| self.sqlite(doing, e))?;
-            let Some(face) = faces.get_mut(&face_id) else { continue };
-            let values = (row.get::<_, i64>(1), row.get::<_, f64>(2), row.get::<_, f64>(3));
+            let Some(face) = faces.get_mut(&face_id) else {
+                continue;
+            };
+            let values = (
+                row.get::<_, i64>(1),
+                row.get::<_, f64>(2),
+                row.get::<_, f64>(3),
+            );
             let (feature, x, y) = match values {
                 (Ok(f), Ok(x), Ok(y)) => (f, x, y),
                 (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
@@ -196,10 +220,13 @@ impl AflwSqlite<'_> {
             match slot {
                 Some(slot @ None) => *slot = Some((x, y)),
                 Some(Some(_)) => {
-                    face.problem = Some(format!("FeatureCoords: feature_id {feature} appears twice"));
+                    face.problem =
+                        Some(format!("FeatureCoords: feature_id {feature} appears twice"));
                 }
                 None => {
-                    face.problem = Some(format!("FeatureCoords: feature_id {feature} is not in 1..=21"));
+                    face.problem = Some(format!(
+                        "FeatureCoords: feature_id {feature} is not in 1..=21"
+                    ));
                 }
             }
         }
@@ -210,7 +237,10 @@ impl AflwSqlite<'_> {
     }
 
     fn face(&self, face_id: i64, rows: FaceRows, keep: &[usize]) -> Result<SourcedFace, ReadError> {
-        let origin = Origin { path: self.path.into(), location: Location::AflwFace(face_id) };
+        let origin = Origin {
+            path: self.path.into(),
+            location: Location::AflwFace(face_id),
+        };
         let record_error = |problem: String| ReadError::Record {
             path: self.path.into(),
             location: origin.location.clone(),
@@ -222,12 +252,18 @@ impl AflwSqlite<'_> {
         let filepath = match (rows.filepath, rows.image_rows) {
             (Some(p), 1) => p,
             (None, _) => return Err(record_error("no FaceImages row for its file_id".to_owned())),
-            (Some(_), n) => return Err(record_error(format!("{n} FaceImages rows for its file_id"))),
+            (Some(_), n) => {
+                return Err(record_error(format!("{n} FaceImages rows for its file_id")));
+            }
         };
-        let [x, y, w, h] = rows.rect.ok_or_else(|| record_error("no FaceRect row".to_owned()))?;
+        let [x, y, w, h] = rows
+            .rect
+            .ok_or_else(|| record_error("no FaceRect row".to_owned()))?;
         if !(w > 0.0 && h > 0.0 && x.is_finite() && y.is_finite() && w.is_finite() && h.is_finite())
         {
-            return Err(record_error(format!("FaceRect ({x}, {y}, {w}, {h}) is not a box")));
+            return Err(record_error(format!(
+                "FaceRect ({x}, {y}, {w}, {h}) is not a box"
+            )));
         }
         let image = self.images.join(&filepath);
         let (width, height) = image_dimensions(&image).map_err(|source| ReadError::Image {
@@ -261,7 +297,12 @@ impl AflwSqlite<'_> {
             image_height: height,
             landmarks,
             visible,
-            bbox: BBox { x: (x + OFFSET) as f32, y: (y + OFFSET) as f32, w: w as f32, h: h as f32 },
+            bbox: BBox {
+                x: (x + OFFSET) as f32,
+                y: (y + OFFSET) as f32,
+                w: w as f32,
+                h: h as f32,
+            },
             bbox_source: BoxSource::Annotation,
             roll: rows.pose.map(|p| degrees(p[0])),
             pitch: rows.pose.map(|p| degrees(p[1])),
@@ -316,7 +357,8 @@ pub(crate) mod tests {
             .unwrap();
         }
         for f in 1..=3 {
-            db.execute("INSERT INTO FeatureCoords VALUES (2, ?1, ?1, ?1)", [f]).unwrap();
+            db.execute("INSERT INTO FeatureCoords VALUES (2, ?1, ?1, ?1)", [f])
+                .unwrap();
         }
     }
 
@@ -331,14 +373,23 @@ pub(crate) mod tests {
     fn read(dir: &Path, scheme: &str) -> Result<Entries, ReadError> {
         let path = dir.join("aflw.sqlite");
         let images = default_images(&path);
-        AflwSqlite { path: &path, images: &images, split: "train", scheme: by_name(scheme).unwrap() }.read()
+        AflwSqlite {
+            path: &path,
+            images: &images,
+            split: "train",
+            scheme: by_name(scheme).unwrap(),
+        }
+        .read()
     }
 
     #[test]
     fn reads_faces_with_missing_points_boxes_and_poses() {
         let dir = fixture();
-        let faces: Vec<SourcedFace> =
-            read(dir.path(), "aflw21").unwrap().into_iter().map(|e| e.unwrap()).collect();
+        let faces: Vec<SourcedFace> = read(dir.path(), "aflw21")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.unwrap())
+            .collect();
         assert_eq!(faces.len(), 2);
         let f = &faces[0].face;
         assert_eq!(f.sample_id, "aflw/1");
@@ -346,11 +397,21 @@ pub(crate) mod tests {
         assert_eq!((f.landmarks[0], f.landmarks[1]), (11.5, 21.5));
         assert!(f.landmarks[8].is_nan() && f.landmarks[9].is_nan());
         assert!(!f.visible[4] && f.visible[3] && f.visible[12]);
-        assert_eq!((f.bbox.x, f.bbox.y, f.bbox.w, f.bbox.h), (10.5, 12.5, 30.0, 32.0));
-        assert_eq!((f.roll, f.yaw), (Some(0.0), Some(-1.0f64.to_degrees() as f32)));
+        assert_eq!(
+            (f.bbox.x, f.bbox.y, f.bbox.w, f.bbox.h),
+            (10.5, 12.5, 30.0, 32.0)
+        );
+        assert_eq!(
+            (f.roll, f.yaw),
+            (Some(0.0), Some(-1.0f64.to_degrees() as f32))
+        );
         assert_eq!((f.image_width, f.image_height), (80, 60));
         let g = &faces[1].face;
-        assert_eq!((g.bbox.x, g.bbox.w), (5.5, 20.0), "lowest annot_type_id wins");
+        assert_eq!(
+            (g.bbox.x, g.bbox.w),
+            (5.5, 20.0),
+            "lowest annot_type_id wins"
+        );
         assert_eq!(g.yaw, None);
         assert_eq!(g.visible.iter().filter(|v| **v).count(), 3);
         assert_eq!(faces[1].origin.location, Location::AflwFace(2));
@@ -359,8 +420,11 @@ pub(crate) mod tests {
     #[test]
     fn aflw19_drops_the_ears() {
         let dir = fixture();
-        let faces: Vec<SourcedFace> =
-            read(dir.path(), "aflw19").unwrap().into_iter().map(|e| e.unwrap()).collect();
+        let faces: Vec<SourcedFace> = read(dir.path(), "aflw19")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.unwrap())
+            .collect();
         let f = &faces[0].face;
         assert_eq!(f.landmarks.len(), 38);
         // Index 12 of AFLW-19 is NoseLeft, feature id 14.
@@ -382,11 +446,24 @@ pub(crate) mod tests {
         .unwrap();
         drop(db);
         let entries = read(dir.path(), "aflw21").unwrap();
-        let errors: Vec<String> = entries.iter().map(|e| e.as_ref().err().map(|e| e.to_string()).unwrap_or_default()).collect();
-        assert!(errors[0].contains("aflw.sqlite, face_id 1: image") && errors[0].contains("missing.jpg"), "{errors:?}");
+        let errors: Vec<String> = entries
+            .iter()
+            .map(|e| e.as_ref().err().map(|e| e.to_string()).unwrap_or_default())
+            .collect();
+        assert!(
+            errors[0].contains("aflw.sqlite, face_id 1: image")
+                && errors[0].contains("missing.jpg"),
+            "{errors:?}"
+        );
         assert!(entries[1].is_ok());
-        assert!(errors[2].contains("aflw.sqlite, face_id 3: no FaceImages row"), "{errors:?}");
-        assert!(errors[3].contains("face_id 4: FeatureCoords: feature_id 22"), "{errors:?}");
+        assert!(
+            errors[2].contains("aflw.sqlite, face_id 3: no FaceImages row"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[3].contains("face_id 4: FeatureCoords: feature_id 22"),
+            "{errors:?}"
+        );
     }
 
     #[test]
@@ -395,7 +472,11 @@ pub(crate) mod tests {
         let e = read(dir.path(), "ibug68").unwrap_err().to_string();
         assert!(e.contains("not `ibug68`"), "{e}");
         let db = Connection::open(dir.path().join("aflw.sqlite")).unwrap();
-        db.execute("UPDATE FeatureCoordTypes SET descr = 'LeftEar' WHERE feature_id = 1", []).unwrap();
+        db.execute(
+            "UPDATE FeatureCoordTypes SET descr = 'LeftEar' WHERE feature_id = 1",
+            [],
+        )
+        .unwrap();
         drop(db);
         let e = read(dir.path(), "aflw21").unwrap_err().to_string();
         assert!(e.contains("feature_id 1 is `LeftEar`"), "{e}");
@@ -404,10 +485,16 @@ pub(crate) mod tests {
     #[test]
     fn a_file_that_is_not_a_database_is_a_source_error() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("aflw.sqlite"), b"this is not sqlite at all, just text").unwrap();
+        std::fs::write(
+            dir.path().join("aflw.sqlite"),
+            b"this is not sqlite at all, just text",
+        )
+        .unwrap();
         let e = read(dir.path(), "aflw19").unwrap_err().to_string();
         assert!(e.contains("aflw.sqlite: sqlite error"), "{e}");
-        let e = read(&dir.path().join("absent"), "aflw19").unwrap_err().to_string();
+        let e = read(&dir.path().join("absent"), "aflw19")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("opening the database"), "{e}");
     }
 

@@ -13,8 +13,8 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::{
-    Entries, Location, Origin, PixelOrigin, ReadError, SourcedFace, image_dimensions,
-    parse_finite, path_text, strip_extension,
+    Entries, Location, Origin, PixelOrigin, ReadError, SourcedFace, image_dimensions, parse_finite,
+    path_text, strip_extension,
 };
 use crate::face::{BBox, BoxSource, FaceRecord};
 use crate::scheme::Scheme;
@@ -22,7 +22,11 @@ use crate::scheme::Scheme;
 /// The pixel rule of an HRNet CSV by landmark scheme: 1-based for 300W (`ibug68`, whose raw
 /// values come from `.pts` files), 0-based for every other dataset.
 pub fn pixel_origin_for_scheme(scheme: &str) -> PixelOrigin {
-    if scheme == "ibug68" { PixelOrigin::OneBased } else { PixelOrigin::ZeroBased }
+    if scheme == "ibug68" {
+        PixelOrigin::OneBased
+    } else {
+        PixelOrigin::ZeroBased
+    }
 }
 
 /// One HRNet CSV source.
@@ -87,7 +91,10 @@ impl HrnetCsv<'_> {
     /// a value that is not a finite number, a non-positive box) is an error for that row.
     pub fn read(&self) -> Result<Entries, ReadError> {
         let text = read_text(self.path)?;
-        let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
         let header = lines.next().map_or("", |(_, l)| l);
         let layout = parse_header(header, self.path)?;
         if layout.points != self.scheme.num_points() {
@@ -139,7 +146,11 @@ impl HrnetCsv<'_> {
     }
 
     fn parse_row(&self, line: usize, text: &str, layout: Layout) -> Result<Row, ReadError> {
-        let syntax = |problem: String| ReadError::Syntax { path: self.path.into(), line, problem };
+        let syntax = |problem: String| ReadError::Syntax {
+            path: self.path.into(),
+            line,
+            problem,
+        };
         let fields: Vec<&str> = text.split(',').map(str::trim).collect();
         if fields.len() != layout.fields() {
             return Err(syntax(format!(
@@ -148,12 +159,18 @@ impl HrnetCsv<'_> {
                 fields.len()
             )));
         }
-        let number = |i: usize| parse_finite(fields[i]).map_err(|p| syntax(format!("column {}: {p}", i + 1)));
+        let number = |i: usize| {
+            parse_finite(fields[i]).map_err(|p| syntax(format!("column {}: {p}", i + 1)))
+        };
         let image_name = fields[0].replace('\\', "/");
         if image_name.is_empty() {
             return Err(syntax("empty image_name".to_owned()));
         }
-        let side = if layout.box_size { number(2)? } else { number(1)? * 200.0 };
+        let side = if layout.box_size {
+            number(2)?
+        } else {
+            number(1)? * 200.0
+        };
         if side <= 0.0 {
             return Err(syntax(format!("box side {side} is not positive")));
         }
@@ -170,11 +187,19 @@ impl HrnetCsv<'_> {
             w: side as f32,
             h: side as f32,
         };
-        Ok(Row { line, image_name, xy, bbox })
+        Ok(Row {
+            line,
+            image_name,
+            xy,
+            bbox,
+        })
     }
 
     fn face(&self, row: Row, sample_id: String) -> Result<SourcedFace, ReadError> {
-        let origin = Origin { path: self.path.into(), location: Location::Line(row.line) };
+        let origin = Origin {
+            path: self.path.into(),
+            location: Location::Line(row.line),
+        };
         let image = self.images.join(&row.image_name);
         let (width, height) = image_dimensions(&image).map_err(|source| ReadError::Image {
             path: self.path.into(),
@@ -204,7 +229,10 @@ impl HrnetCsv<'_> {
 }
 
 fn read_text(path: &Path) -> Result<String, ReadError> {
-    let bytes = std::fs::read(path).map_err(|source| ReadError::Io { path: path.into(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| ReadError::Io {
+        path: path.into(),
+        source,
+    })?;
     String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         ReadError::Syntax {
@@ -217,7 +245,11 @@ fn read_text(path: &Path) -> Result<String, ReadError> {
 
 /// Check the header column by column and return the layout it announces.
 fn parse_header(header: &str, path: &Path) -> Result<Layout, ReadError> {
-    let columns: Vec<&str> = header.trim_end_matches('\r').split(',').map(str::trim).collect();
+    let columns: Vec<&str> = header
+        .trim_end_matches('\r')
+        .split(',')
+        .map(str::trim)
+        .collect();
     let columns: Vec<&str> = match columns.first() {
         // A byte-order mark may precede the first column name.
         Some(first) => std::iter::once(first.trim_start_matches('\u{feff}'))
@@ -237,10 +269,16 @@ fn parse_header(header: &str, path: &Path) -> Result<Layout, ReadError> {
         expected.push(format!("original_{k}_x"));
         expected.push(format!("original_{k}_y"));
     }
-    let problem = if let Some((i, (want, got))) =
-        expected.iter().zip(&columns).enumerate().find(|(_, (w, g))| w.as_str() != **g)
+    let problem = if let Some((i, (want, got))) = expected
+        .iter()
+        .zip(&columns)
+        .enumerate()
+        .find(|(_, (w, g))| w.as_str() != **g)
     {
-        Some(format!("column {}: expected `{want}`, found `{got}`", i + 1))
+        Some(format!(
+            "column {}: expected `{want}`, found `{got}`",
+            i + 1
+        ))
     } else if columns.len() != expected.len() {
         Some(format!(
             "expected {} leading columns and x/y pairs, found {} columns",
@@ -253,7 +291,11 @@ fn parse_header(header: &str, path: &Path) -> Result<Layout, ReadError> {
         None
     };
     match problem {
-        Some(problem) => Err(ReadError::Syntax { path: path.into(), line: 1, problem }),
+        Some(problem) => Err(ReadError::Syntax {
+            path: path.into(),
+            line: 1,
+            problem,
+        }),
         None => Ok(Layout { box_size, points }),
     }
 }
@@ -286,7 +328,10 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             write_png(&dir.path().join("img/a.png"), 40, 30);
             write_png(&dir.path().join("img/sub/b.png"), 50, 60);
-            Fixture { dir, scheme: scheme_of(2) }
+            Fixture {
+                dir,
+                scheme: scheme_of(2),
+            }
         }
 
         fn read(&self, text: &str, origin: PixelOrigin) -> Result<Entries, ReadError> {
@@ -312,20 +357,34 @@ mod tests {
             "{}\r\na.png,0.1,20,15,1,2,460.55199999999996,4\r\nsub/b.png,0.05,10,10,1,1,2,2\r\nsub/b.png,0.05,30,30,5,5,6,6",
             header(2, false)
         );
-        let faces: Vec<SourcedFace> =
-            fx.read(&text, PixelOrigin::ZeroBased).unwrap().into_iter().map(|e| e.unwrap()).collect();
+        let faces: Vec<SourcedFace> = fx
+            .read(&text, PixelOrigin::ZeroBased)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.unwrap())
+            .collect();
         let ids: Vec<&str> = faces.iter().map(|f| f.face.sample_id.as_str()).collect();
         assert_eq!(ids, ["cofw/a", "cofw/sub/b_0", "cofw/sub/b_1"]);
         let a = &faces[0].face;
         assert_eq!(a.landmarks, vec![1.5, 2.5, 461.052, 4.5]);
-        assert_eq!((a.bbox.x, a.bbox.y, a.bbox.w, a.bbox.h), (10.5, 5.5, 20.0, 20.0));
+        assert_eq!(
+            (a.bbox.x, a.bbox.y, a.bbox.w, a.bbox.h),
+            (10.5, 5.5, 20.0, 20.0)
+        );
         assert_eq!(a.bbox_source, BoxSource::Annotation);
-        assert_eq!((a.image_width, a.image_height, a.split.as_str()), (40, 30, "train"));
+        assert_eq!(
+            (a.image_width, a.image_height, a.split.as_str()),
+            (40, 30, "train")
+        );
         assert_eq!(faces[2].face.image_height, 60);
         assert_eq!(faces[2].origin.location, Location::Line(4));
 
-        let one_based: Vec<SourcedFace> =
-            fx.read(&text, PixelOrigin::OneBased).unwrap().into_iter().map(|e| e.unwrap()).collect();
+        let one_based: Vec<SourcedFace> = fx
+            .read(&text, PixelOrigin::OneBased)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.unwrap())
+            .collect();
         assert_eq!(one_based[0].face.landmarks[..2], [0.5, 1.5]);
         assert_eq!(one_based[0].face.bbox.x, 9.5);
     }
@@ -344,15 +403,39 @@ mod tests {
     fn row_errors_name_file_and_line() {
         let fx = Fixture::new();
         let cases = [
-            ("a.png,0.1,20,15,1,2,3\n", "line 2: expected 8 fields, found 7"),
-            ("a.png,0.1,20,15,1,2,3,x\n", "line 2: column 8: `x` is not a number"),
-            ("a.png,0.1,20,15,1,2,3,nan\n", "line 2: column 8: `nan` is not a finite"),
-            ("a.png,0.1,20,15,1,2,3,4\na.png,-1,20,15,1,2,3,4\n", "line 3: box side -200"),
-            ("a.png,0.1,20,15,1,2,3,4\n\nmissing.png,0.1,20,15,1,2,3,4\n", "line 4: image"),
+            (
+                "a.png,0.1,20,15,1,2,3\n",
+                "line 2: expected 8 fields, found 7",
+            ),
+            (
+                "a.png,0.1,20,15,1,2,3,x\n",
+                "line 2: column 8: `x` is not a number",
+            ),
+            (
+                "a.png,0.1,20,15,1,2,3,nan\n",
+                "line 2: column 8: `nan` is not a finite",
+            ),
+            (
+                "a.png,0.1,20,15,1,2,3,4\na.png,-1,20,15,1,2,3,4\n",
+                "line 3: box side -200",
+            ),
+            (
+                "a.png,0.1,20,15,1,2,3,4\n\nmissing.png,0.1,20,15,1,2,3,4\n",
+                "line 4: image",
+            ),
         ];
         for (rows, want) in cases {
-            let entries = fx.read(&format!("{}\n{rows}", header(2, false)), PixelOrigin::ZeroBased).unwrap();
-            let e = entries.iter().find_map(|e| e.as_ref().err()).unwrap().to_string();
+            let entries = fx
+                .read(
+                    &format!("{}\n{rows}", header(2, false)),
+                    PixelOrigin::ZeroBased,
+                )
+                .unwrap();
+            let e = entries
+                .iter()
+                .find_map(|e| e.as_ref().err())
+                .unwrap()
+                .to_string();
             assert!(e.contains(&format!("faces_train.csv, {want}")), "{e}");
         }
     }
@@ -360,10 +443,25 @@ mod tests {
     #[test]
     fn header_errors_are_whole_file_errors() {
         let fx = Fixture::new();
-        let e = fx.read("image_name,scale,center_x,center_h\n", PixelOrigin::ZeroBased).unwrap_err();
-        assert!(e.to_string().contains("line 1: column 3: expected `center_w`"), "{e}");
-        let e = fx.read(&header(3, false), PixelOrigin::ZeroBased).unwrap_err();
-        assert!(e.to_string().contains("line 1: wrong point count: the header has 3"), "{e}");
+        let e = fx
+            .read(
+                "image_name,scale,center_x,center_h\n",
+                PixelOrigin::ZeroBased,
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("line 1: column 3: expected `center_w`"),
+            "{e}"
+        );
+        let e = fx
+            .read(&header(3, false), PixelOrigin::ZeroBased)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("line 1: wrong point count: the header has 3"),
+            "{e}"
+        );
         let e = fx.read("", PixelOrigin::ZeroBased).unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
     }

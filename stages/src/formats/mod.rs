@@ -126,8 +126,8 @@ pub enum ReadError {
         location: Location,
         /// The image file.
         image: PathBuf,
-        /// The decoder's error.
-        source: image::ImageError,
+        /// The decoder's error (boxed: it is large and errors travel in every record).
+        source: Box<image::ImageError>,
     },
     /// An sqlite database cannot be opened or queried.
     #[error("{}: sqlite error while {doing}: {source}", path.display())]
@@ -197,17 +197,24 @@ pub(crate) fn parse_finite(field: &str) -> Result<f64, String> {
 }
 
 /// Width and height of an image, from its header only (the pixels are not decoded).
-pub(crate) fn image_dimensions(image: &Path) -> Result<(u32, u32), image::ImageError> {
-    Ok(image::ImageReader::open(image)?.with_guessed_format()?.into_dimensions()?)
+pub(crate) fn image_dimensions(image: &Path) -> Result<(u32, u32), Box<image::ImageError>> {
+    let dims = || -> Result<(u32, u32), image::ImageError> {
+        image::ImageReader::open(image)?
+            .with_guessed_format()?
+            .into_dimensions()
+    };
+    dims().map_err(Box::new)
 }
 
 /// A path as UTF-8 text (it is stored in `faces.parquet`), or a record error naming it.
 pub(crate) fn path_text(path: &Path, origin: &Origin) -> Result<String, ReadError> {
-    path.to_str().map(str::to_owned).ok_or_else(|| ReadError::Record {
-        path: origin.path.clone(),
-        location: origin.location.clone(),
-        problem: format!("image path {} is not valid UTF-8", path.display()),
-    })
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| ReadError::Record {
+            path: origin.path.clone(),
+            location: origin.location.clone(),
+            problem: format!("image path {} is not valid UTF-8", path.display()),
+        })
 }
 
 /// A split name read off a file name: `train`, `test` or `val` when the stem contains exactly
@@ -277,14 +284,20 @@ mod tests {
 
     #[test]
     fn extensions_are_stripped_from_the_last_component_only() {
-        assert_eq!(strip_extension("ibug/image_092_01.jpg"), "ibug/image_092_01");
+        assert_eq!(
+            strip_extension("ibug/image_092_01.jpg"),
+            "ibug/image_092_01"
+        );
         assert_eq!(strip_extension("a.b/c"), "a.b/c");
         assert_eq!(strip_extension("noext"), "noext");
     }
 
     #[test]
     fn finite_parse_rejects_nan_and_infinity() {
-        assert_eq!(parse_finite("460.55199999999996").unwrap(), 460.55199999999996);
+        assert_eq!(
+            parse_finite("460.55199999999996").unwrap(),
+            460.55199999999996
+        );
         assert!(parse_finite("nan").unwrap_err().contains("finite"));
         assert!(parse_finite("-inf").unwrap_err().contains("finite"));
         assert!(parse_finite("1e999").unwrap_err().contains("finite"));

@@ -46,9 +46,15 @@ pub struct PtsShape {
 
 /// Read and parse a `.pts` file; see [`parse_pts`].
 pub fn read_pts(path: &Path, expected_points: usize) -> Result<PtsShape, ReadError> {
-    let bytes = std::fs::read(path).map_err(|source| ReadError::Io { path: path.into(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| ReadError::Io {
+        path: path.into(),
+        source,
+    })?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
-        let line = 1 + bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count();
+        let line = 1 + bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
         syntax(path, line, "not valid UTF-8 text".to_owned())
     })?;
     parse_pts(text, path, expected_points)
@@ -67,29 +73,51 @@ pub fn parse_pts(text: &str, path: &Path, expected_points: usize) -> Result<PtsS
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Line numbers are 1-based; `str::lines` already drops a trailing "\r" before "\n", and
     // the final line's "\r" (file without a final newline) is trimmed below.
-    let mut lines = text.lines().map(str::trim).enumerate().map(|(i, l)| (i + 1, l));
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .enumerate()
+        .map(|(i, l)| (i + 1, l));
     let mut next = |what: &str, last: &mut usize| -> Result<(usize, &str), ReadError> {
         match lines.next() {
             Some((n, l)) => {
                 *last = n;
                 Ok((n, l))
             }
-            None => Err(syntax(path, *last + 1, format!("file ends where {what} was expected"))),
+            None => Err(syntax(
+                path,
+                *last + 1,
+                format!("file ends where {what} was expected"),
+            )),
         }
     };
     let mut last = 0;
     let (n, version) = next("the `version:` header", &mut last)?;
     if !version.starts_with("version:") {
-        return Err(syntax(path, n, format!("expected the `version:` header, found `{version}`")));
+        return Err(syntax(
+            path,
+            n,
+            format!("expected the `version:` header, found `{version}`"),
+        ));
     }
     let (n, header) = next("the `n_points:` header", &mut last)?;
     let count = header
         .strip_prefix("n_points:")
-        .ok_or_else(|| syntax(path, n, format!("expected the `n_points:` header, found `{header}`")))?
+        .ok_or_else(|| {
+            syntax(
+                path,
+                n,
+                format!("expected the `n_points:` header, found `{header}`"),
+            )
+        })?
         .trim();
-    let count: usize = count
-        .parse()
-        .map_err(|_| syntax(path, n, format!("point count `{count}` is not a whole number")))?;
+    let count: usize = count.parse().map_err(|_| {
+        syntax(
+            path,
+            n,
+            format!("point count `{count}` is not a whole number"),
+        )
+    })?;
     if count != expected_points {
         return Err(syntax(
             path,
@@ -109,11 +137,19 @@ pub fn parse_pts(text: &str, path: &Path, expected_points: usize) -> Result<PtsS
             break;
         }
         if xy.len() == 2 * count {
-            return Err(syntax(path, n, format!("more than {count} points, or a missing `}}`")));
+            return Err(syntax(
+                path,
+                n,
+                format!("more than {count} points, or a missing `}}`"),
+            ));
         }
         let mut fields = line.split_ascii_whitespace();
         let (Some(x), Some(y), None) = (fields.next(), fields.next(), fields.next()) else {
-            return Err(syntax(path, n, format!("expected two numbers `x y`, found `{line}`")));
+            return Err(syntax(
+                path,
+                n,
+                format!("expected two numbers `x y`, found `{line}`"),
+            ));
         };
         for v in [x, y] {
             let v = parse_finite(v).map_err(|p| syntax(path, n, p))?;
@@ -124,17 +160,31 @@ pub fn parse_pts(text: &str, path: &Path, expected_points: usize) -> Result<PtsS
         return Err(syntax(
             path,
             last,
-            format!("wrong point count: the header says {count}, found {}", xy.len() / 2),
+            format!(
+                "wrong point count: the header says {count}, found {}",
+                xy.len() / 2
+            ),
         ));
     }
     if let Some((n, extra)) = lines.find(|(_, l)| !l.is_empty()) {
-        return Err(syntax(path, n, format!("unexpected `{extra}` after the closing `}}`")));
+        return Err(syntax(
+            path,
+            n,
+            format!("unexpected `{extra}` after the closing `}}`"),
+        ));
     }
-    Ok(PtsShape { xy, first_point_line })
+    Ok(PtsShape {
+        xy,
+        first_point_line,
+    })
 }
 
 fn syntax(path: &Path, line: usize, problem: String) -> ReadError {
-    ReadError::Syntax { path: path.into(), line, problem }
+    ReadError::Syntax {
+        path: path.into(),
+        line,
+        problem,
+    }
 }
 
 #[cfg(test)]
@@ -180,18 +230,68 @@ mod tests {
     #[test]
     fn errors_name_the_file_and_line() {
         let cases = [
-            ("version: 1\nn_points:  2\n{\n1 2\n}\n", 2, "line 5", "found 1"),
-            ("version: 1\nn_points:  3\n{\n1 2\n3 4\n}\n", 2, "line 2", "wrong point count"),
-            ("version: 1\nn_points:  2\n{\n1 2\n3 4\n5 6\n}\n", 2, "line 6", "more than 2"),
-            ("version: 1\nn_points:  2\n{\n1 2\n3 x\n}\n", 2, "line 5", "not a number"),
-            ("version: 1\nn_points:  2\n{\n1 2\n3 nan\n}\n", 2, "line 5", "finite"),
-            ("version: 1\nn_points:  2\n{\ninf 2\n3 4\n}\n", 2, "line 4", "finite"),
-            ("version: 1\nn_points:  2\n1 2\n3 4\n}\n", 2, "line 3", "expected `{`"),
-            ("version: 1\nn_points:  2\n{\n1 2\n3 4\n", 2, "line 6", "file ends"),
+            (
+                "version: 1\nn_points:  2\n{\n1 2\n}\n",
+                2,
+                "line 5",
+                "found 1",
+            ),
+            (
+                "version: 1\nn_points:  3\n{\n1 2\n3 4\n}\n",
+                2,
+                "line 2",
+                "wrong point count",
+            ),
+            (
+                "version: 1\nn_points:  2\n{\n1 2\n3 4\n5 6\n}\n",
+                2,
+                "line 6",
+                "more than 2",
+            ),
+            (
+                "version: 1\nn_points:  2\n{\n1 2\n3 x\n}\n",
+                2,
+                "line 5",
+                "not a number",
+            ),
+            (
+                "version: 1\nn_points:  2\n{\n1 2\n3 nan\n}\n",
+                2,
+                "line 5",
+                "finite",
+            ),
+            (
+                "version: 1\nn_points:  2\n{\ninf 2\n3 4\n}\n",
+                2,
+                "line 4",
+                "finite",
+            ),
+            (
+                "version: 1\nn_points:  2\n1 2\n3 4\n}\n",
+                2,
+                "line 3",
+                "expected `{`",
+            ),
+            (
+                "version: 1\nn_points:  2\n{\n1 2\n3 4\n",
+                2,
+                "line 6",
+                "file ends",
+            ),
             ("n_points:  2\n{\n1 2\n3 4\n}\n", 2, "line 1", "version"),
             ("version: 1\n{\n1 2\n3 4\n}\n", 2, "line 2", "n_points"),
-            ("version: 1\nn_points:  2\n{\n1 2 3\n3 4\n}\n", 2, "line 4", "two numbers"),
-            ("version: 1\nn_points:  2\n{\n1 2\n3 4\n}\nx\n", 2, "line 7", "after the closing"),
+            (
+                "version: 1\nn_points:  2\n{\n1 2 3\n3 4\n}\n",
+                2,
+                "line 4",
+                "two numbers",
+            ),
+            (
+                "version: 1\nn_points:  2\n{\n1 2\n3 4\n}\nx\n",
+                2,
+                "line 7",
+                "after the closing",
+            ),
             ("", 2, "line 1", "file ends"),
         ];
         for (text, n, line, what) in cases {

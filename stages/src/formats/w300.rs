@@ -56,10 +56,16 @@ pub fn read_300w_tree(root: &Path, scheme: &Scheme) -> Result<Entries, ReadError
             continue;
         }
         found_any = true;
-        let listing = std::fs::read_dir(&dir).map_err(|source| ReadError::Io { path: dir.clone(), source })?;
+        let listing = std::fs::read_dir(&dir).map_err(|source| ReadError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let mut pts: Vec<PathBuf> = Vec::new();
         for entry in listing {
-            let entry = entry.map_err(|source| ReadError::Io { path: dir.clone(), source })?;
+            let entry = entry.map_err(|source| ReadError::Io {
+                path: dir.clone(),
+                source,
+            })?;
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "pts") && path.is_file() {
                 pts.push(path);
@@ -94,13 +100,18 @@ fn read_face(
     let shape = read_pts(pts, scheme.num_points())?;
     let origin = Origin {
         path: pts.into(),
-        location: Location::PtsPoints { first_line: shape.first_point_line },
+        location: Location::PtsPoints {
+            first_line: shape.first_point_line,
+        },
     };
-    let stem = pts.file_stem().and_then(|s| s.to_str()).ok_or_else(|| ReadError::Record {
-        path: pts.into(),
-        location: Location::File,
-        problem: "file name is not valid UTF-8".to_owned(),
-    })?;
+    let stem = pts
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or_else(|| ReadError::Record {
+            path: pts.into(),
+            location: Location::File,
+            problem: "file name is not valid UTF-8".to_owned(),
+        })?;
     let image = IMAGE_EXTENSIONS
         .iter()
         .map(|ext| pts.with_extension(ext))
@@ -153,32 +164,63 @@ fn read_poses(root: &Path) -> Result<HashMap<String, Pose>, ReadError> {
     if !path.is_file() {
         return Ok(HashMap::new());
     }
-    let text =
-        std::fs::read_to_string(&path).map_err(|source| ReadError::Io { path: path.clone(), source })?;
-    let syntax = |line: usize, problem: String| ReadError::Syntax { path: path.clone(), line, problem };
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
+    let text = std::fs::read_to_string(&path).map_err(|source| ReadError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let syntax = |line: usize, problem: String| ReadError::Syntax {
+        path: path.clone(),
+        line,
+        problem,
+    };
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
     const HEADER: &str = "sample_id,image_path,split,yaw,pitch,roll";
     match lines.next() {
         Some((_, h)) if h.trim() == HEADER => {}
-        Some((_, h)) => return Err(syntax(1, format!("expected the header `{HEADER}`, found `{h}`"))),
-        None => return Err(syntax(1, format!("empty file, expected the header `{HEADER}`"))),
+        Some((_, h)) => {
+            return Err(syntax(
+                1,
+                format!("expected the header `{HEADER}`, found `{h}`"),
+            ));
+        }
+        None => {
+            return Err(syntax(
+                1,
+                format!("empty file, expected the header `{HEADER}`"),
+            ));
+        }
     }
     let mut poses = HashMap::new();
     for (n, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split(',').collect();
         let [id, _, _, yaw, pitch, roll] = fields.as_slice() else {
-            return Err(syntax(n, format!("expected 6 fields, found {}", fields.len())));
+            return Err(syntax(
+                n,
+                format!("expected 6 fields, found {}", fields.len()),
+            ));
         };
         let angle = |v: &str| -> Result<Option<f32>, ReadError> {
             let v = v.trim();
             if v.is_empty() {
                 return Ok(None);
             }
-            super::parse_finite(v).map(|a| Some(a as f32)).map_err(|p| syntax(n, p))
+            super::parse_finite(v)
+                .map(|a| Some(a as f32))
+                .map_err(|p| syntax(n, p))
         };
-        let pose = Pose { yaw: angle(yaw)?, pitch: angle(pitch)?, roll: angle(roll)? };
+        let pose = Pose {
+            yaw: angle(yaw)?,
+            pitch: angle(pitch)?,
+            roll: angle(roll)?,
+        };
         if poses.insert(id.trim().to_owned(), pose).is_some() {
-            return Err(syntax(n, format!("sample id `{}` appears twice", id.trim())));
+            return Err(syntax(
+                n,
+                format!("sample id `{}` appears twice", id.trim()),
+            ));
         }
     }
     Ok(poses)
@@ -191,7 +233,9 @@ mod tests {
     use crate::formats::test_support::{scheme_of, write_png};
 
     fn shape(n: usize) -> Vec<f32> {
-        (0..n).flat_map(|i| [10.0 + i as f32, 20.0 + 0.5 * i as f32]).collect()
+        (0..n)
+            .flat_map(|i| [10.0 + i as f32, 20.0 + 0.5 * i as f32])
+            .collect()
     }
 
     fn write_face(root: &Path, rel: &str, n: usize) {
@@ -213,8 +257,10 @@ mod tests {
         write_face(root, "Test/02_Outdoor/outdoor_001", 4);
         write_face(root, "lfpw/testset/image_0001", 4);
         let faces = ok(read_300w_tree(root, &scheme_of(4)).unwrap());
-        let ids: Vec<(&str, &str)> =
-            faces.iter().map(|f| (f.face.sample_id.as_str(), f.face.split.as_str())).collect();
+        let ids: Vec<(&str, &str)> = faces
+            .iter()
+            .map(|f| (f.face.sample_id.as_str(), f.face.split.as_str()))
+            .collect();
         assert_eq!(
             ids,
             [
@@ -229,10 +275,16 @@ mod tests {
         assert_eq!(f.landmarks, shape(4));
         assert_eq!(f.visible, vec![true; 4]);
         assert_eq!(f.bbox_source, BoxSource::Landmarks);
-        assert_eq!((f.bbox.x, f.bbox.y, f.bbox.w, f.bbox.h), (10.0, 20.0, 3.0, 1.5));
+        assert_eq!(
+            (f.bbox.x, f.bbox.y, f.bbox.w, f.bbox.h),
+            (10.0, 20.0, 3.0, 1.5)
+        );
         assert_eq!(f.yaw, None);
         assert!(f.image_path.ends_with("100032540_1.png"));
-        assert_eq!(faces[0].origin.location, Location::PtsPoints { first_line: 4 });
+        assert_eq!(
+            faces[0].origin.location,
+            Location::PtsPoints { first_line: 4 }
+        );
     }
 
     #[test]
@@ -247,11 +299,21 @@ mod tests {
         )
         .unwrap();
         let faces = ok(read_300w_tree(root, &scheme_of(3)).unwrap());
-        assert_eq!((faces[0].face.yaw, faces[0].face.pitch, faces[0].face.roll), (Some(12.5), Some(-3.0), Some(0.25)));
+        assert_eq!(
+            (faces[0].face.yaw, faces[0].face.pitch, faces[0].face.roll),
+            (Some(12.5), Some(-3.0), Some(0.25))
+        );
         assert_eq!(faces[1].face.yaw, None);
-        std::fs::write(root.join(POSES_FILE), "sample_id,image_path,split,yaw,pitch,roll\n300w/afw/1,a,train,x,1,2\n").unwrap();
+        std::fs::write(
+            root.join(POSES_FILE),
+            "sample_id,image_path,split,yaw,pitch,roll\n300w/afw/1,a,train,x,1,2\n",
+        )
+        .unwrap();
         let e = read_300w_tree(root, &scheme_of(3)).unwrap_err().to_string();
-        assert!(e.contains("poses.csv, line 2") && e.contains("not a number"), "{e}");
+        assert!(
+            e.contains("poses.csv, line 2") && e.contains("not a number"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -262,7 +324,10 @@ mod tests {
         std::fs::remove_file(root.join("afw/1.png")).unwrap();
         let entries = read_300w_tree(root, &scheme_of(3)).unwrap();
         let e = entries[0].as_ref().unwrap_err().to_string();
-        assert!(e.contains("afw/1.pts, whole file: image") && e.contains("afw/1.jpg"), "{e}");
+        assert!(
+            e.contains("afw/1.pts, whole file: image") && e.contains("afw/1.jpg"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -278,7 +343,9 @@ mod tests {
     #[test]
     fn a_folder_without_300w_subfolders_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        let e = read_300w_tree(dir.path(), &scheme_of(68)).unwrap_err().to_string();
+        let e = read_300w_tree(dir.path(), &scheme_of(68))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a 300W tree"), "{e}");
     }
 }

@@ -64,8 +64,10 @@ impl WflwList<'_> {
     /// fields, a value that is not a finite number, an inverted box or a flag other than 0/1
     /// is an error for that line.
     pub fn read(&self) -> Result<Entries, ReadError> {
-        let bytes =
-            std::fs::read(self.path).map_err(|source| ReadError::Io { path: self.path.into(), source })?;
+        let bytes = std::fs::read(self.path).map_err(|source| ReadError::Io {
+            path: self.path.into(),
+            source,
+        })?;
         let text = String::from_utf8(bytes).map_err(|e| {
             let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
             ReadError::Syntax {
@@ -93,14 +95,25 @@ impl WflwList<'_> {
                 Err(_) => String::new(),
             })
             .collect();
-        Ok(lines.into_par_iter().zip(ids).map(|(l, id)| self.face(l?, id)).collect())
+        Ok(lines
+            .into_par_iter()
+            .zip(ids)
+            .map(|(l, id)| self.face(l?, id))
+            .collect())
     }
 
     fn parse_line(&self, line: usize, text: &str) -> Result<Line, ReadError> {
-        let syntax = |problem: String| ReadError::Syntax { path: self.path.into(), line, problem };
+        let syntax = |problem: String| ReadError::Syntax {
+            path: self.path.into(),
+            line,
+            problem,
+        };
         let fields: Vec<&str> = text.split_ascii_whitespace().collect();
         if fields.len() != FIELDS {
-            return Err(syntax(format!("expected {FIELDS} fields, found {}", fields.len())));
+            return Err(syntax(format!(
+                "expected {FIELDS} fields, found {}",
+                fields.len()
+            )));
         }
         let number =
             |i: usize| parse_finite(fields[i]).map_err(|p| syntax(format!("field {}: {p}", i + 1)));
@@ -121,7 +134,10 @@ impl WflwList<'_> {
         let flag = |i: usize| match fields[b + 4 + i] {
             "0" => Ok(false),
             "1" => Ok(true),
-            other => Err(syntax(format!("attribute field {}: `{other}` is not 0 or 1", b + 5 + i))),
+            other => Err(syntax(format!(
+                "attribute field {}: `{other}` is not 0 or 1",
+                b + 5 + i
+            ))),
         };
         let attributes = WflwAttributes {
             pose: flag(0)?,
@@ -132,11 +148,20 @@ impl WflwList<'_> {
             blur: flag(5)?,
         };
         let image_name = fields[FIELDS - 1].replace('\\', "/");
-        Ok(Line { line, image_name, xy, bbox, attributes })
+        Ok(Line {
+            line,
+            image_name,
+            xy,
+            bbox,
+            attributes,
+        })
     }
 
     fn face(&self, l: Line, sample_id: String) -> Result<SourcedFace, ReadError> {
-        let origin = Origin { path: self.path.into(), location: Location::Line(l.line) };
+        let origin = Origin {
+            path: self.path.into(),
+            location: Location::Line(l.line),
+        };
         let image = self.images.join(&l.image_name);
         let (width, height) = image_dimensions(&image).map_err(|source| ReadError::Image {
             path: self.path.into(),
@@ -173,7 +198,9 @@ mod tests {
 
     /// A list line: point i at (i, 2i), box (1, 2)–(30, 40), the given flags, the image.
     fn line(flags: &str, image: &str) -> String {
-        let mut f: Vec<String> = (0..POINTS).flat_map(|i| [format!("{i}.25"), format!("{}", 2 * i)]).collect();
+        let mut f: Vec<String> = (0..POINTS)
+            .flat_map(|i| [format!("{i}.25"), format!("{}", 2 * i)])
+            .collect();
         f.extend(["1", "2", "30", "40"].map(String::from));
         f.push(flags.to_owned());
         f.push(image.to_owned());
@@ -190,7 +217,13 @@ mod tests {
     fn read(dir: &Path, text: &[u8]) -> Result<Entries, ReadError> {
         let path = dir.join("list_98pt_rect_attr_train.txt");
         std::fs::write(&path, text).unwrap();
-        WflwList { path: &path, images: &dir.join("img"), split: "train", scheme: "wflw98" }.read()
+        WflwList {
+            path: &path,
+            images: &dir.join("img"),
+            split: "train",
+            scheme: "wflw98",
+        }
+        .read()
     }
 
     #[test]
@@ -202,13 +235,30 @@ mod tests {
             line("0 0 0 0 0 0", "b.jpg"),
             line("0 1 1 0 1 0", "51--Dresses/a.jpg")
         );
-        let faces: Vec<SourcedFace> =
-            read(dir.path(), text.as_bytes()).unwrap().into_iter().map(|e| e.unwrap()).collect();
+        let faces: Vec<SourcedFace> = read(dir.path(), text.as_bytes())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.unwrap())
+            .collect();
         let ids: Vec<&str> = faces.iter().map(|f| f.face.sample_id.as_str()).collect();
-        assert_eq!(ids, ["wflw/51--Dresses/a_0", "wflw/b_0", "wflw/51--Dresses/a_1"]);
+        assert_eq!(
+            ids,
+            ["wflw/51--Dresses/a_0", "wflw/b_0", "wflw/51--Dresses/a_1"]
+        );
         let a = &faces[0].face;
-        assert_eq!((a.landmarks[0], a.landmarks[1], a.landmarks[194], a.landmarks[195]), (0.75, 0.5, 97.75, 194.5));
-        assert_eq!((a.bbox.x, a.bbox.y, a.bbox.w, a.bbox.h), (1.5, 2.5, 29.0, 38.0));
+        assert_eq!(
+            (
+                a.landmarks[0],
+                a.landmarks[1],
+                a.landmarks[194],
+                a.landmarks[195]
+            ),
+            (0.75, 0.5, 97.75, 194.5)
+        );
+        assert_eq!(
+            (a.bbox.x, a.bbox.y, a.bbox.w, a.bbox.h),
+            (1.5, 2.5, 29.0, 38.0)
+        );
         let attr = a.attributes.unwrap();
         assert!(attr.pose && !attr.expression && attr.makeup && attr.blur && !attr.occlusion);
         assert_eq!((a.image_width, a.image_height), (200, 300));
@@ -222,18 +272,33 @@ mod tests {
         let dir = fixture();
         let good = line("0 0 0 0 0 0", "b.jpg");
         let cases = [
-            (line("0 0 0 0 0", "b.jpg"), "line 2: expected 207 fields, found 206"),
-            (line("0 0 2 0 0 0", "b.jpg"), "line 2: attribute field 203: `2`"),
+            (
+                line("0 0 0 0 0", "b.jpg"),
+                "line 2: expected 207 fields, found 206",
+            ),
+            (
+                line("0 0 2 0 0 0", "b.jpg"),
+                "line 2: attribute field 203: `2`",
+            ),
             (line("0 0 0 0 0 0", "nope.jpg"), "line 2: image"),
-            (good.replacen("0.25", "inf", 1), "line 2: field 1: `inf` is not a finite"),
-            (good.replacen("1.25", "abc", 1), "line 2: field 3: `abc` is not a number"),
+            (
+                good.replacen("0.25", "inf", 1),
+                "line 2: field 1: `inf` is not a finite",
+            ),
+            (
+                good.replacen("1.25", "abc", 1),
+                "line 2: field 3: `abc` is not a number",
+            ),
             (good.replace(" 1 2 30 40 ", " 31 2 30 40 "), "line 2: box"),
         ];
         for (bad, want) in cases {
             let entries = read(dir.path(), format!("{good}\n{bad}\n").as_bytes()).unwrap();
             assert!(entries[0].is_ok());
             let e = entries[1].as_ref().unwrap_err().to_string();
-            assert!(e.contains(&format!("list_98pt_rect_attr_train.txt, {want}")), "{e}");
+            assert!(
+                e.contains(&format!("list_98pt_rect_attr_train.txt, {want}")),
+                "{e}"
+            );
         }
     }
 
