@@ -5,6 +5,8 @@
 //! command line or the DAG.
 
 pub mod face;
+pub mod faces_table;
 pub mod formats;
+pub mod ingest;
 pub mod plan;
 pub mod scheme;

@@ -6,6 +6,9 @@
 //! 0.5 and a writer adds 0.5.
 
 use std::fmt::Write as _;
+use std::path::Path;
+
+use super::{ReadError, parse_finite};
 
 /// Offset from internal coordinates to `.pts` values (`pts = internal + PTS_OFFSET`).
 pub const PTS_OFFSET: f32 = 0.5;
@@ -30,4 +33,323 @@ pub fn write_pts(xy: &[f32], decimals: usize) -> String {
     }
     out.push_str("}\n");
     out
+}
+
+/// The points of a `.pts` file in internal coordinates, and where they are in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PtsShape {
+    /// x0, y0, x1, y1, … with [`PTS_OFFSET`] already subtracted.
+    pub xy: Vec<f32>,
+    /// 1-based line of point 0 (point k is on line `first_point_line + k`).
+    pub first_point_line: usize,
+}
+
+/// Read and parse a `.pts` file; see [`parse_pts`].
+pub fn read_pts(path: &Path, expected_points: usize) -> Result<PtsShape, ReadError> {
+    let bytes = std::fs::read(path).map_err(|source| ReadError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        let line = 1 + bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        syntax(path, line, "not valid UTF-8 text".to_owned())
+    })?;
+    parse_pts(text, path, expected_points)
+}
+
+/// Parse the text of a `.pts` file strictly, expecting `expected_points` points.
+///
+/// Pixel rule: `.pts` values are 1-based pixel centres, so [`PTS_OFFSET`] is subtracted.
+///
+/// Accepted variations (all seen in the 300W release): any spacing after `n_points:`, CRLF
+/// line endings, a missing final newline, trailing blank lines, integer or decimal values.
+/// Everything else is an error naming `path` and the line: a missing `version:` or
+/// `n_points:` header, a missing `{` or `}`, a point count that differs from the header or from
+/// `expected_points`, a line that is not two numbers, and `nan`/`inf` values.
+pub fn parse_pts(text: &str, path: &Path, expected_points: usize) -> Result<PtsShape, ReadError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // Line numbers are 1-based; `str::lines` already drops a trailing "\r" before "\n", and
+    // the final line's "\r" (file without a final newline) is trimmed below.
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .enumerate()
+        .map(|(i, l)| (i + 1, l));
+    let mut next = |what: &str, last: &mut usize| -> Result<(usize, &str), ReadError> {
+        match lines.next() {
+            Some((n, l)) => {
+                *last = n;
+                Ok((n, l))
+            }
+            None => Err(syntax(
+                path,
+                *last + 1,
+                format!("file ends where {what} was expected"),
+            )),
+        }
+    };
+    let mut last = 0;
+    let (n, version) = next("the `version:` header", &mut last)?;
+    if !version.starts_with("version:") {
+        return Err(syntax(
+            path,
+            n,
+            format!("expected the `version:` header, found `{version}`"),
+        ));
+    }
+    let (n, header) = next("the `n_points:` header", &mut last)?;
+    let count = header
+        .strip_prefix("n_points:")
+        .ok_or_else(|| {
+            syntax(
+                path,
+                n,
+                format!("expected the `n_points:` header, found `{header}`"),
+            )
+        })?
+        .trim();
+    let count: usize = count.parse().map_err(|_| {
+        syntax(
+            path,
+            n,
+            format!("point count `{count}` is not a whole number"),
+        )
+    })?;
+    if count != expected_points {
+        return Err(syntax(
+            path,
+            n,
+            format!("wrong point count: the header says {count}, the scheme has {expected_points}"),
+        ));
+    }
+    let (n, brace) = next("`{`", &mut last)?;
+    if brace != "{" {
+        return Err(syntax(path, n, format!("expected `{{`, found `{brace}`")));
+    }
+    let first_point_line = n + 1;
+    let mut xy = Vec::with_capacity(2 * count);
+    loop {
+        let (n, line) = next("a point or `}`", &mut last)?;
+        if line == "}" {
+            break;
+        }
+        if xy.len() == 2 * count {
+            return Err(syntax(
+                path,
+                n,
+                format!("more than {count} points, or a missing `}}`"),
+            ));
+        }
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(x), Some(y), None) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(syntax(
+                path,
+                n,
+                format!("expected two numbers `x y`, found `{line}`"),
+            ));
+        };
+        for v in [x, y] {
+            let v = parse_finite(v).map_err(|p| syntax(path, n, p))?;
+            xy.push((v - f64::from(PTS_OFFSET)) as f32);
+        }
+    }
+    if xy.len() != 2 * count {
+        return Err(syntax(
+            path,
+            last,
+            format!(
+                "wrong point count: the header says {count}, found {}",
+                xy.len() / 2
+            ),
+        ));
+    }
+    if let Some((n, extra)) = lines.find(|(_, l)| !l.is_empty()) {
+        return Err(syntax(
+            path,
+            n,
+            format!("unexpected `{extra}` after the closing `}}`"),
+        ));
+    }
+    Ok(PtsShape {
+        xy,
+        first_point_line,
+    })
+}
+
+fn syntax(path: &Path, line: usize, problem: String) -> ReadError {
+    ReadError::Syntax {
+        path: path.into(),
+        line,
+        problem,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const P: &str = "f.pts";
+
+    fn parse(text: &str, n: usize) -> Result<PtsShape, ReadError> {
+        parse_pts(text, Path::new(P), n)
+    }
+
+    fn err(text: &str, n: usize) -> String {
+        parse(text, n).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_layout_variant_parses_to_the_same_numbers() {
+        let variants = [
+            "version: 1\nn_points: 3\n{\n10 20\n30 40\n50 60\n}\n",
+            "version: 1\nn_points:  3\n{\n10 20\n30 40\n50 60\n}\n",
+            "version: 1\r\nn_points:  3\r\n{\r\n10 20\r\n30 40\r\n50 60\r\n}\r\n",
+            "version: 1\nn_points:  3\n{\n10 20\n30 40\n50 60\n}",
+            "version: 1\r\nn_points:  3\r\n{\r\n10 20\r\n30 40\r\n50 60\r\n}",
+            "version: 1\nn_points:  3\n{\n10.000 20.000\n30.000 40.000\n50.000 60.000\n}\n",
+            "version: 1\nn_points:  3\n{\n10.000000 20.000000\n30.000000 40.0\n50 60.000000\n}\n\n",
+        ];
+        for v in variants {
+            let shape = parse(v, 3).unwrap_or_else(|e| panic!("{v:?}: {e}"));
+            assert_eq!(shape.xy, vec![9.5, 19.5, 29.5, 39.5, 49.5, 59.5], "{v:?}");
+            assert_eq!(shape.first_point_line, 4);
+        }
+    }
+
+    #[test]
+    fn written_files_read_back() {
+        let xy = vec![0.25, 1.5, 100.125, 7.0];
+        let back = parse(&write_pts(&xy, 6), 2).unwrap();
+        assert_eq!(back.xy, xy);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let cases = [
+            (
+                "version: 1\nn_points:  2\n{\n1 2\n}\n",
+                2,
+                "line 5",
+                "found 1",
+            ),
+            (
+                "version: 1\nn_points:  3\n{\n1 2\n3 4\n}\n",
+                2,
+                "line 2",
+                "wrong point count",
+            ),
+            (
+                "version: 1\nn_points:  2\n{\n1 2\n3 4\n5 6\n}\n",
+                2,
+                "line 6",
+                "more than 2",
+            ),
+            (
+                "version: 1\nn_points:  2\n{\n1 2\n3 x\n}\n",
+                2,
+                "line 5",
+                "not a number",
+            ),
+            (
+                "version: 1\nn_points:  2\n{\n1 2\n3 nan\n}\n",
+                2,
+                "line 5",
+                "finite",
+            ),
+            (
+                "version: 1\nn_points:  2\n{\ninf 2\n3 4\n}\n",
+                2,
+                "line 4",
+                "finite",
+            ),
+            (
+                "version: 1\nn_points:  2\n1 2\n3 4\n}\n",
+                2,
+                "line 3",
+                "expected `{`",
+            ),
+            (
+                "version: 1\nn_points:  2\n{\n1 2\n3 4\n",
+                2,
+                "line 6",
+                "file ends",
+            ),
+            ("n_points:  2\n{\n1 2\n3 4\n}\n", 2, "line 1", "version"),
+            ("version: 1\n{\n1 2\n3 4\n}\n", 2, "line 2", "n_points"),
+            (
+                "version: 1\nn_points:  2\n{\n1 2 3\n3 4\n}\n",
+                2,
+                "line 4",
+                "two numbers",
+            ),
+            (
+                "version: 1\nn_points:  2\n{\n1 2\n3 4\n}\nx\n",
+                2,
+                "line 7",
+                "after the closing",
+            ),
+            ("", 2, "line 1", "file ends"),
+        ];
+        for (text, n, line, what) in cases {
+            let e = err(text, n);
+            assert!(e.starts_with(&format!("{P}, {line}:")), "{text:?}: {e}");
+            assert!(e.contains(what), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.pts");
+        std::fs::write(&path, b"version: 1\nn_points: 1\n{\n1 \xff\n}\n").unwrap();
+        let e = read_pts(&path, 1).unwrap_err().to_string();
+        assert!(e.contains("bad.pts, line 4") && e.contains("UTF-8"), "{e}");
+    }
+
+    fn valid_text() -> String {
+        let xy: Vec<f32> = (0..10).map(|i| i as f32 * 3.25).collect();
+        write_pts(&xy, 3)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in any::<String>()) {
+            let _ = parse(&text, 5);
+        }
+
+        #[test]
+        fn mutated_files_never_panic_and_errors_name_the_file(
+            cut in 0usize..200,
+            flips in proptest::collection::vec((0usize..200, any::<u8>()), 0..4),
+            drop_line in proptest::option::of(0usize..10),
+        ) {
+            let mut bytes = valid_text().into_bytes();
+            if let Some(k) = drop_line {
+                let text = String::from_utf8(bytes.clone()).unwrap();
+                bytes = text
+                    .split_inclusive('\n')
+                    .enumerate()
+                    .filter(|(i, _)| *i != k)
+                    .map(|(_, l)| l)
+                    .collect::<String>()
+                    .into_bytes();
+            }
+            for (at, b) in flips {
+                if let Some(slot) = bytes.get_mut(at) {
+                    *slot = b;
+                }
+            }
+            bytes.truncate(cut.min(bytes.len()));
+            let text = String::from_utf8_lossy(&bytes);
+            if let Err(e) = parse(&text, 5) {
+                prop_assert!(e.to_string().starts_with("f.pts, line "), "{}", e);
+            }
+        }
+    }
 }
