@@ -16,7 +16,9 @@ pub fn trainer_path() -> Result<PathBuf> {
         return Ok(PathBuf::from(explicit));
     }
     let exe = std::env::current_exe().context("cannot locate the running wingflow executable")?;
-    let dir = exe.parent().context("the wingflow executable has no parent folder")?;
+    let dir = exe
+        .parent()
+        .context("the wingflow executable has no parent folder")?;
     let candidate = dir.join(format!("wingflow-train{}", std::env::consts::EXE_SUFFIX));
     if !candidate.exists() {
         bail!(
