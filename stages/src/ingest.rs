@@ -497,6 +497,38 @@ fn dataset_for_scheme(scheme: &str) -> &'static str {
     }
 }
 
+/// The files and folders the ingest stage reads for `sources`, for the DAG's fingerprint:
+/// each annotation file (or 300W folder, plus its `poses.csv` when present) and each image
+/// root. A folder stands for every file below it, so an added, removed or edited image or
+/// annotation makes ingest stale.
+pub fn source_input_paths(sources: &[SourceConfig]) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    for source in sources {
+        match source.kind {
+            SourceKind::W300 => {
+                for (folder, _) in w300::FOLDERS {
+                    let dir = source.path.join(folder);
+                    if dir.is_dir() {
+                        paths.push(dir);
+                    }
+                }
+                let poses = source.path.join(w300::POSES_FILE);
+                if poses.is_file() {
+                    paths.push(poses);
+                }
+            }
+            SourceKind::HrnetCsv | SourceKind::Wflw | SourceKind::AflwSqlite => {
+                paths.push(source.path.clone());
+                let images = source.images.clone().unwrap_or_else(|| default_images(source));
+                if images != source.path && !paths.contains(&images) {
+                    paths.push(images);
+                }
+            }
+        }
+    }
+    paths
+}
+
 fn default_images(config: &SourceConfig) -> PathBuf {
     let folder = config.path.parent().unwrap_or(Path::new("")).to_path_buf();
     match config.kind {
