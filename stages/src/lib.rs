@@ -7,4 +7,5 @@
 pub mod face;
 pub mod formats;
 pub mod plan;
+pub mod render;
 pub mod scheme;
