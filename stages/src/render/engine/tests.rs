@@ -87,7 +87,7 @@ fn centroid(image: &[u8], size: usize, c: usize) -> (f64, f64) {
 
 fn geometric_params() -> RenderParams {
     // A roomy box keeps every disc inside the crop under the tested transforms.
-    RenderParams { box_enlarge: 2.2, ..RenderParams::default() }
+    RenderParams { box_enlarge: 2.5, ..RenderParams::default() }
 }
 
 proptest! {
@@ -109,12 +109,18 @@ proptest! {
         };
         let params = geometric_params();
         for (stage, tol) in [(Stage::Stage1, 1.0), (Stage::Stage2, 0.5)] {
-            let (crop, _) = render_sample(&mut pyramid, &f, &scheme, &params, &aug, stage).unwrap();
+            let (crop, m) = render_sample(&mut pyramid, &f, &scheme, &params, &aug, stage).unwrap();
             let size = params.crop_size(stage) as usize;
             for i in 0..3 {
                 let c = if flip { scheme.flip_permutation[i] } else { i };
-                let (cx, cy) = centroid(&crop.image, size, c);
                 let (lx, ly) = (crop.landmarks[2 * i] as f64, crop.landmarks[2 * i + 1] as f64);
+                // A disc cut by the crop edge has a shifted centroid: only whole discs count.
+                let margin = DISC_RADIUS as f64 * m.scale() + 1.0;
+                let s = size as f64;
+                if !(margin..s - margin).contains(&lx) || !(margin..s - margin).contains(&ly) {
+                    continue;
+                }
+                let (cx, cy) = centroid(&crop.image, size, c);
                 prop_assert_eq!(crop.in_crop[i], 1);
                 let err = ((cx - lx).powi(2) + (cy - ly).powi(2)).sqrt();
                 prop_assert!(err <= tol, "{:?} point {} disc at ({:.2},{:.2}) landmark at ({:.2},{:.2})", stage, i, cx, cy, lx, ly);
@@ -125,7 +131,7 @@ proptest! {
 
 #[test]
 fn disc_centroids_match_at_deep_pyramid_levels() {
-    // 64² crop of a 2.2 × 100 px box at scale 0.8: ≈0.36 output px per source px (level 1);
+    // 64² crop of a 2.5 × 75 px box at scale 0.8: ≈0.36 output px per source px (level 1);
     // a smaller crop of the same box reaches level 3.
     let scheme = tri_scheme();
     let lm: Vec<f32> = DISC_POINTS.iter().flat_map(|&(x, y)| [x, y]).collect();
@@ -383,19 +389,25 @@ fn gc_removes_only_shards_the_plan_no_longer_has() {
         }
     }
     let before = tree(&out);
+    let folded = |name: &str| {
+        name.strip_prefix("shards/stage2/train/shard-")
+            .and_then(|r| r.split('.').next())
+            .and_then(|id| id.parse::<u32>().ok())
+            .is_some_and(|id| id >= 3)
+    };
+    let mut expected: BTreeSet<String> = before
+        .keys()
+        .map(|k| k.to_string_lossy().into_owned())
+        .filter(|k| k.contains("/val/") || folded(k))
+        .collect();
+    assert!(expected.iter().any(|k| folded(k)), "fixture has no stage-2 shard ≥ 3");
+    expected.extend(["shards/stage1/val".to_owned(), "shards/stage2/val".to_owned()]);
     let removed = gc(&out, &fx.plan).unwrap();
     let names: BTreeSet<String> =
         removed.iter().map(|p| p.strip_prefix(&out).unwrap().to_string_lossy().into_owned()).collect();
-    assert!(names.contains("shards/stage1/val"));
-    assert!(names.contains("shards/stage2/val/index.json"));
-    assert!(names.iter().all(|n| n.contains("/val") || n.contains("stage2/train/shard-0000")));
-    for n in &names {
-        if n.contains("stage2/train/") {
-            assert!(n.ends_with("3.safetensors") || n.ends_with("3.json") || n.ends_with("4.safetensors") || n.ends_with("4.json"), "{n}");
-        }
-    }
+    assert_eq!(names, expected);
     assert!(!out.join("shards/stage2/val").exists());
-    assert!(before.keys().any(|k| k.to_string_lossy().contains("stage2/train/shard-00003")));
+    assert!(gc(&out, &fx.plan).unwrap().is_empty());
     let report = run(&fx, &out, 2, None, &fx.digests);
     assert!(report.indexes.iter().all(|(_, i)| i.split == "train"));
 }
