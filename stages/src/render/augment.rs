@@ -106,7 +106,9 @@ impl AugmentConfig {
         ];
         for (name, (lo, hi)) in ranges {
             if !(lo.is_finite() && hi.is_finite() && lo <= hi && lo >= 0.0) {
-                return Err(format!("{name} = ({lo}, {hi}) must be finite, ≥ 0 and ordered"));
+                return Err(format!(
+                    "{name} = ({lo}, {hi}) must be finite, ≥ 0 and ordered"
+                ));
             }
         }
         let maxima = [
@@ -125,7 +127,9 @@ impl AugmentConfig {
         }
         let (q0, q1) = self.jpeg_quality_range;
         if !(1 <= q0 && q0 <= q1 && q1 <= 100) {
-            return Err(format!("jpeg_quality_range = ({q0}, {q1}) must be ordered in 1..=100"));
+            return Err(format!(
+                "jpeg_quality_range = ({q0}, {q1}) must be ordered in 1..=100"
+            ));
         }
         Ok(())
     }
@@ -227,7 +231,8 @@ impl Augmentation {
     pub fn draw(seed: u64, replica: u32, config: &AugmentConfig) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let symmetric = |rng: &mut ChaCha8Rng, max: f64| max * (2.0 * rng.r#gen::<f64>() - 1.0);
-        let within = |rng: &mut ChaCha8Rng, (lo, hi): (f64, f64)| lo + (hi - lo) * rng.r#gen::<f64>();
+        let within =
+            |rng: &mut ChaCha8Rng, (lo, hi): (f64, f64)| lo + (hi - lo) * rng.r#gen::<f64>();
         let happens = |rng: &mut ChaCha8Rng, p: f64| rng.r#gen::<f64>() < p;
 
         let rotation_deg = symmetric(&mut rng, config.rotation_max_deg);
@@ -252,7 +257,11 @@ impl Augmentation {
             let rgb = [rng.r#gen::<u8>(), rng.r#gen::<u8>(), rng.r#gen::<u8>()];
             occlusions.push(Occlusion { x, y, w, h, rgb });
         }
-        occlusions.truncate(if occluded && config.occlusion_max_count > 0 { count as usize } else { 0 });
+        occlusions.truncate(if occluded && config.occlusion_max_count > 0 {
+            count as usize
+        } else {
+            0
+        });
         let compressed = happens(&mut rng, config.jpeg_probability);
         let quality = rng.gen_range(config.jpeg_quality_range.0..=config.jpeg_quality_range.1);
         let stage2_translate_x = symmetric(&mut rng, config.stage2_translation_max);
@@ -295,14 +304,26 @@ mod tests {
     #[test]
     fn same_seed_same_draw_and_replica_zero_is_unperturbed() {
         let config = AugmentConfig::default();
-        assert_eq!(Augmentation::draw(7, 3, &config), Augmentation::draw(7, 3, &config));
-        assert_ne!(Augmentation::draw(7, 3, &config), Augmentation::draw(8, 3, &config));
+        assert_eq!(
+            Augmentation::draw(7, 3, &config),
+            Augmentation::draw(7, 3, &config)
+        );
+        assert_ne!(
+            Augmentation::draw(7, 3, &config),
+            Augmentation::draw(8, 3, &config)
+        );
         let zero = Augmentation::draw(7, 0, &config);
         assert!(!zero.has_photometric() && !zero.flip);
-        assert_eq!((zero.rotation_deg, zero.translate_x, zero.scale), (0.0, 0.0, 1.0));
+        assert_eq!(
+            (zero.rotation_deg, zero.translate_x, zero.scale),
+            (0.0, 0.0, 1.0)
+        );
         // Stage-2 noise is present on replica 0.
         assert_ne!(zero.stage2_scale, 1.0);
-        assert_eq!(zero.stage2_scale, Augmentation::draw(7, 1, &config).stage2_scale);
+        assert_eq!(
+            zero.stage2_scale,
+            Augmentation::draw(7, 1, &config).stage2_scale
+        );
     }
 
     #[test]
@@ -324,14 +345,23 @@ mod tests {
             }
             flips += a.flip as u32;
         }
-        assert!((200..300).contains(&flips), "flip rate far from 0.5: {flips}/500");
+        assert!(
+            (200..300).contains(&flips),
+            "flip rate far from 0.5: {flips}/500"
+        );
     }
 
     #[test]
     fn invalid_configs_are_rejected() {
-        let bad = AugmentConfig { flip_probability: 1.5, ..AugmentConfig::default() };
+        let bad = AugmentConfig {
+            flip_probability: 1.5,
+            ..AugmentConfig::default()
+        };
         assert!(bad.validate().unwrap_err().contains("flip_probability"));
-        let bad = AugmentConfig { jpeg_quality_range: (90, 10), ..AugmentConfig::default() };
+        let bad = AugmentConfig {
+            jpeg_quality_range: (90, 10),
+            ..AugmentConfig::default()
+        };
         assert!(bad.validate().is_err());
     }
 }

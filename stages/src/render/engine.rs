@@ -23,7 +23,8 @@ use super::augment::Augmentation;
 use super::geometry::{self, Affine, BoxRule};
 use super::photometric;
 use super::shard::{
-    self, FORMAT_VERSION, RenderedCrop, SampleRecord, ShardIndex, ShardLayout, Sidecar, Stage, io_err, set_dir,
+    self, FORMAT_VERSION, RenderedCrop, SampleRecord, ShardIndex, ShardLayout, Sidecar, Stage,
+    io_err, set_dir,
 };
 use super::warp::{self, Pyramid};
 use super::{RenderError, RenderParams, Result};
@@ -106,25 +107,38 @@ pub fn render_sample(
     stage: Stage,
 ) -> Result<(RenderedCrop, Affine)> {
     let size = params.crop_size(stage);
-    let degenerate = || RenderError::BadFace { sample_id: face.sample_id.clone(), reason: "degenerate crop box".to_owned() };
+    let degenerate = || RenderError::BadFace {
+        sample_id: face.sample_id.clone(),
+        reason: "degenerate crop box".to_owned(),
+    };
     let m = match stage {
         Stage::Stage1 => {
             let enlarge = match params.box_rule {
                 BoxRule::Landmarks => params.box_enlarge,
                 BoxRule::Annotation => params.annotation_box_enlarge,
             };
-            let base = geometry::stage1_box(face, params.box_rule, enlarge).ok_or_else(degenerate)?;
+            let base =
+                geometry::stage1_box(face, params.box_rule, enlarge).ok_or_else(degenerate)?;
             geometry::stage1_matrix(&base, aug, size)
         }
-        Stage::Stage2 => {
-            geometry::stage2_matrix(face, scheme, aug, params.box_enlarge, size).ok_or_else(degenerate)?
-        }
+        Stage::Stage2 => geometry::stage2_matrix(face, scheme, aug, params.box_enlarge, size)
+            .ok_or_else(degenerate)?,
     };
     let mut image = warp::warp(pyramid, &m, size, params.border).ok_or_else(degenerate)?;
-    photometric::apply(&mut image, size, aug)
-        .map_err(|source| RenderError::Image { path: PathBuf::from(&face.sample_id), source })?;
+    photometric::apply(&mut image, size, aug).map_err(|source| RenderError::Image {
+        path: PathBuf::from(&face.sample_id),
+        source,
+    })?;
     let lm = geometry::transform_landmarks(face, scheme, &m, aug.flip, size);
-    Ok((RenderedCrop { image, landmarks: lm.xy, visible: lm.visible, in_crop: lm.in_crop }, m))
+    Ok((
+        RenderedCrop {
+            image,
+            landmarks: lm.xy,
+            visible: lm.visible,
+            in_crop: lm.in_crop,
+        },
+        m,
+    ))
 }
 
 /// One shard of the plan: its set, id, rows (plan indices sorted by (sample id, replica)).
@@ -158,9 +172,17 @@ struct KeyRow<'a> {
 }
 
 fn check_face(face: &FaceRecord, scheme: &Scheme) -> Result<()> {
-    let bad = |reason: String| Err(RenderError::BadFace { sample_id: face.sample_id.clone(), reason });
+    let bad = |reason: String| {
+        Err(RenderError::BadFace {
+            sample_id: face.sample_id.clone(),
+            reason,
+        })
+    };
     if face.scheme != scheme.name {
-        return bad(format!("scheme `{}`, rendering `{}`", face.scheme, scheme.name));
+        return bad(format!(
+            "scheme `{}`, rendering `{}`",
+            face.scheme, scheme.name
+        ));
     }
     let l = scheme.num_points();
     if face.landmarks.len() != 2 * l || face.visible.len() != l {
@@ -175,13 +197,20 @@ fn check_face(face: &FaceRecord, scheme: &Scheme) -> Result<()> {
 }
 
 fn metadata(scheme: &Scheme, size: u32, split: &str) -> BTreeMap<String, String> {
-    let perm: Vec<String> = scheme.flip_permutation.iter().map(|i| i.to_string()).collect();
+    let perm: Vec<String> = scheme
+        .flip_permutation
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
     BTreeMap::from([
         ("format_version".to_owned(), FORMAT_VERSION.to_string()),
         ("scheme".to_owned(), scheme.name.to_owned()),
         ("crop_size".to_owned(), size.to_string()),
         ("split".to_owned(), split.to_owned()),
-        ("flip_permutation".to_owned(), format!("[{}]", perm.join(","))),
+        (
+            "flip_permutation".to_owned(),
+            format!("[{}]", perm.join(",")),
+        ),
     ])
 }
 
@@ -198,19 +227,33 @@ pub fn render_shards(
     worker: Option<WorkerSplit>,
     progress: &(dyn Fn(RenderProgress) + Sync),
 ) -> Result<RenderReport> {
-    let RenderInputs { faces, plan, scheme, params, source_digest } = *inputs;
+    let RenderInputs {
+        faces,
+        plan,
+        scheme,
+        params,
+        source_digest,
+    } = *inputs;
     params.validate()?;
     if let Some(w) = worker
         && (w.count == 0 || w.index >= w.count)
     {
-        return Err(RenderError::Config(format!("worker {}/{} is not a valid split", w.index, w.count)));
+        return Err(RenderError::Config(format!(
+            "worker {}/{} is not a valid split",
+            w.index, w.count
+        )));
     }
-    let face_of: HashMap<&str, &FaceRecord> = faces.iter().map(|f| (f.sample_id.as_str(), f)).collect();
+    let face_of: HashMap<&str, &FaceRecord> =
+        faces.iter().map(|f| (f.sample_id.as_str(), f)).collect();
     let mut seen: HashMap<(&str, u32), usize> = HashMap::new();
     for (i, row) in plan.iter().enumerate() {
-        let face = face_of
-            .get(row.sample_id.as_str())
-            .ok_or_else(|| RenderError::UnknownSample { row: i, sample_id: row.sample_id.clone() })?;
+        let face =
+            face_of
+                .get(row.sample_id.as_str())
+                .ok_or_else(|| RenderError::UnknownSample {
+                    row: i,
+                    sample_id: row.sample_id.clone(),
+                })?;
         check_face(face, scheme)?;
         if let Some(first) = seen.insert((row.sample_id.as_str(), row.replica), i) {
             return Err(RenderError::DuplicateRow {
@@ -224,8 +267,10 @@ pub fn render_shards(
 
     let shards = plan_shards(plan);
     let config_digest = params.digest();
-    let selected: Vec<&PlannedShard> =
-        shards.iter().filter(|s| worker.is_none_or(|w| s.id % w.count == w.index)).collect();
+    let selected: Vec<&PlannedShard> = shards
+        .iter()
+        .filter(|s| worker.is_none_or(|w| s.id % w.count == w.index))
+        .collect();
 
     // Freshness: compare keys and file digests (parallel: hashing shards is I/O + blake3).
     let checked: Vec<(&PlannedShard, String, bool)> = selected
@@ -233,10 +278,12 @@ pub fn render_shards(
         .map(|s| {
             let key = shard_key(s, plan, &face_of, scheme, params, source_digest);
             let dir = set_dir(out_root, s.stage, s.split);
-            let fresh = shard::read_sidecar(&dir.join(shard::sidecar_file_name(s.id))).is_some_and(|sc| {
-                sc.key == key
-                    && shard::file_digest(&dir.join(&sc.file)).is_ok_and(|(d, n)| d == sc.blake3 && n == sc.bytes)
-            });
+            let fresh =
+                shard::read_sidecar(&dir.join(shard::sidecar_file_name(s.id))).is_some_and(|sc| {
+                    sc.key == key
+                        && shard::file_digest(&dir.join(&sc.file))
+                            .is_ok_and(|(d, n)| d == sc.blake3 && n == sc.bytes)
+                });
             (*s, key, fresh)
         })
         .collect();
@@ -252,8 +299,12 @@ pub fn render_shards(
         }
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let size = params.crop_size(s.stage);
-        let layout =
-            ShardLayout::new(s.rows.len(), size as usize, scheme.num_points(), &metadata(scheme, size, s.split))?;
+        let layout = ShardLayout::new(
+            s.rows.len(),
+            size as usize,
+            scheme.num_points(),
+            &metadata(scheme, size, s.split),
+        )?;
         let tmp = shard::temp_path(&path);
         let index: Vec<i64> = (0..s.rows.len() as i64).map(|r| s.offset + r).collect();
         layout.create(&tmp, &index)?;
@@ -278,68 +329,89 @@ pub fn render_shards(
     let mut by_image: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (r, t) in targets.iter().enumerate() {
         if t.iter().any(Option::is_some) {
-            by_image.entry(face_of[plan[r].sample_id.as_str()].image_path.as_str()).or_default().push(r);
+            by_image
+                .entry(face_of[plan[r].sample_id.as_str()].image_path.as_str())
+                .or_default()
+                .push(r);
         }
     }
     let images: Vec<(&str, Vec<usize>)> = by_image.into_iter().collect();
-    progress(RenderProgress::Planned { stale_shards: jobs.len(), fresh_shards: report.fresh.len(), images: images.len() });
+    progress(RenderProgress::Planned {
+        stale_shards: jobs.len(),
+        fresh_shards: report.fresh.len(),
+        images: images.len(),
+    });
 
     let done = AtomicUsize::new(0);
     let crops = AtomicUsize::new(0);
     let written = Mutex::new(Vec::new());
-    let result = images.par_iter().try_for_each(|(image_path, rows)| -> Result<()> {
-        let path = Path::new(image_path);
-        let decoded = image::ImageReader::open(path)
-            .map_err(io_err(path))?
-            .with_guessed_format()
-            .map_err(io_err(path))?
-            .decode()
-            .map_err(|source| RenderError::Image { path: path.to_owned(), source })?
-            .into_rgb8();
-        let (w, h) = decoded.dimensions();
-        let mut pyramid = Pyramid::new(w, h, decoded.into_raw());
-        for &r in rows {
-            let row = &plan[r];
-            let face = face_of[row.sample_id.as_str()];
-            if (face.image_width, face.image_height) != (w, h) {
-                return Err(RenderError::BadFace {
-                    sample_id: face.sample_id.clone(),
-                    reason: format!(
-                        "faces.parquet says {}×{}, {} is {w}×{h}",
-                        face.image_width, face.image_height, face.image_path
-                    ),
-                });
-            }
-            let aug = Augmentation::draw(row.seed, row.replica, &params.augment);
-            for stage in Stage::ALL {
-                let Some((j, pos)) = targets[r][stage as usize] else { continue };
-                let job = &jobs[j];
-                let (crop, affine) = render_sample(&mut pyramid, face, scheme, params, &aug, stage)?;
-                job.layout.write_sample(&job.tmp, pos, &crop)?;
-                crops.fetch_add(1, Ordering::Relaxed);
-                let record = SampleRecord {
-                    shard: job.shard.id,
-                    row: pos as u32,
-                    sample_id: row.sample_id.clone(),
-                    replica: row.replica,
-                    seed: row.seed,
-                    augmentation: aug.clone(),
-                    affine,
-                    pose_coefficient: row.pose_coefficient,
-                    bin: row.bin,
-                };
-                job.records.lock().unwrap_or_else(|e| e.into_inner())[pos] = Some(record);
-                if job.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    finish_job(job, scheme, params, &config_digest)?;
-                    progress(RenderProgress::ShardWritten(job.path.clone()));
-                    written.lock().unwrap_or_else(|e| e.into_inner()).push(job.path.clone());
+    let result = images
+        .par_iter()
+        .try_for_each(|(image_path, rows)| -> Result<()> {
+            let path = Path::new(image_path);
+            let decoded = image::ImageReader::open(path)
+                .map_err(io_err(path))?
+                .with_guessed_format()
+                .map_err(io_err(path))?
+                .decode()
+                .map_err(|source| RenderError::Image {
+                    path: path.to_owned(),
+                    source,
+                })?
+                .into_rgb8();
+            let (w, h) = decoded.dimensions();
+            let mut pyramid = Pyramid::new(w, h, decoded.into_raw());
+            for &r in rows {
+                let row = &plan[r];
+                let face = face_of[row.sample_id.as_str()];
+                if (face.image_width, face.image_height) != (w, h) {
+                    return Err(RenderError::BadFace {
+                        sample_id: face.sample_id.clone(),
+                        reason: format!(
+                            "faces.parquet says {}×{}, {} is {w}×{h}",
+                            face.image_width, face.image_height, face.image_path
+                        ),
+                    });
+                }
+                let aug = Augmentation::draw(row.seed, row.replica, &params.augment);
+                for stage in Stage::ALL {
+                    let Some((j, pos)) = targets[r][stage as usize] else {
+                        continue;
+                    };
+                    let job = &jobs[j];
+                    let (crop, affine) =
+                        render_sample(&mut pyramid, face, scheme, params, &aug, stage)?;
+                    job.layout.write_sample(&job.tmp, pos, &crop)?;
+                    crops.fetch_add(1, Ordering::Relaxed);
+                    let record = SampleRecord {
+                        shard: job.shard.id,
+                        row: pos as u32,
+                        sample_id: row.sample_id.clone(),
+                        replica: row.replica,
+                        seed: row.seed,
+                        augmentation: aug.clone(),
+                        affine,
+                        pose_coefficient: row.pose_coefficient,
+                        bin: row.bin,
+                    };
+                    job.records.lock().unwrap_or_else(|e| e.into_inner())[pos] = Some(record);
+                    if job.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        finish_job(job, scheme, params, &config_digest)?;
+                        progress(RenderProgress::ShardWritten(job.path.clone()));
+                        written
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(job.path.clone());
+                    }
                 }
             }
-        }
-        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-        progress(RenderProgress::ImageDone { done: n, total: images.len() });
-        Ok(())
-    });
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            progress(RenderProgress::ImageDone {
+                done: n,
+                total: images.len(),
+            });
+            Ok(())
+        });
     if let Err(e) = result {
         for job in &jobs {
             if job.remaining.load(Ordering::Acquire) > 0 {
@@ -369,7 +441,12 @@ pub fn render_shards(
 
 /// Commit a finished shard and write its sidecar (after the file, so a crash in between leaves
 /// a sidecar that no longer matches, and the shard is rendered again).
-fn finish_job(job: &ShardJob<'_>, scheme: &Scheme, params: &RenderParams, config_digest: &str) -> Result<()> {
+fn finish_job(
+    job: &ShardJob<'_>,
+    scheme: &Scheme,
+    params: &RenderParams,
+    config_digest: &str,
+) -> Result<()> {
     shard::commit(&job.tmp, &job.path)?;
     let (blake3, bytes) = shard::file_digest(&job.path)?;
     let records = std::mem::take(&mut *job.records.lock().unwrap_or_else(|e| e.into_inner()));
@@ -387,8 +464,13 @@ fn finish_job(job: &ShardJob<'_>, scheme: &Scheme, params: &RenderParams, config
         set_shards: job.shard.set_shards.to_vec(),
         samples,
     };
-    let path = job.path.with_file_name(shard::sidecar_file_name(job.shard.id));
-    let json = serde_json::to_vec(&sidecar).map_err(|source| RenderError::Json { path: path.clone(), source })?;
+    let path = job
+        .path
+        .with_file_name(shard::sidecar_file_name(job.shard.id));
+    let json = serde_json::to_vec(&sidecar).map_err(|source| RenderError::Json {
+        path: path.clone(),
+        source,
+    })?;
     shard::write_atomic(&path, &json)
 }
 
@@ -397,18 +479,35 @@ fn plan_shards(plan: &[PlanRow]) -> Vec<PlannedShard<'_>> {
     let mut sets: BTreeMap<(Stage, &str), BTreeMap<u32, Vec<usize>>> = BTreeMap::new();
     for (i, row) in plan.iter().enumerate() {
         for stage in Stage::ALL {
-            sets.entry((stage, row.split.as_str())).or_default().entry(stage.shard_of(row)).or_default().push(i);
+            sets.entry((stage, row.split.as_str()))
+                .or_default()
+                .entry(stage.shard_of(row))
+                .or_default()
+                .push(i);
         }
     }
     let mut out = Vec::new();
     for ((stage, split), shards) in sets {
-        let set_shards: std::sync::Arc<Vec<(u32, u32)>> =
-            std::sync::Arc::new(shards.iter().map(|(&id, rows)| (id, rows.len() as u32)).collect());
+        let set_shards: std::sync::Arc<Vec<(u32, u32)>> = std::sync::Arc::new(
+            shards
+                .iter()
+                .map(|(&id, rows)| (id, rows.len() as u32))
+                .collect(),
+        );
         let mut offset = 0i64;
         for (id, mut rows) in shards {
-            rows.sort_by(|&a, &b| (&plan[a].sample_id, plan[a].replica).cmp(&(&plan[b].sample_id, plan[b].replica)));
+            rows.sort_by(|&a, &b| {
+                (&plan[a].sample_id, plan[a].replica).cmp(&(&plan[b].sample_id, plan[b].replica))
+            });
             let n = rows.len() as i64;
-            out.push(PlannedShard { stage, split, id, rows, offset, set_shards: set_shards.clone() });
+            out.push(PlannedShard {
+                stage,
+                split,
+                id,
+                rows,
+                offset,
+                set_shards: set_shards.clone(),
+            });
             offset += n;
         }
     }
@@ -437,7 +536,11 @@ fn shard_key(
     h.update(head.to_string().as_bytes());
     for &r in &s.rows {
         let face = face_of[plan[r].sample_id.as_str()];
-        let row = KeyRow { row: &plan[r], face, source_digest: source_digest(&face.image_path) };
+        let row = KeyRow {
+            row: &plan[r],
+            face,
+            source_digest: source_digest(&face.image_path),
+        };
         // Plain data serialises infallibly; the newline separates rows unambiguously.
         h.update(&serde_json::to_vec(&row).unwrap_or_default());
         h.update(b"\n");

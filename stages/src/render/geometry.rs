@@ -66,7 +66,14 @@ impl Affine {
             return None;
         }
         let (ia, ib, id, ie) = (e / det, -b / det, -d / det, a / det);
-        Some(Affine([ia, ib, -(ia * c + ib * f), id, ie, -(id * c + ie * f)]))
+        Some(Affine([
+            ia,
+            ib,
+            -(ia * c + ib * f),
+            id,
+            ie,
+            -(id * c + ie * f),
+        ]))
     }
 
     /// Linear scale factor: output units per source unit (√|det|).
@@ -129,7 +136,11 @@ fn box_to_crop(sq: &SquareBox, rotation_deg: f64, size: u32, flip: bool) -> Affi
         .after(&Affine::scaling(s / sq.side))
         .after(&Affine::rotation_deg(rotation_deg))
         .after(&Affine::translation(-sq.cx, -sq.cy));
-    if flip { Affine::mirror(s).after(&to_output) } else { to_output }
+    if flip {
+        Affine::mirror(s).after(&to_output)
+    } else {
+        to_output
+    }
 }
 
 /// The stage-1 crop matrix: the face box shifted by (translate_x, translate_y)·side, its side
@@ -187,7 +198,12 @@ pub fn stage2_matrix(
             // No landmarks: level the annotation box's centre instead.
             let sq = SquareBox::around(&face.bbox, 1.0);
             let (cx, cy) = level.apply(sq.cx, sq.cy);
-            BBox { x: (cx - sq.side / 2.0) as f32, y: (cy - sq.side / 2.0) as f32, w: sq.side as f32, h: sq.side as f32 }
+            BBox {
+                x: (cx - sq.side / 2.0) as f32,
+                y: (cy - sq.side / 2.0) as f32,
+                w: sq.side as f32,
+                h: sq.side as f32,
+            }
         }
     };
     let base = SquareBox::around(&b, enlarge);
@@ -228,19 +244,33 @@ pub fn transform_landmarks(
         let (x, y) = m.apply(p[0] as f64, p[1] as f64);
         xy.extend([x as f32, y as f32]);
     }
-    let mut visible: Vec<u8> = (0..n).map(|i| face.visible.get(i).copied().unwrap_or(false) as u8).collect();
+    let mut visible: Vec<u8> = (0..n)
+        .map(|i| face.visible.get(i).copied().unwrap_or(false) as u8)
+        .collect();
     if flip {
-        let flipped: Vec<f32> =
-            scheme.flip_permutation.iter().flat_map(|&src| [xy[2 * src], xy[2 * src + 1]]).collect();
+        let flipped: Vec<f32> = scheme
+            .flip_permutation
+            .iter()
+            .flat_map(|&src| [xy[2 * src], xy[2 * src + 1]])
+            .collect();
         xy = flipped;
         visible = scheme.flip_points(&visible);
     }
     let s = size as f32;
     let in_crop = xy
         .chunks_exact(2)
-        .map(|p| (p[0].is_finite() && p[1].is_finite() && (0.0..s).contains(&p[0]) && (0.0..s).contains(&p[1])) as u8)
+        .map(|p| {
+            (p[0].is_finite()
+                && p[1].is_finite()
+                && (0.0..s).contains(&p[0])
+                && (0.0..s).contains(&p[1])) as u8
+        })
         .collect();
-    CropLandmarks { xy, visible, in_crop }
+    CropLandmarks {
+        xy,
+        visible,
+        in_crop,
+    }
 }
 
 #[cfg(test)]
@@ -277,7 +307,11 @@ mod tests {
 
     #[test]
     fn unperturbed_box_fills_the_crop() {
-        let sq = SquareBox { cx: 100.0, cy: 50.0, side: 40.0 };
+        let sq = SquareBox {
+            cx: 100.0,
+            cy: 50.0,
+            side: 40.0,
+        };
         let m = stage1_matrix(&sq, &Augmentation::identity(), 64);
         assert_eq!(m.apply(80.0, 30.0), (0.0, 0.0));
         assert_eq!(m.apply(120.0, 70.0), (64.0, 64.0));

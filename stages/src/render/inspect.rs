@@ -62,8 +62,11 @@ impl InspectReport {
 /// The records to check: `index.json` when present, else every sidecar.
 fn records(dir: &Path) -> Result<(Option<ShardIndex>, Vec<IndexEntry>)> {
     if let Ok(bytes) = fs::read(dir.join("index.json")) {
-        let index: ShardIndex = serde_json::from_slice(&bytes)
-            .map_err(|source| RenderError::Json { path: dir.join("index.json"), source })?;
+        let index: ShardIndex =
+            serde_json::from_slice(&bytes).map_err(|source| RenderError::Json {
+                path: dir.join("index.json"),
+                source,
+            })?;
         let entries = index.shards.clone();
         return Ok((Some(index), entries));
     }
@@ -77,7 +80,12 @@ fn records(dir: &Path) -> Result<(Option<ShardIndex>, Vec<IndexEntry>)> {
     let entries = names
         .iter()
         .filter_map(|n| shard::read_sidecar(&dir.join(n)))
-        .map(|sc| IndexEntry { file: sc.file, samples: sc.samples.len() as u64, bytes: sc.bytes, blake3: sc.blake3 })
+        .map(|sc| IndexEntry {
+            file: sc.file,
+            samples: sc.samples.len() as u64,
+            bytes: sc.bytes,
+            blake3: sc.blake3,
+        })
         .collect();
     Ok((None, entries))
 }
@@ -102,7 +110,12 @@ pub fn inspect(shard_dir: &Path) -> Result<InspectReport> {
             };
             (bytes, status)
         };
-        shards.push(ShardCheck { file: e.file, samples: e.samples, bytes, status });
+        shards.push(ShardCheck {
+            file: e.file,
+            samples: e.samples,
+            bytes,
+            status,
+        });
     }
     Ok(InspectReport {
         dir: shard_dir.to_owned(),
@@ -115,7 +128,9 @@ pub fn inspect(shard_dir: &Path) -> Result<InspectReport> {
 
 fn read_header(path: &Path) -> std::result::Result<(), String> {
     let bytes = fs::read(path).map_err(|e| e.to_string())?;
-    safetensors::SafeTensors::read_metadata(&bytes).map(|_| ()).map_err(|e| e.to_string())
+    safetensors::SafeTensors::read_metadata(&bytes)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// A decoded shard: crop side, flip permutation and the samples' tensors.
@@ -130,9 +145,13 @@ struct ShardData {
 
 fn load_shard(path: &Path) -> Result<ShardData> {
     let bytes = fs::read(path).map_err(io_err(path))?;
-    let bad = |reason: String| RenderError::Safetensors { path: path.to_owned(), reason };
+    let bad = |reason: String| RenderError::Safetensors {
+        path: path.to_owned(),
+        reason,
+    };
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
     let meta = header.metadata().clone().unwrap_or_default();
     let flip_permutation: Vec<usize> = meta
         .get("flip_permutation")
@@ -193,7 +212,10 @@ pub fn contact_sheet(shard_dir: &Path, png: &Path, max: usize) -> Result<usize> 
             let mut tile = shard.images[k * s * s * 3..(k + 1) * s * s * 3].to_vec();
             let radius = (s / 64).max(1) as i64;
             for i in 0..l {
-                let (x, y) = (shard.landmarks[(k * l + i) * 2], shard.landmarks[(k * l + i) * 2 + 1]);
+                let (x, y) = (
+                    shard.landmarks[(k * l + i) * 2],
+                    shard.landmarks[(k * l + i) * 2 + 1],
+                );
                 if shard.in_crop[k * l + i] == 0 || !x.is_finite() || !y.is_finite() {
                     continue;
                 }
@@ -212,7 +234,10 @@ pub fn contact_sheet(shard_dir: &Path, png: &Path, max: usize) -> Result<usize> 
         }
     }
     let Some(&(s, _)) = tiles.first() else {
-        return Err(RenderError::Index { dir: shard_dir.to_owned(), reason: "no samples to draw".to_owned() });
+        return Err(RenderError::Index {
+            dir: shard_dir.to_owned(),
+            reason: "no samples to draw".to_owned(),
+        });
     };
     let cols = (tiles.len() as f64).sqrt().ceil() as usize;
     let rows = tiles.len().div_ceil(cols);
@@ -228,7 +253,10 @@ pub fn contact_sheet(shard_dir: &Path, png: &Path, max: usize) -> Result<usize> 
     let mut encoded = Vec::new();
     PngEncoder::new(&mut encoded)
         .write_image(&sheet, w as u32, h as u32, image::ExtendedColorType::Rgb8)
-        .map_err(|source| RenderError::Image { path: png.to_owned(), source })?;
+        .map_err(|source| RenderError::Image {
+            path: png.to_owned(),
+            source,
+        })?;
     shard::write_atomic(png, &encoded)?;
     Ok(tiles.len())
 }

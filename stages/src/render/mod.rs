@@ -25,7 +25,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use augment::{AugmentConfig, Augmentation, Occlusion};
-pub use engine::{RenderInputs, RenderProgress, RenderReport, WorkerSplit, render_sample, render_shards};
+pub use engine::{
+    RenderInputs, RenderProgress, RenderReport, WorkerSplit, render_sample, render_shards,
+};
 pub use geometry::{Affine, BoxRule};
 pub use inspect::{InspectReport, ShardCheck, ShardStatus, contact_sheet, inspect};
 pub use shard::{ShardIndex, Stage, gc, index_shard_set};
@@ -157,12 +159,23 @@ impl Default for RenderParams {
 impl RenderParams {
     /// Check sizes, enlargements and augmentation ranges.
     pub fn validate(&self) -> Result<()> {
-        if self.stage1_size == 0 || self.stage2_size == 0 || self.stage1_size > 4096 || self.stage2_size > 4096 {
-            return Err(RenderError::Config("crop sizes must lie in 1..=4096".to_owned()));
+        if self.stage1_size == 0
+            || self.stage2_size == 0
+            || self.stage1_size > 4096
+            || self.stage2_size > 4096
+        {
+            return Err(RenderError::Config(
+                "crop sizes must lie in 1..=4096".to_owned(),
+            ));
         }
-        for (name, v) in [("box_enlarge", self.box_enlarge), ("annotation_box_enlarge", self.annotation_box_enlarge)] {
+        for (name, v) in [
+            ("box_enlarge", self.box_enlarge),
+            ("annotation_box_enlarge", self.annotation_box_enlarge),
+        ] {
             if !(v.is_finite() && v > 0.0) {
-                return Err(RenderError::Config(format!("{name} = {v} must be finite and > 0")));
+                return Err(RenderError::Config(format!(
+                    "{name} = {v} must be finite and > 0"
+                )));
             }
         }
         self.augment.validate().map_err(RenderError::Config)

@@ -56,7 +56,12 @@ pub fn apply(crop: &mut [u8], size: u32, aug: &Augmentation) -> Result<(), image
     }
     if let Some(q) = aug.jpeg_quality {
         let mut encoded = Vec::new();
-        JpegEncoder::new_with_quality(&mut encoded, q).encode(crop, size, size, ExtendedColorType::Rgb8)?;
+        JpegEncoder::new_with_quality(&mut encoded, q).encode(
+            crop,
+            size,
+            size,
+            ExtendedColorType::Rgb8,
+        )?;
         let decoded = image::load_from_memory_with_format(&encoded, ImageFormat::Jpeg)?.to_rgb8();
         crop.copy_from_slice(decoded.as_raw());
     }
@@ -66,8 +71,9 @@ pub fn apply(crop: &mut [u8], size: u32, aug: &Augmentation) -> Result<(), image
 /// Separable Gaussian blur of an interleaved RGB `n`×`n` float image, edges replicated.
 fn gaussian_blur(px: &mut [f32], n: usize, sigma: f64) {
     let radius = (3.0 * sigma).ceil().max(1.0) as i64;
-    let mut kernel: Vec<f32> =
-        (-radius..=radius).map(|t| (-(t * t) as f64 / (2.0 * sigma * sigma)).exp() as f32).collect();
+    let mut kernel: Vec<f32> = (-radius..=radius)
+        .map(|t| (-(t * t) as f64 / (2.0 * sigma * sigma)).exp() as f32)
+        .collect();
     let total: f32 = kernel.iter().sum();
     kernel.iter_mut().for_each(|k| *k /= total);
     let last = n as i64 - 1;
@@ -104,7 +110,15 @@ mod tests {
     use crate::render::augment::Occlusion;
 
     fn checker(n: usize) -> Vec<u8> {
-        (0..n * n).flat_map(|i| if (i / n + i % n) % 2 == 0 { [200, 100, 50] } else { [20, 40, 60] }).collect()
+        (0..n * n)
+            .flat_map(|i| {
+                if (i / n + i % n).is_multiple_of(2) {
+                    [200, 100, 50]
+                } else {
+                    [20, 40, 60]
+                }
+            })
+            .collect()
     }
 
     #[test]
@@ -117,15 +131,23 @@ mod tests {
     #[test]
     fn grey_makes_channels_equal_and_blur_smooths() {
         let mut crop = checker(8);
-        let aug = Augmentation { grey: true, ..Augmentation::identity() };
+        let aug = Augmentation {
+            grey: true,
+            ..Augmentation::identity()
+        };
         apply(&mut crop, 8, &aug).unwrap();
         assert!(crop.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
         let mut crop = checker(64);
-        let aug = Augmentation { blur_sigma: 2.0, ..Augmentation::identity() };
+        let aug = Augmentation {
+            blur_sigma: 2.0,
+            ..Augmentation::identity()
+        };
         apply(&mut crop, 64, &aug).unwrap();
         // Away from the replicated edges the period-2 checker is flattened.
-        let inner: Vec<u8> =
-            (8..56).flat_map(|y| (8..56).map(move |x| (y, x))).map(|(y, x)| crop[(y * 64 + x) * 3]).collect();
+        let inner: Vec<u8> = (8..56)
+            .flat_map(|y| (8..56).map(move |x| (y, x)))
+            .map(|(y, x)| crop[(y * 64 + x) * 3])
+            .collect();
         let spread = inner.iter().max().unwrap() - inner.iter().min().unwrap();
         assert!(spread < 40, "blur left a spread of {spread}");
     }
@@ -133,13 +155,25 @@ mod tests {
     #[test]
     fn occlusion_fills_its_rect_and_jpeg_keeps_size() {
         let mut crop = checker(10);
-        let o = Occlusion { x: 0.2, y: 0.3, w: 0.5, h: 0.2, rgb: [1, 2, 3] };
-        let aug = Augmentation { occlusions: vec![o], ..Augmentation::identity() };
+        let o = Occlusion {
+            x: 0.2,
+            y: 0.3,
+            w: 0.5,
+            h: 0.2,
+            rgb: [1, 2, 3],
+        };
+        let aug = Augmentation {
+            occlusions: vec![o],
+            ..Augmentation::identity()
+        };
         apply(&mut crop, 10, &aug).unwrap();
         assert_eq!(&crop[(3 * 10 + 2) * 3..(3 * 10 + 2) * 3 + 3], &[1, 2, 3]);
         assert_eq!(&crop[(4 * 10 + 6) * 3..(4 * 10 + 6) * 3 + 3], &[1, 2, 3]);
         assert_ne!(&crop[(5 * 10 + 2) * 3..(5 * 10 + 2) * 3 + 3], &[1, 2, 3]);
-        let aug = Augmentation { jpeg_quality: Some(30), ..Augmentation::identity() };
+        let aug = Augmentation {
+            jpeg_quality: Some(30),
+            ..Augmentation::identity()
+        };
         let before = crop.clone();
         apply(&mut crop, 10, &aug).unwrap();
         assert_eq!(crop.len(), before.len());

@@ -70,17 +70,21 @@ pub fn sidecar_file_name(id: u32) -> String {
 fn parse_shard_id(name: &str) -> Option<(u32, &'static str)> {
     let rest = name.strip_prefix("shard-")?;
     for ext in [".safetensors", ".json"] {
-        if let Some(num) = rest.strip_suffix(ext) {
-            if num.len() == 5 || num.len() > 5 && !num.starts_with('0') {
-                return num.parse().ok().map(|id| (id, ext));
-            }
+        // Names are zero-padded to five digits; longer ids carry no padding.
+        if let Some(num) = rest.strip_suffix(ext)
+            && (num.len() == 5 || num.len() > 5 && !num.starts_with('0'))
+        {
+            return num.parse().ok().map(|id| (id, ext));
         }
     }
     None
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RenderError + '_ {
-    move |source| RenderError::Io { path: path.to_owned(), source }
+    move |source| RenderError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Where each tensor of a shard lies in the file.
@@ -102,7 +106,12 @@ impl ShardLayout {
     /// Lay out a shard. `metadata` goes to `__metadata__` (keys sorted, so bytes are stable).
     /// Tensors are ordered by decreasing alignment (i64, f32, then u8) so that every tensor is
     /// naturally aligned in a memory map.
-    pub fn new(samples: usize, size: usize, points: usize, metadata: &BTreeMap<String, String>) -> Result<Self> {
+    pub fn new(
+        samples: usize,
+        size: usize,
+        points: usize,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Self> {
         let (n, s, l) = (samples, size, points);
         let tensors: [(&str, &str, Vec<usize>, usize); 5] = [
             ("sample_index", "I64", vec![n], 8 * n),
@@ -111,7 +120,10 @@ impl ShardLayout {
             ("in_crop", "U8", vec![n, l], n * l),
             ("visible", "U8", vec![n, l], n * l),
         ];
-        let meta = serde_json::to_string(metadata).map_err(|source| RenderError::Json { path: PathBuf::new(), source })?;
+        let meta = serde_json::to_string(metadata).map_err(|source| RenderError::Json {
+            path: PathBuf::new(),
+            source,
+        })?;
         let mut header = format!("{{\"__metadata__\":{meta}");
         let mut offset = 0usize;
         for (name, dtype, shape, len) in tensors {
@@ -129,7 +141,13 @@ impl ShardLayout {
         prefix.extend((padded as u64).to_le_bytes());
         prefix.extend(header.as_bytes());
         prefix.resize(8 + padded, b' ');
-        Ok(ShardLayout { samples, size, points, data_start: prefix.len() as u64, prefix })
+        Ok(ShardLayout {
+            samples,
+            size,
+            points,
+            data_start: prefix.len() as u64,
+            prefix,
+        })
     }
 
     fn landmarks_offset(&self) -> u64 {
@@ -163,12 +181,22 @@ impl ShardLayout {
 
     /// Write one rendered sample at row `row` of the shard file at `path`.
     pub fn write_sample(&self, path: &Path, row: usize, sample: &RenderedCrop) -> Result<()> {
-        let mut f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_err(path))?;
         let (s, l) = (self.size, self.points);
-        let xy: Vec<u8> = sample.landmarks.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let xy: Vec<u8> = sample
+            .landmarks
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let parts: [(u64, &[u8]); 4] = [
             (self.landmarks_offset() + (row * l * 8) as u64, &xy),
-            (self.images_offset() + (row * s * s * 3) as u64, &sample.image),
+            (
+                self.images_offset() + (row * s * s * 3) as u64,
+                &sample.image,
+            ),
             (self.in_crop_offset() + (row * l) as u64, &sample.in_crop),
             (self.visible_offset() + (row * l) as u64, &sample.visible),
         ];
@@ -265,7 +293,9 @@ pub fn file_digest(path: &Path) -> Result<(String, u64)> {
 fn sync_dir(dir: &Path) -> Result<()> {
     // Directory fsync makes the rename durable; only POSIX systems can open a directory for it.
     #[cfg(unix)]
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))?;
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
@@ -273,13 +303,18 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 /// The temporary name used while `path` is being written.
 pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp"))
 }
 
 /// Make a finished temporary file durable and move it to `path`.
 pub fn commit(tmp: &Path, path: &Path) -> Result<()> {
-    File::open(tmp).and_then(|f| f.sync_all()).map_err(io_err(tmp))?;
+    File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(tmp))?;
     fs::rename(tmp, path).map_err(io_err(path))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
@@ -350,7 +385,10 @@ fn list_sidecars(dir: &Path) -> Result<BTreeMap<u32, Sidecar>> {
             let path = entry.path();
             let bytes = fs::read(&path).map_err(io_err(&path))?;
             let sidecar: Sidecar =
-                serde_json::from_slice(&bytes).map_err(|source| RenderError::Json { path: path.clone(), source })?;
+                serde_json::from_slice(&bytes).map_err(|source| RenderError::Json {
+                    path: path.clone(),
+                    source,
+                })?;
             out.insert(id, sidecar);
         }
     }
@@ -363,23 +401,43 @@ fn list_sidecars(dir: &Path) -> Result<BTreeMap<u32, Sidecar>> {
 /// removes them. Files are rewritten only when their content changes.
 pub fn index_shard_set(dir: &Path) -> Result<ShardIndex> {
     let sidecars = list_sidecars(dir)?;
-    let bad = |reason: String| RenderError::Index { dir: dir.to_owned(), reason };
+    let bad = |reason: String| RenderError::Index {
+        dir: dir.to_owned(),
+        reason,
+    };
     // The current set is the one whose listed shards all have sidecars that list the same set.
     let groups: BTreeSet<&Vec<(u32, u32)>> = sidecars.values().map(|s| &s.set_shards).collect();
     let complete: Vec<&Vec<(u32, u32)>> = groups
         .into_iter()
-        .filter(|set| set.iter().all(|(id, _)| sidecars.get(id).is_some_and(|s| &s.set_shards == *set)))
+        .filter(|set| {
+            set.iter()
+                .all(|(id, _)| sidecars.get(id).is_some_and(|s| &s.set_shards == *set))
+        })
         .collect();
     let set = match complete.as_slice() {
         [one] => (*one).clone(),
         [] if sidecars.is_empty() => return Err(bad("no shard sidecars found".to_owned())),
         [] => {
-            let first = sidecars.values().next().map(|s| s.set_shards.clone()).unwrap_or_default();
-            let missing: Vec<String> =
-                first.iter().filter(|(id, _)| !sidecars.contains_key(id)).map(|(id, _)| shard_file_name(*id)).collect();
-            return Err(bad(format!("incomplete shard set; missing or out of date: {}", missing.join(", "))));
+            let first = sidecars
+                .values()
+                .next()
+                .map(|s| s.set_shards.clone())
+                .unwrap_or_default();
+            let missing: Vec<String> = first
+                .iter()
+                .filter(|(id, _)| !sidecars.contains_key(id))
+                .map(|(id, _)| shard_file_name(*id))
+                .collect();
+            return Err(bad(format!(
+                "incomplete shard set; missing or out of date: {}",
+                missing.join(", ")
+            )));
         }
-        _ => return Err(bad("sidecars describe more than one complete shard set; run gc".to_owned())),
+        _ => {
+            return Err(bad(
+                "sidecars describe more than one complete shard set; run gc".to_owned(),
+            ));
+        }
     };
     let first = &sidecars[&set[0].0];
     let mut entries = Vec::with_capacity(set.len());
@@ -387,19 +445,39 @@ pub fn index_shard_set(dir: &Path) -> Result<ShardIndex> {
     for (id, count) in &set {
         let sc = &sidecars[id];
         if (&sc.scheme, sc.crop_size, &sc.split, &sc.config_digest)
-            != (&first.scheme, first.crop_size, &first.split, &first.config_digest)
+            != (
+                &first.scheme,
+                first.crop_size,
+                &first.split,
+                &first.config_digest,
+            )
         {
-            return Err(bad(format!("{} disagrees with {} on scheme, crop size, split or config", sc.file, first.file)));
+            return Err(bad(format!(
+                "{} disagrees with {} on scheme, crop size, split or config",
+                sc.file, first.file
+            )));
         }
         if sc.samples.len() != *count as usize {
-            return Err(bad(format!("{} lists {} samples, the set expects {count}", sc.file, sc.samples.len())));
+            return Err(bad(format!(
+                "{} lists {} samples, the set expects {count}",
+                sc.file,
+                sc.samples.len()
+            )));
         }
         let path = dir.join(&sc.file);
         let (digest, bytes) = file_digest(&path)?;
         if digest != sc.blake3 || bytes != sc.bytes {
-            return Err(bad(format!("{} does not match its recorded digest (truncated or corrupted)", sc.file)));
+            return Err(bad(format!(
+                "{} does not match its recorded digest (truncated or corrupted)",
+                sc.file
+            )));
         }
-        entries.push(IndexEntry { file: sc.file.clone(), samples: *count as u64, bytes, blake3: digest });
+        entries.push(IndexEntry {
+            file: sc.file.clone(),
+            samples: *count as u64,
+            bytes,
+            blake3: digest,
+        });
         records.extend(&sc.samples);
     }
     let index = ShardIndex {
@@ -413,10 +491,16 @@ pub fn index_shard_set(dir: &Path) -> Result<ShardIndex> {
         shards: entries,
     };
     let parquet_path = dir.join("samples.parquet");
-    let parquet = samples_parquet(&records).map_err(|source| RenderError::Parquet { path: parquet_path.clone(), source })?;
+    let parquet = samples_parquet(&records).map_err(|source| RenderError::Parquet {
+        path: parquet_path.clone(),
+        source,
+    })?;
     write_if_changed(&parquet_path, &parquet)?;
     let index_path = dir.join("index.json");
-    let mut json = serde_json::to_vec_pretty(&index).map_err(|source| RenderError::Json { path: index_path.clone(), source })?;
+    let mut json = serde_json::to_vec_pretty(&index).map_err(|source| RenderError::Json {
+        path: index_path.clone(),
+        source,
+    })?;
     json.push(b'\n');
     write_if_changed(&index_path, &json)?;
     Ok(index)
@@ -430,17 +514,42 @@ fn samples_parquet(records: &[&SampleRecord]) -> PolarsResult<Vec<u8>> {
     {
         Column::from(Series::new(name.into(), values))
     }
-    let aug = |f: fn(&Augmentation) -> f64| records.iter().map(|r| f(&r.augmentation)).collect::<Vec<f64>>();
+    let aug = |f: fn(&Augmentation) -> f64| {
+        records
+            .iter()
+            .map(|r| f(&r.augmentation))
+            .collect::<Vec<f64>>()
+    };
     let affine = |k: usize| records.iter().map(|r| r.affine.0[k]).collect::<Vec<f64>>();
-    let occlusions: Vec<String> =
-        records.iter().map(|r| serde_json::to_string(&r.augmentation.occlusions).unwrap_or_default()).collect();
+    let occlusions: Vec<String> = records
+        .iter()
+        .map(|r| serde_json::to_string(&r.augmentation.occlusions).unwrap_or_default())
+        .collect();
     let mut df = DataFrame::new_infer_height(vec![
-        col("shard", records.iter().map(|r| r.shard).collect::<Vec<u32>>()),
+        col(
+            "shard",
+            records.iter().map(|r| r.shard).collect::<Vec<u32>>(),
+        ),
         col("row", records.iter().map(|r| r.row).collect::<Vec<u32>>()),
-        col("sample_id", records.iter().map(|r| r.sample_id.as_str()).collect::<Vec<&str>>()),
-        col("replica", records.iter().map(|r| r.replica).collect::<Vec<u32>>()),
+        col(
+            "sample_id",
+            records
+                .iter()
+                .map(|r| r.sample_id.as_str())
+                .collect::<Vec<&str>>(),
+        ),
+        col(
+            "replica",
+            records.iter().map(|r| r.replica).collect::<Vec<u32>>(),
+        ),
         col("seed", records.iter().map(|r| r.seed).collect::<Vec<u64>>()),
-        col("flip", records.iter().map(|r| r.augmentation.flip).collect::<Vec<bool>>()),
+        col(
+            "flip",
+            records
+                .iter()
+                .map(|r| r.augmentation.flip)
+                .collect::<Vec<bool>>(),
+        ),
         col("rotation_deg", aug(|a| a.rotation_deg)),
         col("translate_x", aug(|a| a.translate_x)),
         col("translate_y", aug(|a| a.translate_y)),
@@ -448,13 +557,28 @@ fn samples_parquet(records: &[&SampleRecord]) -> PolarsResult<Vec<u8>> {
         col("brightness", aug(|a| a.brightness)),
         col("contrast", aug(|a| a.contrast)),
         col("saturation", aug(|a| a.saturation)),
-        col("grey", records.iter().map(|r| r.augmentation.grey).collect::<Vec<bool>>()),
+        col(
+            "grey",
+            records
+                .iter()
+                .map(|r| r.augmentation.grey)
+                .collect::<Vec<bool>>(),
+        ),
         col("blur_sigma", aug(|a| a.blur_sigma)),
-        col("occlusion_count", records.iter().map(|r| r.augmentation.occlusions.len() as u32).collect::<Vec<u32>>()),
+        col(
+            "occlusion_count",
+            records
+                .iter()
+                .map(|r| r.augmentation.occlusions.len() as u32)
+                .collect::<Vec<u32>>(),
+        ),
         col("occlusions", occlusions),
         col(
             "jpeg_quality",
-            records.iter().map(|r| r.augmentation.jpeg_quality.map(u32::from)).collect::<Vec<Option<u32>>>(),
+            records
+                .iter()
+                .map(|r| r.augmentation.jpeg_quality.map(u32::from))
+                .collect::<Vec<Option<u32>>>(),
         ),
         col("stage2_translate_x", aug(|a| a.stage2_translate_x)),
         col("stage2_translate_y", aug(|a| a.stage2_translate_y)),
@@ -466,11 +590,22 @@ fn samples_parquet(records: &[&SampleRecord]) -> PolarsResult<Vec<u8>> {
         col("affine_d", affine(3)),
         col("affine_e", affine(4)),
         col("affine_f", affine(5)),
-        col("pose_coefficient", records.iter().map(|r| r.pose_coefficient).collect::<Vec<Option<f32>>>()),
-        col("bin", records.iter().map(|r| r.bin).collect::<Vec<Option<u32>>>()),
+        col(
+            "pose_coefficient",
+            records
+                .iter()
+                .map(|r| r.pose_coefficient)
+                .collect::<Vec<Option<f32>>>(),
+        ),
+        col(
+            "bin",
+            records.iter().map(|r| r.bin).collect::<Vec<Option<u32>>>(),
+        ),
     ])?;
     let mut out = Vec::new();
-    ParquetWriter::new(&mut out).set_parallel(false).finish(&mut df)?;
+    ParquetWriter::new(&mut out)
+        .set_parallel(false)
+        .finish(&mut df)?;
     Ok(out)
 }
 
@@ -480,18 +615,29 @@ pub fn gc(out_root: &Path, plan: &[PlanRow]) -> Result<Vec<PathBuf>> {
     let mut wanted: BTreeMap<(Stage, &str), BTreeSet<u32>> = BTreeMap::new();
     for row in plan {
         for stage in Stage::ALL {
-            wanted.entry((stage, row.split.as_str())).or_default().insert(stage.shard_of(row));
+            wanted
+                .entry((stage, row.split.as_str()))
+                .or_default()
+                .insert(stage.shard_of(row));
         }
     }
     let mut removed = Vec::new();
     for stage in Stage::ALL {
         let stage_dir = out_root.join("shards").join(stage.dir_name());
-        let Ok(splits) = fs::read_dir(&stage_dir) else { continue };
-        let mut split_dirs: Vec<PathBuf> =
-            splits.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        let Ok(splits) = fs::read_dir(&stage_dir) else {
+            continue;
+        };
+        let mut split_dirs: Vec<PathBuf> = splits
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
         split_dirs.sort();
         for dir in split_dirs {
-            let split = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let split = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let keep = wanted.get(&(stage, split.as_str()));
             let mut files: Vec<PathBuf> = fs::read_dir(&dir)
                 .map_err(io_err(&dir))?
@@ -501,7 +647,10 @@ pub fn gc(out_root: &Path, plan: &[PlanRow]) -> Result<Vec<PathBuf>> {
                 .collect();
             files.sort();
             for file in files {
-                let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let stale = match keep {
                     None => true,
                     Some(ids) => {
@@ -532,7 +681,10 @@ mod tests {
 
     #[test]
     fn layout_is_a_valid_safetensors_file() {
-        let meta = BTreeMap::from([("scheme".to_owned(), "x".to_owned()), ("a".to_owned(), "[1,2]".to_owned())]);
+        let meta = BTreeMap::from([
+            ("scheme".to_owned(), "x".to_owned()),
+            ("a".to_owned(), "[1,2]".to_owned()),
+        ]);
         let layout = ShardLayout::new(2, 4, 3, &meta).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.safetensors");
@@ -564,8 +716,14 @@ mod tests {
 
     #[test]
     fn shard_names_round_trip() {
-        assert_eq!(parse_shard_id(&shard_file_name(42)), Some((42, ".safetensors")));
-        assert_eq!(parse_shard_id(&sidecar_file_name(123456)), Some((123456, ".json")));
+        assert_eq!(
+            parse_shard_id(&shard_file_name(42)),
+            Some((42, ".safetensors"))
+        );
+        assert_eq!(
+            parse_shard_id(&sidecar_file_name(123456)),
+            Some((123456, ".json"))
+        );
         assert_eq!(parse_shard_id("shard-1.json"), None);
         assert_eq!(parse_shard_id("index.json"), None);
     }

@@ -59,7 +59,11 @@ impl Level {
                 }
             }
         }
-        Level { width: hw as u32, height: hh as u32, data }
+        Level {
+            width: hw as u32,
+            height: hh as u32,
+            data,
+        }
     }
 }
 
@@ -74,7 +78,13 @@ impl Pyramid {
     /// Wrap a decoded RGB8 image as level 0. `data.len()` must be `width × height × 3`.
     pub fn new(width: u32, height: u32, data: Vec<u8>) -> Self {
         debug_assert_eq!(data.len(), width as usize * height as usize * 3);
-        Pyramid { levels: vec![Level { width, height, data }] }
+        Pyramid {
+            levels: vec![Level {
+                width,
+                height,
+                data,
+            }],
+        }
     }
 
     /// Level 0 (the source image).
@@ -100,7 +110,7 @@ impl Pyramid {
 /// The pyramid level for a warp whose output has `scale` output pixels per source pixel: the
 /// level whose pixel size is nearest (in log scale) to the output pixel, never finer than 0.
 pub fn level_for_scale(scale: f64) -> usize {
-    if !(scale > 0.0) || scale >= 1.0 {
+    if scale.is_nan() || scale <= 0.0 || scale >= 1.0 {
         return 0;
     }
     let k = (1.0 / scale).log2().round();
@@ -187,7 +197,13 @@ mod tests {
     #[test]
     fn integer_shift_and_constant_border() {
         let mut p = gradient(8, 8);
-        let out = warp(&mut p, &Affine::translation(2.0, 0.0), 8, Border::Constant(9)).unwrap();
+        let out = warp(
+            &mut p,
+            &Affine::translation(2.0, 0.0),
+            8,
+            Border::Constant(9),
+        )
+        .unwrap();
         // Output column 2 reads source column 0; columns 0–1 read outside.
         assert_eq!(&out[6..9], &[0, 0, 7]);
         assert_eq!(&out[0..3], &[9, 9, 9]);

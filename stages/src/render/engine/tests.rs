@@ -24,7 +24,14 @@ fn tri_scheme() -> Scheme {
     }
 }
 
-fn face(sample_id: &str, image_path: &str, scheme: &Scheme, landmarks: Vec<f32>, w: u32, h: u32) -> FaceRecord {
+fn face(
+    sample_id: &str,
+    image_path: &str,
+    scheme: &Scheme,
+    landmarks: Vec<f32>,
+    w: u32,
+    h: u32,
+) -> FaceRecord {
     let n = scheme.num_points();
     FaceRecord {
         sample_id: sample_id.to_owned(),
@@ -35,7 +42,12 @@ fn face(sample_id: &str, image_path: &str, scheme: &Scheme, landmarks: Vec<f32>,
         image_width: w,
         image_height: h,
         visible: (0..n).map(|i| i % 5 != 4).collect(),
-        bbox: BBox { x: 10.0, y: 10.0, w: (w / 2) as f32, h: (h / 2) as f32 },
+        bbox: BBox {
+            x: 10.0,
+            y: 10.0,
+            w: (w / 2) as f32,
+            h: (h / 2) as f32,
+        },
         bbox_source: BoxSource::Annotation,
         landmarks,
         yaw: None,
@@ -53,15 +65,25 @@ fn disc_image(w: u32, h: u32) -> Pyramid {
     let mut data = vec![0u8; (w * h * 3) as usize];
     // Supersample each pixel 8×8 so disc edges are anti-aliased and centroids unbiased.
     for (c, &(px, py)) in DISC_POINTS.iter().enumerate() {
-        let (x0, x1) = ((px - DISC_RADIUS - 1.0) as u32, (px + DISC_RADIUS + 1.0) as u32);
-        let (y0, y1) = ((py - DISC_RADIUS - 1.0) as u32, (py + DISC_RADIUS + 1.0) as u32);
+        let (x0, x1) = (
+            (px - DISC_RADIUS - 1.0) as u32,
+            (px + DISC_RADIUS + 1.0) as u32,
+        );
+        let (y0, y1) = (
+            (py - DISC_RADIUS - 1.0) as u32,
+            (py + DISC_RADIUS + 1.0) as u32,
+        );
         for y in y0..=y1 {
             for x in x0..=x1 {
                 let mut hits = 0;
                 for sy in 0..8 {
                     for sx in 0..8 {
-                        let (fx, fy) = (x as f32 + (sx as f32 + 0.5) / 8.0, y as f32 + (sy as f32 + 0.5) / 8.0);
-                        hits += (((fx - px).powi(2) + (fy - py).powi(2)) <= DISC_RADIUS * DISC_RADIUS) as u32;
+                        let (fx, fy) = (
+                            x as f32 + (sx as f32 + 0.5) / 8.0,
+                            y as f32 + (sy as f32 + 0.5) / 8.0,
+                        );
+                        hits += (((fx - px).powi(2) + (fy - py).powi(2))
+                            <= DISC_RADIUS * DISC_RADIUS) as u32;
                     }
                 }
                 data[((y * w + x) * 3) as usize + c] = (hits * 255 / 64) as u8;
@@ -87,7 +109,10 @@ fn centroid(image: &[u8], size: usize, c: usize) -> (f64, f64) {
 
 fn geometric_params() -> RenderParams {
     // A roomy box keeps every disc inside the crop under the tested transforms.
-    RenderParams { box_enlarge: 2.5, ..RenderParams::default() }
+    RenderParams {
+        box_enlarge: 2.5,
+        ..RenderParams::default()
+    }
 }
 
 proptest! {
@@ -138,13 +163,23 @@ fn disc_centroids_match_at_deep_pyramid_levels() {
     let f = face("s", "mem", &scheme, lm, 400, 400);
     let mut pyramid = disc_image(400, 400);
     for size in [64, 32] {
-        let params = RenderParams { stage1_size: size, ..geometric_params() };
-        let aug = Augmentation { rotation_deg: 17.0, scale: 1.2, ..Augmentation::identity() };
-        let (crop, m) = render_sample(&mut pyramid, &f, &scheme, &params, &aug, Stage::Stage1).unwrap();
+        let params = RenderParams {
+            stage1_size: size,
+            ..geometric_params()
+        };
+        let aug = Augmentation {
+            rotation_deg: 17.0,
+            scale: 1.2,
+            ..Augmentation::identity()
+        };
+        let (crop, m) =
+            render_sample(&mut pyramid, &f, &scheme, &params, &aug, Stage::Stage1).unwrap();
         assert!(warp::level_for_scale(m.scale()) >= 1);
         for i in 0..3 {
             let (cx, cy) = centroid(&crop.image, size as usize, i);
-            let err = ((cx - crop.landmarks[2 * i] as f64).powi(2) + (cy - crop.landmarks[2 * i + 1] as f64).powi(2)).sqrt();
+            let err = ((cx - crop.landmarks[2 * i] as f64).powi(2)
+                + (cy - crop.landmarks[2 * i + 1] as f64).powi(2))
+            .sqrt();
             assert!(err <= 1.0, "size {size} point {i}: error {err}");
         }
     }
@@ -157,8 +192,17 @@ fn flip_equals_mirrored_render_with_permuted_landmarks() {
     let f = face("s", "mem", &scheme, lm, 400, 400);
     let mut pyramid = disc_image(400, 400);
     let params = geometric_params();
-    let plain = Augmentation { rotation_deg: 12.0, translate_x: 0.03, scale: 1.1, stage2_rotation_deg: 3.0, ..Augmentation::identity() };
-    let flipped = Augmentation { flip: true, ..plain.clone() };
+    let plain = Augmentation {
+        rotation_deg: 12.0,
+        translate_x: 0.03,
+        scale: 1.1,
+        stage2_rotation_deg: 3.0,
+        ..Augmentation::identity()
+    };
+    let flipped = Augmentation {
+        flip: true,
+        ..plain.clone()
+    };
     for stage in Stage::ALL {
         let s = params.crop_size(stage) as usize;
         let (a, _) = render_sample(&mut pyramid, &f, &scheme, &params, &plain, stage).unwrap();
@@ -187,8 +231,19 @@ fn landmarks_outside_the_crop_are_kept_and_flagged() {
     let lm: Vec<f32> = DISC_POINTS.iter().flat_map(|&(x, y)| [x, y]).collect();
     let f = face("s", "mem", &scheme, lm, 400, 400);
     let mut pyramid = disc_image(400, 400);
-    let aug = Augmentation { translate_x: 0.5, ..Augmentation::identity() };
-    let (crop, _) = render_sample(&mut pyramid, &f, &scheme, &RenderParams::default(), &aug, Stage::Stage1).unwrap();
+    let aug = Augmentation {
+        translate_x: 0.5,
+        ..Augmentation::identity()
+    };
+    let (crop, _) = render_sample(
+        &mut pyramid,
+        &f,
+        &scheme,
+        &RenderParams::default(),
+        &aug,
+        Stage::Stage1,
+    )
+    .unwrap();
     assert_eq!(crop.in_crop[0], 0);
     assert!(crop.landmarks[0] < 0.0 && crop.landmarks[0].is_finite());
     assert_eq!(crop.visible, vec![1, 1, 1]);
@@ -214,15 +269,27 @@ fn fixture(images: usize, image_side: u32) -> Fixture {
         let path = root.join("img").join(format!("{k:04}.jpg"));
         let mut img = image::RgbImage::new(image_side, image_side);
         for (x, y, p) in img.enumerate_pixels_mut() {
-            *p = image::Rgb([(x * 255 / image_side) as u8, (y * 255 / image_side) as u8, rng.r#gen::<u8>() / 4]);
+            *p = image::Rgb([
+                (x * 255 / image_side) as u8,
+                (y * 255 / image_side) as u8,
+                rng.r#gen::<u8>() / 4,
+            ]);
         }
         // Two faces on every third image, so some images feed several shards.
         let n_faces = if k % 3 == 0 { 2 } else { 1 };
         for q in 0..n_faces {
             let side = image_side as f32 * 0.3;
-            let (ox, oy) = (image_side as f32 * (0.15 + 0.4 * q as f32), image_side as f32 * 0.3);
+            let (ox, oy) = (
+                image_side as f32 * (0.15 + 0.4 * q as f32),
+                image_side as f32 * 0.3,
+            );
             let lm: Vec<f32> = (0..scheme.num_points())
-                .flat_map(|_| [ox + rng.r#gen::<f32>() * side, oy + rng.r#gen::<f32>() * side])
+                .flat_map(|_| {
+                    [
+                        ox + rng.r#gen::<f32>() * side,
+                        oy + rng.r#gen::<f32>() * side,
+                    ]
+                })
                 .collect();
             for p in lm.chunks_exact(2) {
                 let (cx, cy) = (p[0] as u32, p[1] as u32);
@@ -243,30 +310,66 @@ fn fixture(images: usize, image_side: u32) -> Fixture {
                     replica,
                     bin: (split == "train").then_some(hash % 9),
                     pose_coefficient: Some(hash as f32 / 255.0 - 0.5),
-                    seed: u64::from_le_bytes(blake3::hash(format!("{id}/{replica}").as_bytes()).as_bytes()[..8].try_into().unwrap()),
+                    seed: u64::from_le_bytes(
+                        blake3::hash(format!("{id}/{replica}").as_bytes()).as_bytes()[..8]
+                            .try_into()
+                            .unwrap(),
+                    ),
                     shard_stage1: hash % 3,
                     shard_stage2: hash % 5,
                 });
             }
-            let mut f = face(&id, path.to_str().unwrap(), scheme, lm, image_side, image_side);
+            let mut f = face(
+                &id,
+                path.to_str().unwrap(),
+                scheme,
+                lm,
+                image_side,
+                image_side,
+            );
             f.split = split.to_owned();
             faces.push(f);
         }
         img.save(&path).unwrap();
-        digests.insert(path.to_str().unwrap().to_owned(), shard::file_digest(&path).unwrap().0);
+        digests.insert(
+            path.to_str().unwrap().to_owned(),
+            shard::file_digest(&path).unwrap().0,
+        );
     }
     // Plan order must not matter: shuffle it deterministically.
     plan.reverse();
-    Fixture { _dir: dir, root, faces, plan, digests }
+    Fixture {
+        _dir: dir,
+        root,
+        faces,
+        plan,
+        digests,
+    }
 }
 
-fn run(fx: &Fixture, out: &Path, threads: usize, worker: Option<WorkerSplit>, digests: &BTreeMap<String, String>) -> RenderReport {
+fn run(
+    fx: &Fixture,
+    out: &Path,
+    threads: usize,
+    worker: Option<WorkerSplit>,
+    digests: &BTreeMap<String, String>,
+) -> RenderReport {
     let scheme = scheme::by_name(&fx.faces[0].scheme).unwrap();
     let params = RenderParams::default();
     let digest = |p: &str| digests.get(p).cloned().unwrap_or_default();
-    let inputs = RenderInputs { faces: &fx.faces, plan: &fx.plan, scheme, params: &params, source_digest: &digest };
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-    pool.install(|| render_shards(&inputs, out, worker, &|_| {})).unwrap()
+    let inputs = RenderInputs {
+        faces: &fx.faces,
+        plan: &fx.plan,
+        scheme,
+        params: &params,
+        source_digest: &digest,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| render_shards(&inputs, out, worker, &|_| {}))
+        .unwrap()
 }
 
 /// Every file under `dir` (relative path → bytes).
@@ -279,7 +382,10 @@ fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.insert(p.strip_prefix(dir).unwrap().to_owned(), fs::read(&p).unwrap());
+                out.insert(
+                    p.strip_prefix(dir).unwrap().to_owned(),
+                    fs::read(&p).unwrap(),
+                );
             }
         }
     }
@@ -289,17 +395,29 @@ fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 #[test]
 fn output_is_byte_identical_for_any_thread_count_and_worker_split() {
     let fx = fixture(10, 160);
-    let (one, two, split) = (fx.root.join("one"), fx.root.join("two"), fx.root.join("split"));
+    let (one, two, split) = (
+        fx.root.join("one"),
+        fx.root.join("two"),
+        fx.root.join("split"),
+    );
     let report = run(&fx, &one, 1, None, &fx.digests);
     assert!(report.fresh.is_empty() && !report.rendered.is_empty());
     assert_eq!(report.images_decoded, 10);
     assert_eq!(report.crops_rendered, 2 * fx.plan.len());
     run(&fx, &two, 2, None, &fx.digests);
     for index in 0..3 {
-        let r = run(&fx, &split, 2, Some(WorkerSplit { index, count: 3 }), &fx.digests);
+        let r = run(
+            &fx,
+            &split,
+            2,
+            Some(WorkerSplit { index, count: 3 }),
+            &fx.digests,
+        );
         assert!(r.indexes.is_empty());
         assert!(r.rendered.iter().all(|p| {
-            let id: u32 = p.file_stem().unwrap().to_str().unwrap()[6..].parse().unwrap();
+            let id: u32 = p.file_stem().unwrap().to_str().unwrap()[6..]
+                .parse()
+                .unwrap();
             id % 3 == index
         }));
     }
@@ -341,16 +459,26 @@ fn changed_source_rewrites_only_its_shards_and_corruption_is_repaired() {
     digests.insert(image.clone(), "edited".to_owned());
     let mut expected = BTreeSet::new();
     for row in &fx.plan {
-        let f = fx.faces.iter().find(|f| f.sample_id == row.sample_id).unwrap();
+        let f = fx
+            .faces
+            .iter()
+            .find(|f| f.sample_id == row.sample_id)
+            .unwrap();
         if f.image_path == image {
             for stage in Stage::ALL {
-                expected.insert(set_dir(&out, stage, &row.split).join(shard::shard_file_name(stage.shard_of(row))));
+                expected.insert(
+                    set_dir(&out, stage, &row.split)
+                        .join(shard::shard_file_name(stage.shard_of(row))),
+                );
             }
         }
     }
     let before = tree(&out);
     let edited = run(&fx, &out, 2, None, &digests);
-    assert_eq!(edited.rendered.iter().cloned().collect::<BTreeSet<_>>(), expected);
+    assert_eq!(
+        edited.rendered.iter().cloned().collect::<BTreeSet<_>>(),
+        expected
+    );
     assert_eq!(edited.rendered.len() + edited.fresh.len(), all.len());
     assert!(edited.rendered.len() < all.len());
     // The image itself did not change, so the re-rendered shards are identical.
@@ -367,7 +495,11 @@ fn changed_source_rewrites_only_its_shards_and_corruption_is_repaired() {
     fs::write(&victim, &original[..original.len() / 2]).unwrap();
     let report = inspect(victim.parent().unwrap()).unwrap();
     assert!(!report.all_ok());
-    let bad: Vec<_> = report.shards.iter().filter(|s| s.status != ShardStatus::Ok).collect();
+    let bad: Vec<_> = report
+        .shards
+        .iter()
+        .filter(|s| s.status != ShardStatus::Ok)
+        .collect();
     assert_eq!(bad.len(), 1);
     assert_eq!(bad[0].status, ShardStatus::DigestMismatch);
     let repaired = run(&fx, &out, 1, None, &digests);
@@ -400,11 +532,19 @@ fn gc_removes_only_shards_the_plan_no_longer_has() {
         .map(|k| k.to_string_lossy().into_owned())
         .filter(|k| k.contains("/val/") || folded(k))
         .collect();
-    assert!(expected.iter().any(|k| folded(k)), "fixture has no stage-2 shard ≥ 3");
-    expected.extend(["shards/stage1/val".to_owned(), "shards/stage2/val".to_owned()]);
+    assert!(
+        expected.iter().any(|k| folded(k)),
+        "fixture has no stage-2 shard ≥ 3"
+    );
+    expected.extend([
+        "shards/stage1/val".to_owned(),
+        "shards/stage2/val".to_owned(),
+    ]);
     let removed = gc(&out, &fx.plan).unwrap();
-    let names: BTreeSet<String> =
-        removed.iter().map(|p| p.strip_prefix(&out).unwrap().to_string_lossy().into_owned()).collect();
+    let names: BTreeSet<String> = removed
+        .iter()
+        .map(|p| p.strip_prefix(&out).unwrap().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(names, expected);
     assert!(!out.join("shards/stage2/val").exists());
     assert!(gc(&out, &fx.plan).unwrap().is_empty());
@@ -417,7 +557,11 @@ fn contact_sheet_draws_samples_with_sided_colours() {
     let fx = fixture(4, 128);
     let out = fx.root.join("out");
     let report = run(&fx, &out, 1, None, &fx.digests);
-    let (dir, index) = report.indexes.iter().find(|(_, i)| i.crop_size == 128).unwrap();
+    let (dir, index) = report
+        .indexes
+        .iter()
+        .find(|(_, i)| i.crop_size == 128)
+        .unwrap();
     let png = fx.root.join("sheet.png");
     let drawn = contact_sheet(dir, &png, 4).unwrap();
     assert_eq!(drawn as u64, index.total_samples.min(4));
@@ -435,19 +579,41 @@ fn bad_inputs_are_reported_with_their_sample() {
     let digest = |_: &str| String::new();
     let mut plan = fx.plan.clone();
     plan[0].sample_id = "nope".to_owned();
-    let inputs = RenderInputs { faces: &fx.faces, plan: &plan, scheme, params: &params, source_digest: &digest };
+    let inputs = RenderInputs {
+        faces: &fx.faces,
+        plan: &plan,
+        scheme,
+        params: &params,
+        source_digest: &digest,
+    };
     let err = render_shards(&inputs, &fx.root.join("o"), None, &|_| {}).unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
     let mut plan = fx.plan.clone();
     plan.push(plan[0].clone());
-    let inputs = RenderInputs { plan: &plan, ..inputs };
-    assert!(matches!(render_shards(&inputs, &fx.root.join("o"), None, &|_| {}), Err(RenderError::DuplicateRow { .. })));
+    let inputs = RenderInputs {
+        plan: &plan,
+        ..inputs
+    };
+    assert!(matches!(
+        render_shards(&inputs, &fx.root.join("o"), None, &|_| {}),
+        Err(RenderError::DuplicateRow { .. })
+    ));
     let ibug = scheme::by_name("ibug68").unwrap();
-    let inputs = RenderInputs { plan: &fx.plan, scheme: ibug, ..inputs };
-    assert!(matches!(render_shards(&inputs, &fx.root.join("o"), None, &|_| {}), Err(RenderError::BadFace { .. })));
+    let inputs = RenderInputs {
+        plan: &fx.plan,
+        scheme: ibug,
+        ..inputs
+    };
+    assert!(matches!(
+        render_shards(&inputs, &fx.root.join("o"), None, &|_| {}),
+        Err(RenderError::BadFace { .. })
+    ));
     let inputs = RenderInputs { scheme, ..inputs };
     let worker = Some(WorkerSplit { index: 3, count: 3 });
-    assert!(matches!(render_shards(&inputs, &fx.root.join("o"), worker, &|_| {}), Err(RenderError::Config(_))));
+    assert!(matches!(
+        render_shards(&inputs, &fx.root.join("o"), worker, &|_| {}),
+        Err(RenderError::Config(_))
+    ));
 }
 
 /// Writes a small shard set for the Python reader's tests:
