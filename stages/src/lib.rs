@@ -9,4 +9,5 @@ pub mod faces_table;
 pub mod formats;
 pub mod ingest;
 pub mod plan;
+pub mod render;
 pub mod scheme;
