@@ -242,8 +242,18 @@ impl StatCache {
 
     /// The digest of one regular file, from the cache when its stat is unchanged.
     pub fn digest_file(&self, path: &Path, policy: HashPolicy) -> Result<FileDigest> {
+        let meta = fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+        self.digest_file_with(path, &meta, policy)
+    }
+
+    /// [`digest_file`](Self::digest_file) for a caller that has just stat-ed the file.
+    fn digest_file_with(
+        &self,
+        path: &Path,
+        meta: &Metadata,
+        policy: HashPolicy,
+    ) -> Result<FileDigest> {
         let key = std::path::absolute(path).map_err(|e| Error::io("resolve", path, e))?;
-        let meta = fs::metadata(&key).map_err(|e| Error::io("stat", path, e))?;
         if !meta.is_file() {
             return Err(Error::io(
                 "hash",
@@ -251,7 +261,7 @@ impl StatCache {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
             ));
         }
-        let mut stat = FileStat::of(&meta);
+        let mut stat = FileStat::of(meta);
         if policy == HashPolicy::TrustStat
             && let Some(entry) = self.lock().get(&key)
             && entry.stat == stat
@@ -294,47 +304,7 @@ impl StatCache {
     /// Digests of many files, hashed in parallel on all available cores; results are in the
     /// order of `paths`.
     pub fn digest_files(&self, paths: &[PathBuf], policy: HashPolicy) -> Vec<Result<FileDigest>> {
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(paths.len().div_ceil(FILES_PER_THREAD_MIN))
-            .max(1);
-        if threads == 1 {
-            return paths.iter().map(|p| self.digest_file(p, policy)).collect();
-        }
-        // Files differ wildly in size, so threads pull the next index instead of taking fixed
-        // chunks.
-        let next = AtomicUsize::new(0);
-        let mut results: Vec<Option<Result<FileDigest>>> = (0..paths.len()).map(|_| None).collect();
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut done = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(path) = paths.get(i) else { break };
-                            done.push((i, self.digest_file(path, policy)));
-                        }
-                        done
-                    })
-                })
-                .collect();
-            for worker in workers {
-                match worker.join() {
-                    Ok(done) => {
-                        for (i, result) in done {
-                            results[i] = Some(result);
-                        }
-                    }
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
-        });
-        results
-            .into_iter()
-            .map(|r| r.expect("every index is claimed by exactly one worker"))
-            .collect()
+        parallel_map(paths, |path| self.digest_file(path, policy))
     }
 
     /// Digests of many files or directory trees, in the order of `paths`; `Ok(None)` for a path
@@ -344,39 +314,19 @@ impl StatCache {
         paths: &[PathBuf],
         policy: HashPolicy,
     ) -> Vec<Result<Option<PathDigest>>> {
-        let mut results: Vec<Option<Result<Option<PathDigest>>>> =
-            (0..paths.len()).map(|_| None).collect();
-        let (mut files, mut file_slots) = (Vec::new(), Vec::new());
-        for (i, path) in paths.iter().enumerate() {
-            match fs::metadata(path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => results[i] = Some(Ok(None)),
-                Err(e) => results[i] = Some(Err(Error::io("stat", path, e))),
-                Ok(meta) if meta.is_dir() => {
-                    results[i] = Some(self.digest_path(path, policy).map(Some));
-                }
-                Ok(_) => {
-                    files.push(path.clone());
-                    file_slots.push(i);
-                }
-            }
-        }
-        for (slot, digest) in file_slots
-            .into_iter()
-            .zip(self.digest_files(&files, policy))
-        {
-            results[slot] = Some(digest.map(|d| {
+        parallel_map(paths, |path| match fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat", path, e)),
+            Ok(meta) if meta.is_dir() => self.digest_path(path, policy).map(Some),
+            Ok(meta) => self.digest_file_with(path, &meta, policy).map(|d| {
                 Some(PathDigest {
                     kind: PathKind::File,
                     digest: d.digest,
                     size: d.size,
                     mtime_ns: d.mtime_ns,
                 })
-            }));
-        }
-        results
-            .into_iter()
-            .map(|r| r.expect("every path is either stat-failed, a directory or a file"))
-            .collect()
+            }),
+        })
     }
 
     /// The digest of a file or of a directory tree (see [`PathDigest`]).
@@ -424,6 +374,51 @@ impl StatCache {
         // calls), so a poisoned map is still consistent.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// `f` over `items` on all available cores, results in input order.
+///
+/// Files differ wildly in size, so threads pull the next index instead of taking fixed chunks.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(items.len().div_ceil(FILES_PER_THREAD_MIN))
+        .max(1);
+    if threads == 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        done.push((i, f(item)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        for worker in workers {
+            match worker.join() {
+                Ok(done) => {
+                    for (i, result) in done {
+                        results[i] = Some(result);
+                    }
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.expect("every index is claimed by exactly one worker"))
+        .collect()
 }
 
 /// Collects `(relative path with '/' separators, path)` of every regular file under `dir`,

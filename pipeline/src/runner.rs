@@ -261,6 +261,16 @@ struct Check {
     inputs: Vec<(String, PathBuf, Option<PathDigest>)>,
 }
 
+/// What the stages of one run share.
+struct Session<'r> {
+    plan: &'r Plan,
+    record: Record,
+    record_path: PathBuf,
+    cache: StatCache,
+    policy: HashPolicy,
+    on_event: &'r (dyn Fn(&Event<'_>) + Sync),
+}
+
 /// A set of stages over one output root.
 ///
 /// The pipeline holds no state besides its stages: everything it knows about past runs is read
@@ -367,8 +377,14 @@ impl<'a> Pipeline<'a> {
             on_event(&Event::TempFilesRemoved { paths: &removed });
         }
         let record_path = Record::path_in(&plan.root);
-        let mut record = Record::load(&record_path)?;
-        let cache = StatCache::for_root(&plan.root)?;
+        let mut session = Session {
+            plan: &plan,
+            record: Record::load(&record_path)?,
+            record_path,
+            cache: StatCache::for_root(&plan.root)?,
+            policy: options.policy,
+            on_event,
+        };
 
         let mut stages = Vec::with_capacity(self.stages.len());
         let mut result = Ok(());
@@ -384,16 +400,7 @@ impl<'a> Pipeline<'a> {
                 });
                 continue;
             }
-            let step = self.run_stage(
-                &plan,
-                i,
-                forced[i],
-                options.policy,
-                (&mut record, &record_path),
-                &cache,
-                on_event,
-            );
-            match step {
+            match self.run_stage(&mut session, i, forced[i]) {
                 Ok(outcome) => stages.push(outcome),
                 Err(e) => {
                     result = Err(e);
@@ -403,7 +410,7 @@ impl<'a> Pipeline<'a> {
         }
         // Keep the hashing work even when a stage failed; the stage's error matters more than
         // a failure to save the cache.
-        let saved = cache.save();
+        let saved = session.cache.save();
         result?;
         saved?;
         Ok(RunSummary { stages })
@@ -507,17 +514,21 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Checks stage `i` and runs it if stale (or forced), recording its manifest on success.
-    #[allow(clippy::too_many_arguments)]
     fn run_stage(
         &mut self,
-        plan: &Plan,
+        session: &mut Session<'_>,
         i: usize,
         forced: bool,
-        policy: HashPolicy,
-        (record, record_path): (&mut Record, &Path),
-        cache: &StatCache,
-        on_event: &(dyn Fn(&Event<'_>) + Sync),
     ) -> Result<StageOutcome> {
+        let Session {
+            plan,
+            record,
+            record_path,
+            cache,
+            policy,
+            on_event,
+        } = session;
+        let (plan, cache, policy, on_event) = (*plan, &*cache, *policy, *on_event);
         let name = self.stages[i].name.clone();
         on_event(&Event::Checking { stage: &name });
         let check = self.check(plan, i, record.stage(&name), cache, policy)?;
