@@ -1,0 +1,302 @@
+//! Atomic file writes: a temporary file beside the destination, fsync, rename, fsync the directory.
+//!
+//! Temporary files are named `.<name>.tmp-<pid>-<n>`, so a run that is killed leaves only files
+//! that are recognisably temporary: they are never taken for outputs (directory digests skip
+//! them) and a later run removes them with [`remove_stale_temp_files`].
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// Infix that marks wingflow's temporary files.
+const TEMP_INFIX: &str = ".tmp-";
+
+/// A file being written that appears at its destination only on [`AtomicFile::commit`].
+///
+/// Dropping it without committing removes the temporary file and leaves any previous file at the
+/// destination untouched.
+#[derive(Debug)]
+pub struct AtomicFile {
+    writer: Option<BufWriter<File>>,
+    temp_path: PathBuf,
+    dest: PathBuf,
+}
+
+impl AtomicFile {
+    /// Creates a new temporary file in `dest`'s directory (which must exist).
+    pub fn create(dest: impl AsRef<Path>) -> Result<AtomicFile> {
+        let dest = dest.as_ref().to_path_buf();
+        let name = dest.file_name().ok_or_else(|| {
+            Error::io(
+                "create a temporary file for",
+                &dest,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
+            )
+        })?;
+        let dir = parent_dir(&dest);
+        let pid = std::process::id();
+        // `create_new` makes the name ours alone; a leftover from a dead process with the same pid
+        // (or a concurrent writer in this process) just moves us to the next number.
+        for n in 0u64.. {
+            let temp_path = dir.join(format!(".{}{TEMP_INFIX}{pid}-{n}", name.to_string_lossy()));
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp_path)
+            {
+                Ok(file) => {
+                    return Ok(AtomicFile {
+                        writer: Some(BufWriter::with_capacity(1 << 16, file)),
+                        temp_path,
+                        dest,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io("create temporary file", temp_path, e)),
+            }
+        }
+        unreachable!("u64 temporary-file counter exhausted")
+    }
+
+    /// The destination path.
+    pub fn path(&self) -> &Path {
+        &self.dest
+    }
+
+    /// The temporary file's path (where the bytes are until [`commit`](Self::commit)).
+    pub fn temp_path(&self) -> &Path {
+        &self.temp_path
+    }
+
+    /// Flushes, fsyncs, renames the temporary file onto the destination and fsyncs the directory,
+    /// so after this returns the new contents survive a crash.
+    pub fn commit(mut self) -> Result<()> {
+        let writer = self
+            .writer
+            .take()
+            .expect("writer is present until commit or drop");
+        let file = writer
+            .into_inner()
+            .map_err(|e| Error::io("write", &self.temp_path, e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| Error::io("fsync", &self.temp_path, e))?;
+        drop(file);
+        if let Err(e) = fs::rename(&self.temp_path, &self.dest) {
+            let _ = fs::remove_file(&self.temp_path);
+            return Err(Error::io("rename into place", &self.dest, e));
+        }
+        sync_dir(parent_dir(&self.dest))
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writer_mut().write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.writer_mut().write_all(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.writer_mut().flush()
+    }
+}
+
+impl AtomicFile {
+    fn writer_mut(&mut self) -> &mut BufWriter<File> {
+        self.writer
+            .as_mut()
+            .expect("writer is present until commit or drop")
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            // Not committed: the bytes must never become visible.
+            drop(writer);
+            let _ = fs::remove_file(&self.temp_path);
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically (see [`AtomicFile`]).
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    let mut file = AtomicFile::create(path)?;
+    file.write_all(bytes)
+        .map_err(|e| Error::io("write", file.temp_path(), e))?;
+    file.commit()
+}
+
+/// Whether a file name is one of wingflow's temporary names, `.<name>.tmp-<pid>-<n>`.
+pub fn is_temp_file_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let Some((stem, suffix)) = rest.rsplit_once(TEMP_INFIX) else {
+        return false;
+    };
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    !stem.is_empty()
+        && suffix
+            .split_once('-')
+            .is_some_and(|(pid, n)| all_digits(pid) && all_digits(n))
+}
+
+/// Removes wingflow temporary files in `dir` (and below it when `recursive`), returning what was
+/// removed. A missing `dir` is not an error.
+///
+/// Call this only while holding the [`RunLock`](crate::RunLock): then no other run can be
+/// writing, so every temporary file found is the leftover of a killed run.
+pub fn remove_stale_temp_files(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    remove_temps_into(dir, recursive, &mut removed)?;
+    Ok(removed)
+}
+
+fn remove_temps_into(dir: &Path, recursive: bool, removed: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("list directory", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(|e| Error::io("stat", &path, e))?;
+        if file_type.is_dir() {
+            if recursive {
+                remove_temps_into(&path, true, removed)?;
+            }
+        } else if is_temp_file_name(&entry.file_name().to_string_lossy()) {
+            match fs::remove_file(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove stale temporary file", path, e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The directory a path lives in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes a rename in `dir` durable.
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Windows cannot open a directory as a file; NTFS journals the rename itself.
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn commit_replaces_destination_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("faces.parquet");
+        fs::write(&dest, b"old").unwrap();
+        write_atomic(&dest, b"new contents").unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"new contents");
+        assert_eq!(names_in(dir.path()), vec!["faces.parquet"]);
+    }
+
+    #[test]
+    fn drop_without_commit_removes_temp_and_keeps_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("plan.parquet");
+        fs::write(&dest, b"previous").unwrap();
+        {
+            let mut file = AtomicFile::create(&dest).unwrap();
+            file.write_all(b"half-written").unwrap();
+            file.flush().unwrap();
+            assert!(file.temp_path().exists());
+            let temp_name = file.temp_path().file_name().unwrap().to_string_lossy();
+            assert!(is_temp_file_name(&temp_name), "{temp_name}");
+        }
+        assert_eq!(fs::read(&dest).unwrap(), b"previous");
+        assert_eq!(names_in(dir.path()), vec!["plan.parquet"]);
+
+        let fresh = dir.path().join("never-committed");
+        drop(AtomicFile::create(&fresh).unwrap());
+        assert!(!fresh.exists());
+        assert_eq!(names_in(dir.path()), vec!["plan.parquet"]);
+    }
+
+    #[test]
+    fn concurrent_writers_to_one_destination_get_distinct_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("x");
+        let a = AtomicFile::create(&dest).unwrap();
+        let b = AtomicFile::create(&dest).unwrap();
+        assert_ne!(a.temp_path(), b.temp_path());
+    }
+
+    #[test]
+    fn temp_name_recognition() {
+        assert!(is_temp_file_name(".faces.parquet.tmp-123-0"));
+        assert!(is_temp_file_name(".a.tmp-1-99"));
+        assert!(!is_temp_file_name("faces.parquet.tmp-123-0"));
+        assert!(!is_temp_file_name(".faces.parquet"));
+        assert!(!is_temp_file_name(".x.tmp-12a-0"));
+        assert!(!is_temp_file_name(".x.tmp-12-"));
+        assert!(!is_temp_file_name("..tmp-1-2"));
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_recursively_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("shards");
+        fs::create_dir(&sub).unwrap();
+        // What a SIGKILLed writer leaves behind: the temp file, never renamed.
+        let top = AtomicFile::create(dir.path().join("index.json")).unwrap();
+        let top_temp = top.temp_path().to_path_buf();
+        std::mem::forget(top);
+        let inner = AtomicFile::create(sub.join("shard-00000.safetensors")).unwrap();
+        let inner_temp = inner.temp_path().to_path_buf();
+        std::mem::forget(inner);
+        fs::write(dir.path().join("keep.txt"), b"k").unwrap();
+
+        assert_eq!(
+            remove_stale_temp_files(dir.path(), false).unwrap(),
+            vec![top_temp]
+        );
+        assert!(inner_temp.exists());
+        assert_eq!(
+            remove_stale_temp_files(dir.path(), true).unwrap(),
+            vec![inner_temp]
+        );
+        assert_eq!(names_in(dir.path()), vec!["keep.txt", "shards"]);
+        assert!(
+            remove_stale_temp_files(&dir.path().join("absent"), true)
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
