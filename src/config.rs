@@ -35,12 +35,37 @@ impl Config {
             .with_context(|| format!("cannot read the configuration {}", path.display()))?;
         let mut config: Config = toml::from_str(&text)
             .with_context(|| format!("{}: invalid configuration", path.display()))?;
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         config.output = base.join(&config.output);
         config.sources = config.sources.iter().map(|s| s.resolved(base)).collect();
         if config.sources.is_empty() {
-            bail!("{}: no [[sources]] declared (run `wingflow init DIR` to write some)", path.display());
+            bail!(
+                "{}: no [[sources]] declared (run `wingflow init DIR` to write some)",
+                path.display()
+            );
         }
         Ok(config)
     }
+}
+
+/// The text of a new, commented `wingflow.toml` for the sources found in `source_dir`.
+pub fn init_text(source_dir: &Path, output: &Path) -> String {
+    let sources = stages::ingest::init_toml(source_dir);
+    let ingest = toml::to_string(&IngestPolicy::default()).unwrap_or_default();
+    format!(
+        "# wingflow configuration, written by `wingflow init`.\n\
+         # Relative paths are taken relative to the folder of this file.\n\n\
+         # Output root: faces.parquet, plan.parquet, shards/, plots/, wingflow.lock.\n\
+         output = {output:?}\n\
+         # The run seed: every random choice of every stage derives from it.\n\
+         seed = 0\n\n\
+         {sources}\n\
+         # What ingest does with an invalid record: \"fail\" (stop, naming file and line) or\n\
+         # \"skip\" (leave it out and list it in ingest-report.json).\n\
+         [ingest]\n{ingest}",
+        output = output.display().to_string(),
+    )
 }
