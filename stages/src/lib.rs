@@ -8,3 +8,4 @@ pub mod face;
 pub mod formats;
 pub mod plan;
 pub mod scheme;
+pub mod synth;
