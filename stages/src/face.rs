@@ -123,10 +123,5 @@ pub fn landmarks_bbox(landmarks: &[f32]) -> Option<BBox> {
             y1 = y1.max(p[1]);
         }
     }
-    any.then(|| BBox {
-        x: x0,
-        y: y0,
-        w: x1 - x0,
-        h: y1 - y0,
-    })
+    any.then(|| BBox { x: x0, y: y0, w: x1 - x0, h: y1 - y0 })
 }

@@ -55,10 +55,7 @@ impl Scheme {
 
     /// Permute a per-point attribute (e.g. visibility) the way [`Scheme::flip_shape`] does.
     pub fn flip_points<T: Copy>(&self, values: &[T]) -> Vec<T> {
-        self.flip_permutation
-            .iter()
-            .map(|&src| values[src])
-            .collect()
+        self.flip_permutation.iter().map(|&src| values[src]).collect()
     }
 }
 
@@ -86,11 +83,7 @@ pub fn by_name(name: &str) -> Result<&'static Scheme, UnknownScheme> {
         .find(|s| s.name == name)
         .ok_or_else(|| UnknownScheme {
             name: name.to_owned(),
-            known: REGISTRY
-                .iter()
-                .map(|s| s.name)
-                .collect::<Vec<_>>()
-                .join(", "),
+            known: REGISTRY.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
         })
 }
 
@@ -125,10 +118,7 @@ fn ibug68() -> Scheme {
         normaliser: Normaliser::InterOcular { a: 36, b: 45 },
         alternative_normalisers: vec![(
             "inter-pupil",
-            Normaliser::InterPupil {
-                left: left_eye.clone(),
-                right: right_eye.clone(),
-            },
+            Normaliser::InterPupil { left: left_eye.clone(), right: right_eye.clone() },
         )],
         left_eye,
         right_eye,
@@ -138,32 +128,15 @@ fn ibug68() -> Scheme {
 /// The 19-point AFLW-Full scheme (the 21 AFLW points without the ears).
 fn aflw19() -> Scheme {
     let names = [
-        "brow_l_left",
-        "brow_l_centre",
-        "brow_l_right",
-        "brow_r_left",
-        "brow_r_centre",
-        "brow_r_right",
-        "eye_l_left",
-        "eye_l_centre",
-        "eye_l_right",
-        "eye_r_left",
-        "eye_r_centre",
-        "eye_r_right",
-        "nose_left",
-        "nose_centre",
-        "nose_right",
-        "mouth_left",
-        "mouth_centre",
-        "mouth_right",
-        "chin",
+        "brow_l_left", "brow_l_centre", "brow_l_right", "brow_r_left", "brow_r_centre",
+        "brow_r_right", "eye_l_left", "eye_l_centre", "eye_l_right", "eye_r_left",
+        "eye_r_centre", "eye_r_right", "nose_left", "nose_centre", "nose_right", "mouth_left",
+        "mouth_centre", "mouth_right", "chin",
     ];
     Scheme {
         name: "aflw19",
         point_names: names.iter().map(|s| s.to_string()).collect(),
-        flip_permutation: vec![
-            5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 14, 13, 12, 17, 16, 15, 18,
-        ],
+        flip_permutation: vec![5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 14, 13, 12, 17, 16, 15, 18],
         left_eye: vec![6, 7, 8],
         right_eye: vec![9, 10, 11],
         normaliser: Normaliser::BoxWidth,
@@ -183,11 +156,7 @@ mod tests {
             for (i, &p) in s.flip_permutation.iter().enumerate() {
                 assert!(!seen[p], "{}: {p} twice", s.name);
                 seen[p] = true;
-                assert_eq!(
-                    s.flip_permutation[p], i,
-                    "{}: not an involution at {i}",
-                    s.name
-                );
+                assert_eq!(s.flip_permutation[p], i, "{}: not an involution at {i}", s.name);
             }
         }
     }
