@@ -278,8 +278,12 @@ pub(crate) fn write_face(
         vec![true; visible.len()]
     };
     let [bx, by, side] = face.face_box;
-    let bbox = (config.format != SynthFormat::W300)
-        .then(|| [bx as f32, by as f32, side as f32, side as f32]);
+    let bbox = (config.format != SynthFormat::W300).then_some([
+        bx as f32,
+        by as f32,
+        side as f32,
+        side as f32,
+    ]);
     let (w, h) = face.image.dimensions();
     Ok(WrittenFace {
         truth: TruthFace {

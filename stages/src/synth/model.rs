@@ -459,12 +459,12 @@ impl Nose {
     /// Centre of the nostril on `side` (−1 image-left, +1 image-right).
     pub fn nostril(&self, side: f32) -> V2 {
         let x = side * 0.5 * self.half_width;
-        [x, self.base_at(x) - 0.028]
+        [x, self.base_at(x) - 0.024]
     }
 
     /// Nostril semi-axes.
     pub fn nostril_radii(&self) -> V2 {
-        [0.3 * self.half_width, 0.02]
+        [0.24 * self.half_width, 0.014]
     }
 
     /// Centre and radius of the alar crease arc on `side`; its outermost point is AFLW's
@@ -846,7 +846,7 @@ impl FaceModel {
         let norm = ex[0].hypot(ex[1]).max(1e-9);
         let dir = [ex[0] / norm, ex[1] / norm];
         let score = |t: f32| {
-            let q = cam.to_camera(self.surface(side * t, y));
+            let q = cam.in_camera_frame(self.surface(side * t, y));
             let f = cam.distance / (cam.distance - q[2]);
             side * f * (q[0] * dir[0] + q[1] * dir[1])
         };
@@ -1043,13 +1043,13 @@ impl Camera {
     }
 
     /// Rotate a head-frame point into the camera frame (relative to the pivot).
-    pub fn to_camera(&self, p: V3) -> V3 {
+    pub fn in_camera_frame(&self, p: V3) -> V3 {
         mat_vec(&self.rot, sub(p, self.pivot))
     }
 
     /// Screen position (internal pixel convention) and depth (head units, larger = nearer).
     pub fn project(&self, p: V3) -> V3 {
-        let q = self.to_camera(p);
+        let q = self.in_camera_frame(p);
         let f = self.scale * self.distance / (self.distance - q[2]);
         [self.cx + q[0] * f, self.cy + q[1] * f, q[2]]
     }

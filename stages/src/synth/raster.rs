@@ -128,13 +128,16 @@ impl GBuffer {
         }
     }
 
-    /// Z-buffer every triangle of `mesh` (pixel centres at +0.5).
+    /// Z-buffer every triangle of `mesh` (pixel centres at +0.5). Triangles of closed surfaces
+    /// facing away from the camera (negative screen area with y down, given the grids' winding)
+    /// are culled; ears are two-sided.
     pub fn rasterise(&mut self, mesh: &Mesh) {
         let (w, h) = (self.width as f32, self.height as f32);
         for (t, tri) in mesh.tris.iter().enumerate() {
             let [a, b, c] = tri.map(|i| mesh.verts[i as usize].pos);
             let area = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]);
-            if !(area.abs() > 1e-9) {
+            let two_sided = mesh.materials[t] == Material::Ear;
+            if !(area > 1e-9 || (two_sided && area < -1e-9)) {
                 continue;
             }
             let inv = 1.0 / area;
@@ -319,19 +322,19 @@ impl Frame {
                 }
             }
         };
+        let mut col = vec![[0.0f32; 3]; w.max(h)];
         for y in 0..h {
-            let row: Vec<[f32; 3]> = self.px[y * w..(y + 1) * w].to_vec();
-            pass(&|i| row[i], w, &mut line);
+            col[..w].copy_from_slice(&self.px[y * w..(y + 1) * w]);
+            pass(&|i| col[i], w, &mut line);
             self.px[y * w..(y + 1) * w].copy_from_slice(&line[..w]);
         }
-        let mut col = vec![[0.0f32; 3]; h];
         for x in 0..w {
-            for (y, c) in col.iter_mut().enumerate() {
+            for (y, c) in col.iter_mut().take(h).enumerate() {
                 *c = self.px[y * w + x];
             }
             pass(&|i| col[i], h, &mut line);
-            for y in 0..h {
-                self.px[y * w + x] = line[y];
+            for (y, v) in line.iter().take(h).enumerate() {
+                self.px[y * w + x] = *v;
             }
         }
     }
@@ -434,19 +437,21 @@ mod tests {
 
     #[test]
     fn nearer_triangle_wins_and_coverage_follows_pixel_centres() {
-        let mut mesh = Mesh::default();
-        mesh.verts = vec![
+        let mut verts = vec![
             vertex(0.0, 0.0, 0.0),
             vertex(8.0, 0.0, 0.0),
             vertex(0.0, 8.0, 0.0),
         ];
-        mesh.verts.extend([
+        verts.extend([
             vertex(0.0, 0.0, 1.0),
             vertex(4.0, 0.0, 1.0),
             vertex(0.0, 4.0, 1.0),
         ]);
-        mesh.tris = vec![[0, 1, 2], [3, 5, 4]];
-        mesh.materials = vec![Material::Head, Material::Ear];
+        let mesh = Mesh {
+            verts,
+            tris: vec![[0, 1, 2], [3, 5, 4]],
+            materials: vec![Material::Head, Material::Ear],
+        };
         let mut g = GBuffer::new(10, 10);
         g.rasterise(&mesh);
         assert_eq!(g.attributes(&mesh, 0).map(|a| a.0), Some(Material::Ear));

@@ -758,7 +758,7 @@ fn head_albedo(model: &FaceModel, look: &Look, x: f32, y: f32, front: f32) -> ([
             let rr = nose.nostril_radii();
             let d = ((x - nc[0]) / rr[0]).powi(2) + ((y - nc[1]) / rr[1]).powi(2);
             if d < 1.3 {
-                c = mix(c, [0.10, 0.04, 0.04], smoothstep(1.3, 0.8, d));
+                c = mix(c, [0.16, 0.07, 0.06], smoothstep(1.3, 0.8, d));
             }
             let (ac, ar) = nose.ala(side);
             let dist = ((x - ac[0]).powi(2) + (y - ac[1]).powi(2)).sqrt();
@@ -832,9 +832,9 @@ fn paint_background(frame: &mut Frame, look: &Look, face_scale: f32, rng: &mut C
         }
     }
     let min_side = w.min(h);
-    for _ in 0..rng.gen_range(3..18) {
+    for _ in 0..rng.gen_range(3..12) {
         let centre = [rng.gen_range(0.0..w), rng.gen_range(0.0..h)];
-        let size = min_side * rng.gen_range(0.04..0.4);
+        let size = min_side * rng.gen_range(0.04..0.3);
         let col = random_colour(rng);
         let col2 = random_colour(rng);
         let stripes = if rng.gen_bool(0.3) {

@@ -522,23 +522,3 @@ fn preview_and_config_errors() {
         SynthFormat::AflwSqlite
     );
 }
-
-#[test]
-fn tmp_preview() {
-    let fmt = std::env::var("SYNTH_FMT").unwrap_or("300w".into());
-    let n: usize = std::env::var("SYNTH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(16);
-    let dir = Path::new("/tmp/synth-out");
-    let _ = fs::remove_dir_all(dir);
-    let config = SynthConfig {
-        count: n,
-        seed: 1,
-        ..SynthConfig::new(SynthFormat::parse(&fmt).unwrap())
-    };
-    let t = std::time::Instant::now();
-    generate(&config, dir, &|| {}).unwrap();
-    eprintln!("{n} faces in {:?}", t.elapsed());
-    write_preview(dir, Path::new("/tmp/synth-preview.png"), 16).unwrap();
-}
