@@ -11,3 +11,4 @@ pub mod ingest;
 pub mod plan;
 pub mod render;
 pub mod scheme;
+pub mod synth;
