@@ -35,10 +35,14 @@ impl Config {
             .with_context(|| format!("cannot read the configuration {}", path.display()))?;
         let mut config: Config = toml::from_str(&text)
             .with_context(|| format!("{}: invalid configuration", path.display()))?;
-        let base = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        // Absolute, so that no later step resolves them against another folder.
+        let base = std::path::absolute(
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )
+        .with_context(|| format!("cannot resolve the folder of {}", path.display()))?;
+        let base = base.as_path();
         config.output = base.join(&config.output);
         config.sources = config.sources.iter().map(|s| s.resolved(base)).collect();
         if config.sources.is_empty() {

@@ -497,39 +497,46 @@ fn dataset_for_scheme(scheme: &str) -> &'static str {
     }
 }
 
-/// The files and folders the ingest stage reads for `sources`, for the DAG's fingerprint:
-/// each annotation file (or 300W folder, plus its `poses.csv` when present) and each image
-/// root. A folder stands for every file below it, so an added, removed or edited image or
-/// annotation makes ingest stale.
+/// The files the ingest stage reads for `sources`, for the DAG's fingerprint: each annotation
+/// file and every file below each 300W folder or image root (sorted, temporary files left out),
+/// so that `wingflow status` can name the one file that was added, removed or edited.
 pub fn source_input_paths(sources: &[SourceConfig]) -> Vec<PathBuf> {
-    let mut paths = Vec::new();
+    let mut roots = Vec::new();
     for source in sources {
         match source.kind {
             SourceKind::W300 => {
                 for (folder, _) in w300::FOLDERS {
-                    let dir = source.path.join(folder);
-                    if dir.is_dir() {
-                        paths.push(dir);
-                    }
+                    roots.push(source.path.join(folder));
                 }
-                let poses = source.path.join(w300::POSES_FILE);
-                if poses.is_file() {
-                    paths.push(poses);
-                }
+                roots.push(source.path.join(w300::POSES_FILE));
             }
             SourceKind::HrnetCsv | SourceKind::Wflw | SourceKind::AflwSqlite => {
-                paths.push(source.path.clone());
-                let images = source
-                    .images
-                    .clone()
-                    .unwrap_or_else(|| default_images(source));
-                if images != source.path && !paths.contains(&images) {
-                    paths.push(images);
-                }
+                roots.push(source.path.clone());
+                roots.push(source.images.clone().unwrap_or_else(|| default_images(source)));
             }
         }
     }
-    paths
+    let mut files = Vec::new();
+    for root in roots {
+        collect_files(&root, &mut files);
+    }
+    files.sort();
+    files.dedup();
+    files
+}
+
+fn collect_files(path: &Path, files: &mut Vec<PathBuf>) {
+    if path.is_file() {
+        files.push(path.to_owned());
+    } else if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            // Hidden files are temporaries of interrupted writers or tool metadata.
+            if !name.to_string_lossy().starts_with('.') {
+                collect_files(&entry.path(), files);
+            }
+        }
+    }
 }
 
 fn default_images(config: &SourceConfig) -> PathBuf {
