@@ -512,7 +512,12 @@ pub fn source_input_paths(sources: &[SourceConfig]) -> Vec<PathBuf> {
             }
             SourceKind::HrnetCsv | SourceKind::Wflw | SourceKind::AflwSqlite => {
                 roots.push(source.path.clone());
-                roots.push(source.images.clone().unwrap_or_else(|| default_images(source)));
+                roots.push(
+                    source
+                        .images
+                        .clone()
+                        .unwrap_or_else(|| default_images(source)),
+                );
             }
         }
     }
