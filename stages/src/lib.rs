@@ -4,7 +4,9 @@
 //! Every stage is a plain function of (inputs, params) → outputs; nothing here knows about the
 //! command line or the DAG.
 
+pub mod align;
 pub mod face;
 pub mod formats;
+pub mod pca;
 pub mod plan;
 pub mod scheme;
