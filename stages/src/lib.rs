@@ -5,8 +5,10 @@
 //! command line or the DAG.
 
 pub mod align;
+pub mod balance;
 pub mod face;
 pub mod formats;
 pub mod pca;
 pub mod plan;
+pub mod plan_table;
 pub mod scheme;
