@@ -168,7 +168,7 @@ pub fn fit_similarity(source: &[f64], target: &[f64]) -> Option<Similarity> {
     }
     let scale_of_source = ss.sqrt();
     // Coincident source points: any rotation and scale fit, so none is the answer.
-    if !(scale_of_source > 1e-12 * (cs.norm() + 1.0)) {
+    if scale_of_source.is_nan() || scale_of_source <= 1e-12 * (cs.norm() + 1.0) {
         return None;
     }
     let (rotation, trace) = best_rotation(h)?;

@@ -11,4 +11,5 @@ pub mod formats;
 pub mod pca;
 pub mod plan;
 pub mod plan_table;
+pub mod report;
 pub mod scheme;

@@ -261,7 +261,7 @@ pub fn fit_shape_model(
                 .sum::<f64>()
         })
         .sum();
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return Err(PcaError::NoComponent {
             reason: "the aligned shapes do not vary".to_owned(),
         });

@@ -99,22 +99,19 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PlanTableError + '_ {
     }
 }
 
-/// Write `bytes` produced by `fill` to `path` atomically (temporary file in the same folder,
-/// fsync, rename), so a reader never sees a half-written file.
-fn write_atomically(
-    path: &Path,
-    fill: impl FnOnce(&mut File) -> Result<(), PlanTableError>,
-) -> Result<(), PlanTableError> {
+/// Write `bytes` to `path` atomically (temporary file in the same folder, fsync, rename), so
+/// a reader never sees a half-written file.
+pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
-        fill(&mut file)?;
-        file.sync_all().map_err(io_error(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io_error(path))
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
         // Best effort: the error that matters is the one returned.
@@ -163,12 +160,12 @@ pub fn write_plan_parquet(path: &Path, rows: &[PlanRow]) -> Result<(), PlanTable
         source,
     };
     let mut df = DataFrame::new(rows.len(), columns).map_err(polars_error)?;
-    write_atomically(path, |file| {
-        ParquetWriter::new(file)
-            .finish(&mut df)
-            .map(|_| ())
-            .map_err(polars_error)
-    })
+    // Buffered in memory (a plan is a few MB) so one atomic-write helper serves every file.
+    let mut bytes = Vec::new();
+    ParquetWriter::new(&mut bytes)
+        .finish(&mut df)
+        .map_err(polars_error)?;
+    write_file_atomically(path, &bytes).map_err(io_error(path))
 }
 
 /// Read `plan.parquet` back into rows (file order).
@@ -244,7 +241,7 @@ pub fn write_summary_json(path: &Path, summary: &BalanceSummary) -> Result<(), P
         path: path.to_owned(),
         source,
     })?;
-    write_atomically(path, |file| file.write_all(&json).map_err(io_error(path)))
+    write_file_atomically(path, &json).map_err(io_error(path))
 }
 
 #[cfg(test)]
