@@ -664,3 +664,141 @@ mod tests {
         ));
     }
 }
+
+/// Timing of the whole shape pipeline on AFLW- and 300W-sized inputs. Not a test: run with
+/// `cargo test -p stages --lib -- --ignored --nocapture timing_` and copy the numbers into
+/// the report.
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use crate::align::{AlignParams, align_shapes, synthetic};
+    use crate::pca::{PcaParams, fit_shape_model};
+    use crate::scheme;
+    use std::time::Instant;
+
+    fn run(name: &str, n: usize) {
+        let scheme = scheme::by_name(name).expect("registered");
+        let perm = &scheme.flip_permutation;
+        let set = synthetic::shapes(perm, n, 1, 0.1, 0.1);
+        let t0 = Instant::now();
+        let a = align_shapes(
+            &set.shapes,
+            scheme.num_points(),
+            &AlignParams::default(),
+            Some(perm),
+        )
+        .expect("aligns");
+        let t1 = Instant::now();
+        let f = fit_shape_model(&a, perm, &PcaParams::default()).expect("fits");
+        let t2 = Instant::now();
+        let samples: Vec<BalanceSample> = f
+            .coefficients
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| BalanceSample {
+                sample_id: format!("{name}/{i:06}"),
+                split: TRAIN.to_owned(),
+                pose_coefficient: Some(c),
+            })
+            .collect();
+        let params = BalanceParams {
+            num_points: scheme.num_points(),
+            ..BalanceParams::default()
+        };
+        let plan = balance(&samples, &params).expect("balances");
+        let t3 = Instant::now();
+        eprintln!(
+            "{n} × {name}: align {:.1} ms ({} iterations), pca {:.1} ms, balance {:.1} ms \
+             ({} rows), total {:.1} ms",
+            (t1 - t0).as_secs_f64() * 1e3,
+            a.iterations,
+            (t2 - t1).as_secs_f64() * 1e3,
+            (t3 - t2).as_secs_f64() * 1e3,
+            plan.rows.len(),
+            (t3 - t0).as_secs_f64() * 1e3,
+        );
+    }
+
+    /// Visual check that signed pose bins are poses: synthetic faces drawn as dots, a strip
+    /// of examples per bin written to `$WINGFLOW_KEEP_PLOTS`.
+    #[test]
+    #[ignore = "writes a picture for a person to look at"]
+    fn demo_pose_bins_strip() {
+        let scheme = scheme::by_name("ibug68").expect("registered");
+        let perm = &scheme.flip_permutation;
+        let set = synthetic::shapes(perm, 2000, 4, 0.1, 0.0);
+        // Roll is part of the synthetic placement; the strip shows it as well as yaw.
+        let a = align_shapes(&set.shapes, 68, &AlignParams::default(), Some(perm)).expect("aligns");
+        let f = fit_shape_model(&a, perm, &PcaParams::default()).expect("fits");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let samples: Vec<BalanceSample> = (0..2000)
+            .map(|i| BalanceSample {
+                sample_id: format!("{i:04}"),
+                split: TRAIN.into(),
+                pose_coefficient: Some(f.coefficients[i]),
+            })
+            .collect();
+        let params = BalanceParams {
+            val_fraction: 0.0,
+            histogram: HistogramOf::Signed,
+            ..BalanceParams::default()
+        };
+        let plan = balance(&samples, &params).expect("balances");
+        let edges = &plan.summary.bin_edges;
+        let mut bins: Vec<crate::report::BinExamples> = edges
+            .windows(2)
+            .map(|w| crate::report::BinExamples {
+                label: format!("{:.2} – {:.2}", w[0], w[1]),
+                examples: Vec::new(),
+            })
+            .collect();
+        for row in plan.rows.iter().filter(|r| r.replica == 0) {
+            let i: usize = row.sample_id.parse().expect("numeric id");
+            let bin = &mut bins[row.bin.expect("train") as usize];
+            if bin.examples.len() == 6 {
+                continue;
+            }
+            // Shifted into the image; mirror-axis points red, the two halves green and blue,
+            // so a turn shows as the red points moving across.
+            let raw = &set.shapes[136 * i..136 * (i + 1)];
+            let b = crate::face::landmarks_bbox(raw).expect("points");
+            let shape: Vec<f32> = raw
+                .chunks_exact(2)
+                .flat_map(|p| [p[0] - b.x + 10.0, p[1] - b.y + 10.0])
+                .collect();
+            let bbox = crate::face::landmarks_bbox(&shape).expect("points");
+            let mut img = image::RgbImage::new((b.w + 20.0) as u32, (b.h + 20.0) as u32);
+            let radius = (b.w.max(b.h) / 40.0).max(1.0) as i32;
+            for (j, p) in shape.chunks_exact(2).enumerate() {
+                let colour = match perm[j].cmp(&j) {
+                    std::cmp::Ordering::Equal => [255, 40, 40],
+                    std::cmp::Ordering::Greater => [40, 255, 40],
+                    std::cmp::Ordering::Less => [80, 80, 255],
+                };
+                let centre = (p[0] as i32, p[1] as i32);
+                imageproc::drawing::draw_filled_circle_mut(
+                    &mut img,
+                    centre,
+                    radius,
+                    image::Rgb(colour),
+                );
+            }
+            let path = dir.path().join(format!("{i}.png"));
+            img.save(&path).expect("writes");
+            bin.examples.push((path, bbox));
+        }
+        let out = dir.path().join("pose_bins_strip.png");
+        crate::report::plot_thumbnail_strip(&out, &bins, 72).expect("draws");
+        crate::report::tests::keep(&out);
+        let hist = dir.path().join("pose_bins_histogram.png");
+        crate::report::plot_pose_histogram(&hist, &plan.summary).expect("draws");
+        crate::report::tests::keep(&hist);
+    }
+
+    #[test]
+    #[ignore = "timing, not a test"]
+    fn timing_align_pca_balance() {
+        run("ibug68", 3000);
+        run("aflw19", 25_000);
+    }
+}

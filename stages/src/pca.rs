@@ -217,7 +217,8 @@ pub fn fit_shape_model(
             num_points,
         });
     }
-    let wanted = params.components.min(features);
+    // The centred data has rank ≤ n − 1, and linfa's solver needs no more components.
+    let wanted = params.components.min(features).min(n - 1);
     if wanted == 0 {
         return Err(PcaError::NoComponent {
             reason: "`components` is 0".to_owned(),
@@ -463,6 +464,23 @@ mod tests {
             fit_shape_model(&a, &scheme.flip_permutation, &params),
             Err(PcaError::ComponentOutOfRange { requested: 99, .. })
         ));
+    }
+
+    #[test]
+    fn tiny_sets_fit() {
+        let scheme = scheme::by_name("aflw19").expect("registered");
+        let perm = &scheme.flip_permutation;
+        for n in [2, 3, 5, 12] {
+            let set = synthetic::shapes(perm, n, 9, 0.1, 0.0);
+            let a =
+                align_shapes(&set.shapes, 19, &AlignParams::default(), Some(perm)).expect("aligns");
+            let f = fit_shape_model(&a, perm, &PcaParams::default()).expect("fits");
+            assert!(
+                !f.model.components.is_empty() && f.model.components.len() < n,
+                "n = {n}"
+            );
+            assert!(f.coefficients.iter().all(|c| c.is_finite()));
+        }
     }
 
     #[test]
