@@ -4,11 +4,16 @@
 //! Every stage is a plain function of (inputs, params) → outputs; nothing here knows about the
 //! command line or the DAG.
 
+pub mod align;
+pub mod balance;
 pub mod face;
 pub mod faces_table;
 pub mod formats;
 pub mod ingest;
+pub mod pca;
 pub mod plan;
+pub mod plan_table;
 pub mod render;
+pub mod report;
 pub mod scheme;
 pub mod synth;
