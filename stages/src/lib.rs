@@ -16,4 +16,5 @@ pub mod plan_table;
 pub mod render;
 pub mod report;
 pub mod scheme;
+pub mod shape_store;
 pub mod synth;
