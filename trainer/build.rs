@@ -19,10 +19,16 @@ fn main() {
     let version = std::fs::read_to_string(dir.join("../version.py"))
         .ok()
         .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim().trim_matches('\'').to_owned()))
+            text.lines().find_map(|l| {
+                l.strip_prefix("__version__ = ")
+                    .map(|v| v.trim().trim_matches('\'').to_owned())
+            })
         })
-        .or_else(|| std::fs::read_to_string(dir.join("../build-version")).ok().map(|v| v.trim().to_owned()))
+        .or_else(|| {
+            std::fs::read_to_string(dir.join("../build-version"))
+                .ok()
+                .map(|v| v.trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=WINGFLOW_LIBTORCH_VERSION={version}");
     println!("cargo:rustc-env=WINGFLOW_LIBTORCH_LIB={}", dir.display());

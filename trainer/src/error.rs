@@ -82,7 +82,10 @@ pub(crate) trait TorchContext<T> {
 
 impl<T> TorchContext<T> for std::result::Result<T, tch::TchError> {
     fn torch(self, context: &str) -> Result<T> {
-        self.map_err(|source| TrainerError::Torch { context: context.to_owned(), source })
+        self.map_err(|source| TrainerError::Torch {
+            context: context.to_owned(),
+            source,
+        })
     }
 }
 

@@ -66,35 +66,61 @@ impl Normaliser {
             Some((n, a)) => (n, Some(a)),
             None => (spec, None),
         };
-        let index = |s: &str| s.trim().parse::<usize>().map_err(|_| bad("indices must be integers"));
+        let index = |s: &str| {
+            s.trim()
+                .parse::<usize>()
+                .map_err(|_| bad("indices must be integers"))
+        };
         match (name, args) {
             ("box-width", None) => Ok(Self::BoxWidth),
             ("box-sqrt", None) => Ok(Self::BoxSqrtArea),
             ("inter-ocular", Some(args)) => {
                 let (a, b) = args.split_once(',').ok_or_else(|| bad("expected A,B"))?;
-                Ok(Self::InterOcular { a: index(a)?, b: index(b)? })
+                Ok(Self::InterOcular {
+                    a: index(a)?,
+                    b: index(b)?,
+                })
             }
             ("inter-ocular", None) => match scheme {
                 "aflw19" => Ok(Self::InterOcular { a: 6, b: 11 }),
                 _ => match Self::default_for_scheme(scheme) {
                     n @ Self::InterOcular { .. } => Ok(n),
-                    _ => Err(bad(&format!("no eye corners known for scheme `{scheme}`; give inter-ocular:A,B"))),
+                    _ => Err(bad(&format!(
+                        "no eye corners known for scheme `{scheme}`; give inter-ocular:A,B"
+                    ))),
                 },
             },
             ("inter-pupil", Some(args)) => {
                 let range = |s: &str| -> Result<Vec<usize>> {
-                    let (lo, hi) = s.split_once('-').ok_or_else(|| bad("expected L0-L1,R0-R1"))?;
+                    let (lo, hi) = s
+                        .split_once('-')
+                        .ok_or_else(|| bad("expected L0-L1,R0-R1"))?;
                     Ok((index(lo)?..=index(hi)?).collect())
                 };
-                let (l, r) = args.split_once(',').ok_or_else(|| bad("expected L0-L1,R0-R1"))?;
-                Ok(Self::InterPupil { left: range(l)?, right: range(r)? })
+                let (l, r) = args
+                    .split_once(',')
+                    .ok_or_else(|| bad("expected L0-L1,R0-R1"))?;
+                Ok(Self::InterPupil {
+                    left: range(l)?,
+                    right: range(r)?,
+                })
             }
             ("inter-pupil", None) => match scheme {
-                "ibug68" => Ok(Self::InterPupil { left: (36..=41).collect(), right: (42..=47).collect() }),
-                "aflw19" => Ok(Self::InterPupil { left: (6..=8).collect(), right: (9..=11).collect() }),
-                _ => Err(bad(&format!("no eye points known for scheme `{scheme}`; give inter-pupil:L0-L1,R0-R1"))),
+                "ibug68" => Ok(Self::InterPupil {
+                    left: (36..=41).collect(),
+                    right: (42..=47).collect(),
+                }),
+                "aflw19" => Ok(Self::InterPupil {
+                    left: (6..=8).collect(),
+                    right: (9..=11).collect(),
+                }),
+                _ => Err(bad(&format!(
+                    "no eye points known for scheme `{scheme}`; give inter-pupil:L0-L1,R0-R1"
+                ))),
             },
-            _ => Err(bad("expected inter-ocular[:A,B], inter-pupil[:L0-L1,R0-R1], box-width or box-sqrt")),
+            _ => Err(bad(
+                "expected inter-ocular[:A,B], inter-pupil[:L0-L1,R0-R1], box-width or box-sqrt",
+            )),
         }
     }
 
@@ -120,7 +146,10 @@ impl Normaliser {
                         return None;
                     }
                     let n = pts.len() as f32;
-                    Some([pts.iter().map(|p| p[0]).sum::<f32>() / n, pts.iter().map(|p| p[1]).sum::<f32>() / n])
+                    Some([
+                        pts.iter().map(|p| p[0]).sum::<f32>() / n,
+                        pts.iter().map(|p| p[1]).sum::<f32>() / n,
+                    ])
                 };
                 dist(centroid(left)?, centroid(right)?)
             }
@@ -134,7 +163,11 @@ impl Normaliser {
                     let hi = pts.iter().map(|p| p[k]).fold(f32::NEG_INFINITY, f32::max);
                     f64::from(hi - lo)
                 };
-                if matches!(self, Self::BoxWidth) { extent(0) } else { (extent(0) * extent(1)).sqrt() }
+                if matches!(self, Self::BoxWidth) {
+                    extent(0)
+                } else {
+                    (extent(0) * extent(1)).sqrt()
+                }
             }
         };
         (d > 0.0 && d.is_finite()).then_some(d)
@@ -164,14 +197,22 @@ fn dist(p: [f32; 2], q: [f32; 2]) -> f64 {
 
 /// NME of one face as a fraction (not ×100). `pred`/`target` are L points, `visible` L flags.
 /// `None` when no point is usable or the normaliser is undefined for this face.
-pub fn face_nme(pred: &[[f32; 2]], target: &[[f32; 2]], visible: &[bool], normaliser: &Normaliser) -> Option<f64> {
+pub fn face_nme(
+    pred: &[[f32; 2]],
+    target: &[[f32; 2]],
+    visible: &[bool],
+    normaliser: &Normaliser,
+) -> Option<f64> {
     let usable: Vec<bool> = target
         .iter()
         .zip(visible)
         .map(|(t, &v)| v && t[0].is_finite() && t[1].is_finite())
         .collect();
     let norm = normaliser.distance(target, &usable)?;
-    let errors: Vec<f64> = (0..target.len()).filter(|&i| usable[i]).map(|i| dist(pred[i], target[i])).collect();
+    let errors: Vec<f64> = (0..target.len())
+        .filter(|&i| usable[i])
+        .map(|i| dist(pred[i], target[i]))
+        .collect();
     if errors.is_empty() {
         return None;
     }
@@ -209,8 +250,13 @@ impl CedCurve {
         let mut sorted = nmes.to_vec();
         sorted.sort_by(f64::total_cmp);
         let n = sorted.len().max(1) as f64;
-        let nme: Vec<f64> = (0..=steps).map(|i| max * i as f64 / steps.max(1) as f64).collect();
-        let fraction = nme.iter().map(|&t| sorted.partition_point(|&e| e <= t) as f64 / n).collect();
+        let nme: Vec<f64> = (0..=steps)
+            .map(|i| max * i as f64 / steps.max(1) as f64)
+            .collect();
+        let fraction = nme
+            .iter()
+            .map(|&t| sorted.partition_point(|&e| e <= t) as f64 / n)
+            .collect();
         Self { nme, fraction }
     }
 }
@@ -251,14 +297,22 @@ impl ErrorSummary {
             n if n % 2 == 1 => sorted[n / 2],
             n => 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]),
         };
-        let mean = if nmes.is_empty() { 0.0 } else { nmes.iter().sum::<f64>() / nmes.len() as f64 };
+        let mean = if nmes.is_empty() {
+            0.0
+        } else {
+            nmes.iter().sum::<f64>() / nmes.len() as f64
+        };
         Self {
             faces: nmes.len(),
             mean_nme_percent: 100.0 * mean,
             median_nme_percent: 100.0 * median,
             thresholds: THRESHOLDS
                 .iter()
-                .map(|&t| ThresholdStats { threshold: t, auc: auc(nmes, t), failure_rate: failure_rate(nmes, t) })
+                .map(|&t| ThresholdStats {
+                    threshold: t,
+                    auc: auc(nmes, t),
+                    failure_rate: failure_rate(nmes, t),
+                })
                 .collect(),
             ced: CedCurve::new(nmes, 0.10, 100),
         }
@@ -314,15 +368,22 @@ pub fn load_bins(path: &Path) -> Result<HashMap<i64, String>> {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let is_json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
     if is_json {
         let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|source| TrainerError::Json { path: path.to_owned(), source })?;
+            serde_json::from_str(&text).map_err(|source| TrainerError::Json {
+                path: path.to_owned(),
+                source,
+            })?;
         let mut bins = HashMap::new();
         match value {
             serde_json::Value::Object(map) => {
                 for (k, v) in &map {
-                    let index = k.parse().map_err(|_| bad(format!("key `{k}` is not a sample index")))?;
+                    let index = k
+                        .parse()
+                        .map_err(|_| bad(format!("key `{k}` is not a sample index")))?;
                     bins.insert(index, label(v));
                 }
             }
@@ -334,7 +395,11 @@ pub fn load_bins(path: &Path) -> Result<HashMap<i64, String>> {
                         (Some(index), Some(bin)) => {
                             bins.insert(index, label(bin));
                         }
-                        _ => return Err(bad(format!("entry {i} lacks an integer `sample_index` or a `bin`"))),
+                        _ => {
+                            return Err(bad(format!(
+                                "entry {i} lacks an integer `sample_index` or a `bin`"
+                            )));
+                        }
                     }
                 }
             }
@@ -342,19 +407,38 @@ pub fn load_bins(path: &Path) -> Result<HashMap<i64, String>> {
         }
         return Ok(bins);
     }
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let (_, header) = lines.next().ok_or_else(|| bad("empty file".into()))?;
-    let columns: Vec<&str> = header.split(',').map(|c| c.trim().trim_matches('"')).collect();
+    let columns: Vec<&str> = header
+        .split(',')
+        .map(|c| c.trim().trim_matches('"'))
+        .collect();
     let find = |names: &[&str]| columns.iter().position(|c| names.contains(c));
-    let index_col = find(&["sample_index"]).ok_or_else(|| bad("header has no `sample_index` column".into()))?;
-    let bin_col = find(&["bin", "pose_bin"]).ok_or_else(|| bad("header has no `bin` or `pose_bin` column".into()))?;
+    let index_col =
+        find(&["sample_index"]).ok_or_else(|| bad("header has no `sample_index` column".into()))?;
+    let bin_col = find(&["bin", "pose_bin"])
+        .ok_or_else(|| bad("header has no `bin` or `pose_bin` column".into()))?;
     let mut bins = HashMap::new();
     for (line_no, line) in lines {
-        let fields: Vec<&str> = line.split(',').map(|c| c.trim().trim_matches('"')).collect();
-        let field = |c: usize| fields.get(c).copied().ok_or_else(|| bad(format!("line {}: too few fields", line_no + 1)));
-        let index = field(index_col)?
-            .parse()
-            .map_err(|_| bad(format!("line {}: `sample_index` is not an integer", line_no + 1)))?;
+        let fields: Vec<&str> = line
+            .split(',')
+            .map(|c| c.trim().trim_matches('"'))
+            .collect();
+        let field = |c: usize| {
+            fields
+                .get(c)
+                .copied()
+                .ok_or_else(|| bad(format!("line {}: too few fields", line_no + 1)))
+        };
+        let index = field(index_col)?.parse().map_err(|_| {
+            bad(format!(
+                "line {}: `sample_index` is not an integer",
+                line_no + 1
+            ))
+        })?;
         bins.insert(index, field(bin_col)?.to_owned());
     }
     Ok(bins)
@@ -399,19 +483,33 @@ pub fn evaluate_set(
     let mut by_bin: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for loaded in Loader::start(set.clone(), config, LoaderPosition::default())? {
         let batch = loaded?.batch;
-        let pred = net.predict(&batch.images)?.to_device(Device::Cpu).to_kind(Kind::Float);
+        let pred = net
+            .predict(&batch.images)?
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float);
         let pred = Vec::<f32>::try_from(pred.flatten(0, -1)).torch("reading predictions")?;
-        let target = Vec::<f32>::try_from(batch.landmarks.flatten(0, -1)).torch("reading targets")?;
-        let visible = Vec::<u8>::try_from(batch.visible.flatten(0, -1)).torch("reading visibility")?;
+        let target =
+            Vec::<f32>::try_from(batch.landmarks.flatten(0, -1)).torch("reading targets")?;
+        let visible =
+            Vec::<u8>::try_from(batch.visible.flatten(0, -1)).torch("reading visibility")?;
         let indices = Vec::<i64>::try_from(&batch.sample_index).torch("reading sample indices")?;
         for (face, &sample_index) in indices.iter().enumerate() {
             let points = |v: &[f32]| -> Vec<[f32; 2]> {
-                v[face * l * 2..(face + 1) * l * 2].chunks_exact(2).map(|c| [c[0], c[1]]).collect()
+                v[face * l * 2..(face + 1) * l * 2]
+                    .chunks_exact(2)
+                    .map(|c| [c[0], c[1]])
+                    .collect()
             };
-            let vis: Vec<bool> = visible[face * l..(face + 1) * l].iter().map(|&v| v != 0).collect();
+            let vis: Vec<bool> = visible[face * l..(face + 1) * l]
+                .iter()
+                .map(|&v| v != 0)
+                .collect();
             match face_nme(&points(&pred), &points(&target), &vis, normaliser) {
                 Some(nme) => {
-                    per_face.push(FaceNme { sample_index, nme_percent: 100.0 * nme });
+                    per_face.push(FaceNme {
+                        sample_index,
+                        nme_percent: 100.0 * nme,
+                    });
                     if let Some(bin) = bins.and_then(|b| b.get(&sample_index)) {
                         by_bin.entry(bin.clone()).or_default().push(nme);
                     }
@@ -427,7 +525,10 @@ pub fn evaluate_set(
         normaliser: normaliser.to_string(),
         skipped,
         summary: ErrorSummary::new(&nmes),
-        per_bin: by_bin.iter().map(|(bin, v)| (bin.clone(), ErrorSummary::new(v))).collect(),
+        per_bin: by_bin
+            .iter()
+            .map(|(bin, v)| (bin.clone(), ErrorSummary::new(v)))
+            .collect(),
         per_face,
     })
 }
@@ -448,11 +549,23 @@ mod tests {
         let some = [true, true, false];
         assert!((face_nme(&pred, &target, &some, &io).unwrap() - 2.5 / 20.0).abs() < 1e-12);
         // Box of the targets: 20 wide, 15 high.
-        assert!((face_nme(&pred, &target, &all, &Normaliser::BoxWidth).unwrap() - (7.0 / 3.0) / 20.0).abs() < 1e-12);
+        assert!(
+            (face_nme(&pred, &target, &all, &Normaliser::BoxWidth).unwrap() - (7.0 / 3.0) / 20.0)
+                .abs()
+                < 1e-12
+        );
         let sqrt = (20.0f64 * 15.0).sqrt();
-        assert!((face_nme(&pred, &target, &all, &Normaliser::BoxSqrtArea).unwrap() - (7.0 / 3.0) / sqrt).abs() < 1e-12);
+        assert!(
+            (face_nme(&pred, &target, &all, &Normaliser::BoxSqrtArea).unwrap()
+                - (7.0 / 3.0) / sqrt)
+                .abs()
+                < 1e-12
+        );
         // Pupils as centroids of {0} and {1, 2}: (10,10) vs (25,17.5).
-        let ip = Normaliser::InterPupil { left: vec![0], right: vec![1, 2] };
+        let ip = Normaliser::InterPupil {
+            left: vec![0],
+            right: vec![1, 2],
+        };
         let d = (15.0f64 * 15.0 + 7.5 * 7.5).sqrt();
         assert!((face_nme(&pred, &target, &all, &ip).unwrap() - (7.0 / 3.0) / d).abs() < 1e-12);
         // A normaliser point that is not visible makes the face unscorable.
@@ -474,7 +587,11 @@ mod tests {
         assert_eq!(ced.fraction[50], 0.5);
         assert_eq!(ced.fraction[100], 0.75);
         // The CED's trapezoid area over [0, 0.1] approaches the exact AUC.
-        let area: f64 = ced.fraction.windows(2).map(|w| 0.5 * (w[0] + w[1]) * 0.001).sum();
+        let area: f64 = ced
+            .fraction
+            .windows(2)
+            .map(|w| 0.5 * (w[0] + w[1]) * 0.001)
+            .sum();
         assert!((area / 0.10 - 0.35).abs() < 0.01);
         let s = ErrorSummary::new(&nmes);
         assert!((s.mean_nme_percent - 9.0).abs() < 1e-9);
@@ -483,15 +600,27 @@ mod tests {
 
     #[test]
     fn parse_normalisers() {
-        assert_eq!(Normaliser::parse("inter-ocular", "ibug68").unwrap(), Normaliser::InterOcular { a: 36, b: 45 });
-        assert_eq!(Normaliser::parse("inter-ocular:1,2", "x").unwrap(), Normaliser::InterOcular { a: 1, b: 2 });
+        assert_eq!(
+            Normaliser::parse("inter-ocular", "ibug68").unwrap(),
+            Normaliser::InterOcular { a: 36, b: 45 }
+        );
+        assert_eq!(
+            Normaliser::parse("inter-ocular:1,2", "x").unwrap(),
+            Normaliser::InterOcular { a: 1, b: 2 }
+        );
         let ip = Normaliser::parse("inter-pupil", "ibug68").unwrap();
         assert_eq!(ip.to_string(), "inter-pupil:36-41,42-47");
         assert_eq!(Normaliser::parse(&ip.to_string(), "x").unwrap(), ip);
-        assert_eq!(Normaliser::parse("box-sqrt", "x").unwrap(), Normaliser::BoxSqrtArea);
+        assert_eq!(
+            Normaliser::parse("box-sqrt", "x").unwrap(),
+            Normaliser::BoxSqrtArea
+        );
         assert!(Normaliser::parse("inter-ocular", "synthetic5").is_err());
         assert!(Normaliser::parse("median", "ibug68").is_err());
-        assert_eq!(Normaliser::default_for_scheme("aflw19"), Normaliser::BoxWidth);
+        assert_eq!(
+            Normaliser::default_for_scheme("aflw19"),
+            Normaliser::BoxWidth
+        );
     }
 
     #[test]

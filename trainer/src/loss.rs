@@ -39,7 +39,10 @@ pub enum LossKind {
 
 impl LossKind {
     /// Wing loss with the paper's w = 10, ε = 2.
-    pub const WING: Self = Self::Wing { w: 10.0, epsilon: 2.0 };
+    pub const WING: Self = Self::Wing {
+        w: 10.0,
+        epsilon: 2.0,
+    };
 
     /// The loss of one coordinate error `x` (pixels); the reference the tensor version follows.
     pub fn value(self, x: f64) -> f64 {
@@ -87,7 +90,11 @@ impl LossKind {
     /// unannotated point cannot leak into the loss or its gradient.
     pub fn batch_loss(self, pred: &Tensor, target: &Tensor, visible: &Tensor) -> Tensor {
         let finite = target.isfinite().all_dim(-1, false);
-        let mask = visible.ne(0).logical_and(&finite).unsqueeze(-1).expand_as(pred);
+        let mask = visible
+            .ne(0)
+            .logical_and(&finite)
+            .unsqueeze(-1)
+            .expand_as(pred);
         let safe_target = target.nan_to_num(0.0, 0.0, 0.0);
         let diff = pred - safe_target;
         let zeros = diff.zeros_like();
@@ -117,7 +124,11 @@ impl FromStr for LossKind {
     type Err = TrainerError;
     /// `l2`, `l1`, `smooth-l1`, `wing` (w = 10, ε = 2) or `wing:W,EPSILON`.
     fn from_str(s: &str) -> Result<Self, TrainerError> {
-        let bad = || TrainerError::Config(format!("unknown loss `{s}` (l2, l1, smooth-l1, wing, wing:W,EPSILON)"));
+        let bad = || {
+            TrainerError::Config(format!(
+                "unknown loss `{s}` (l2, l1, smooth-l1, wing, wing:W,EPSILON)"
+            ))
+        };
         match s {
             "l2" => Ok(Self::L2),
             "l1" => Ok(Self::L1),
@@ -129,7 +140,9 @@ impl FromStr for LossKind {
                 let w: f64 = w.trim().parse().map_err(|_| bad())?;
                 let epsilon: f64 = e.trim().parse().map_err(|_| bad())?;
                 if !(w > 0.0 && epsilon > 0.0) {
-                    return Err(TrainerError::Config(format!("wing needs w > 0 and epsilon > 0, got `{s}`")));
+                    return Err(TrainerError::Config(format!(
+                        "wing needs w > 0 and epsilon > 0, got `{s}`"
+                    )));
                 }
                 Ok(Self::Wing { w, epsilon })
             }
@@ -141,7 +154,12 @@ impl FromStr for LossKind {
 mod tests {
     use super::*;
 
-    const ALL: [LossKind; 4] = [LossKind::L2, LossKind::L1, LossKind::SmoothL1, LossKind::WING];
+    const ALL: [LossKind; 4] = [
+        LossKind::L2,
+        LossKind::L1,
+        LossKind::SmoothL1,
+        LossKind::WING,
+    ];
 
     fn value_and_grad(kind: LossKind, x: f64) -> (f64, f64) {
         let t = Tensor::from_slice(&[x]).set_requires_grad(true);
@@ -172,10 +190,20 @@ mod tests {
             (LossKind::WING, -12.0, 12.0 - c, -1.0),
         ];
         for (kind, x, value, derivative) in cases {
-            assert!((kind.value(x) - value).abs() < 1e-12, "{kind} f({x}) = {} ≠ {value}", kind.value(x));
+            assert!(
+                (kind.value(x) - value).abs() < 1e-12,
+                "{kind} f({x}) = {} ≠ {value}",
+                kind.value(x)
+            );
             let (v, g) = value_and_grad(kind, x);
-            assert!((v - value).abs() < 1e-9, "{kind} tensor f({x}) = {v} ≠ {value}");
-            assert!((g - derivative).abs() < 1e-9, "{kind} f'({x}) = {g} ≠ {derivative}");
+            assert!(
+                (v - value).abs() < 1e-9,
+                "{kind} tensor f({x}) = {v} ≠ {value}"
+            );
+            assert!(
+                (g - derivative).abs() < 1e-9,
+                "{kind} f'({x}) = {g} ≠ {derivative}"
+            );
         }
     }
 
@@ -208,8 +236,10 @@ mod tests {
     fn batch_loss_sums_visible_coordinates_and_averages_over_the_batch() {
         // Two faces, two points. Face 0: errors (1, −2) and (3, 0); face 1: point 0 invisible
         // with a NaN target, point 1 error (0, 4).
-        let pred = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.0, 5.0, 5.0, 0.0, 4.0]).reshape([2, 2, 2]);
-        let target = Tensor::from_slice(&[0.0f32, 0.0, 0.0, 0.0, f32::NAN, f32::NAN, 0.0, 0.0]).reshape([2, 2, 2]);
+        let pred =
+            Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.0, 5.0, 5.0, 0.0, 4.0]).reshape([2, 2, 2]);
+        let target = Tensor::from_slice(&[0.0f32, 0.0, 0.0, 0.0, f32::NAN, f32::NAN, 0.0, 0.0])
+            .reshape([2, 2, 2]);
         let visible = Tensor::from_slice(&[1u8, 1, 0, 1]).reshape([2, 2]);
         let pred = pred.set_requires_grad(true);
         let l1 = LossKind::L1.batch_loss(&pred, &target, &visible);
@@ -226,7 +256,13 @@ mod tests {
     fn parse_names() {
         assert_eq!("wing".parse::<LossKind>().unwrap(), LossKind::WING);
         assert_eq!("smooth-l1".parse::<LossKind>().unwrap(), LossKind::SmoothL1);
-        assert_eq!("wing:5,1".parse::<LossKind>().unwrap(), LossKind::Wing { w: 5.0, epsilon: 1.0 });
+        assert_eq!(
+            "wing:5,1".parse::<LossKind>().unwrap(),
+            LossKind::Wing {
+                w: 5.0,
+                epsilon: 1.0
+            }
+        );
         assert!("wing:0,1".parse::<LossKind>().is_err());
         assert!("huber".parse::<LossKind>().is_err());
     }

@@ -22,7 +22,11 @@ use trainer::tensor_io::save_tensors;
 use trainer::train::{Progress, TRAINER_VERSION, TrainConfig, TrainLength, Trainer, read_record};
 
 #[derive(Parser)]
-#[command(name = "wingflow-train", version, about = "Train and evaluate wingflow's CNN-6/CNN-7 landmark regressors")]
+#[command(
+    name = "wingflow-train",
+    version,
+    about = "Train and evaluate wingflow's CNN-6/CNN-7 landmark regressors"
+)]
 struct Cli {
     /// libtorch intra-op threads (default: libtorch's choice).
     #[arg(long, global = true)]
@@ -160,8 +164,8 @@ struct TrainArgs {
     /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
-    /// Continue the run in --out from its `last` checkpoint (its stored settings win; --steps
-    /// or --epochs given explicitly change the length).
+    /// Continue the run in --out from its `last` checkpoint. Its stored settings win, except
+    /// that --steps, when given, sets a new total length (the schedule stretches to it).
     #[arg(long)]
     resume: bool,
 }
@@ -203,10 +207,17 @@ fn main() -> Result<()> {
         Command::Doctor { device } => doctor(&device),
         Command::Train(args) => train(*args),
         Command::Evaluate(args) => evaluate(args),
-        Command::Bench { arch, batch_size, steps, device } => {
+        Command::Bench {
+            arch,
+            batch_size,
+            steps,
+            device,
+        } => {
             let arch: Arch = arch.parse()?;
             let ips = bench(arch, batch_size, steps, parse_device(&device)?)?;
-            println!("{arch} batch {batch_size}: {ips:.1} images/s (forward + backward + Adam step)");
+            println!(
+                "{arch} batch {batch_size}: {ips:.1} images/s (forward + backward + Adam step)"
+            );
             Ok(())
         }
         Command::ExportTestCase { dir } => export_test_case(&dir),
@@ -219,7 +230,9 @@ fn parse_device(spec: &str) -> Result<Device> {
         "cpu" => Device::Cpu,
         "cuda" => {
             if !tch::Cuda::is_available() {
-                bail!("--device cuda, but libtorch sees no CUDA device (run `wingflow-train doctor`)");
+                bail!(
+                    "--device cuda, but libtorch sees no CUDA device (run `wingflow-train doctor`)"
+                );
             }
             Device::Cuda(0)
         }
@@ -229,7 +242,10 @@ fn parse_device(spec: &str) -> Result<Device> {
                 .and_then(|i| i.parse::<usize>().ok())
                 .with_context(|| format!("unknown device `{other}` (auto, cpu, cuda, cuda:N)"))?;
             if index as i64 >= tch::Cuda::device_count() {
-                bail!("--device {other}, but libtorch sees {} CUDA device(s)", tch::Cuda::device_count());
+                bail!(
+                    "--device {other}, but libtorch sees {} CUDA device(s)",
+                    tch::Cuda::device_count()
+                );
             }
             Device::Cuda(index)
         }
@@ -240,29 +256,51 @@ fn parse_device(spec: &str) -> Result<Device> {
 /// mappings and read the version file of its installation.
 fn runtime_libtorch() -> Option<(String, PathBuf)> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    let lib = maps.lines().find_map(|l| l.split_whitespace().last().filter(|p| p.ends_with("/libtorch_cpu.so")))?;
+    let lib = maps.lines().find_map(|l| {
+        l.split_whitespace()
+            .last()
+            .filter(|p| p.ends_with("/libtorch_cpu.so"))
+    })?;
     let dir = Path::new(lib).parent()?.to_owned();
     let version = std::fs::read_to_string(dir.join("../version.py"))
         .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches('\'').to_owned())))
-        .or_else(|| std::fs::read_to_string(dir.join("../build-version")).ok().map(|v| v.trim().to_owned()))
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("__version__ = ")
+                    .map(|v| v.trim_matches('\'').to_owned())
+            })
+        })
+        .or_else(|| {
+            std::fs::read_to_string(dir.join("../build-version"))
+                .ok()
+                .map(|v| v.trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown".into());
     Some((version, dir))
 }
 
 /// GPU model names from the NVIDIA driver's proc files (libtorch's C API has no name query).
 fn gpu_names() -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir("/proc/driver/nvidia/gpus") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc/driver/nvidia/gpus") else {
+        return Vec::new();
+    };
     let mut names: Vec<(String, String)> = entries
         .flatten()
         .filter_map(|e| {
             let info = std::fs::read_to_string(e.path().join("information")).ok()?;
-            let model = info.lines().find_map(|l| l.strip_prefix("Model:"))?.trim().to_owned();
+            let model = info
+                .lines()
+                .find_map(|l| l.strip_prefix("Model:"))?
+                .trim()
+                .to_owned();
             Some((e.file_name().to_string_lossy().into_owned(), model))
         })
         .collect();
     names.sort();
-    names.into_iter().map(|(bus, model)| format!("{model} ({bus})")).collect()
+    names
+        .into_iter()
+        .map(|(bus, model)| format!("{model} ({bus})"))
+        .collect()
 }
 
 fn doctor(device: &str) -> Result<()> {
@@ -277,13 +315,23 @@ fn doctor(device: &str) -> Result<()> {
         None => println!("libtorch (loaded): unknown"),
     }
     let cuda = tch::Cuda::is_available();
-    println!("libtorch built with CUDA: {}", tch::utils::has_cuda());
-    println!("CUDA available: {cuda}, devices: {}", tch::Cuda::device_count());
+    // rustc's --as-needed would drop libtorch_cuda (build.rs keeps it): say whether it is loaded.
+    let cuda_linked =
+        std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.contains("/libtorch_cuda.so"));
+    println!("libtorch_cuda loaded: {cuda_linked}");
+    println!(
+        "CUDA available: {cuda}, devices: {}",
+        tch::Cuda::device_count()
+    );
     for name in gpu_names() {
         println!("  GPU: {name}");
     }
     if cuda {
-        println!("cuDNN available: {}, version: {}", tch::Cuda::cudnn_is_available(), tch::utils::version_cudnn());
+        println!(
+            "cuDNN available: {}, version: {}",
+            tch::Cuda::cudnn_is_available(),
+            tch::utils::version_cudnn()
+        );
     } else {
         println!("cuDNN available: false");
     }
@@ -298,7 +346,14 @@ fn doctor(device: &str) -> Result<()> {
     let device = parse_device(device)?;
     let check = || -> Result<(f64, f64)> {
         tch::manual_seed(0);
-        let net = LandmarkNet::new(ModelConfig { arch: Arch::Cnn6, num_points: 68, batch_norm: false }, device)?;
+        let net = LandmarkNet::new(
+            ModelConfig {
+                arch: Arch::Cnn6,
+                num_points: 68,
+                batch_norm: false,
+            },
+            device,
+        )?;
         let images = Tensor::randint(256, [8, 64, 64, 3], (Kind::Uint8, Device::Cpu));
         let target = Tensor::rand([8, 68, 2], (Kind::Float, device)).multiply_scalar(64.0);
         let visible = Tensor::ones([8, 68], (Kind::Uint8, device));
@@ -306,7 +361,11 @@ fn doctor(device: &str) -> Result<()> {
         let pred = net.decode(&net.forward(&images_to_input(&images, device), true));
         let loss = LossKind::WING.batch_loss(&pred, &target, &visible);
         loss.backward();
-        let grad_norm = net.parameters().iter().map(|(_, p)| p.grad().square().sum(Kind::Double).double_value(&[])).sum::<f64>();
+        let grad_norm = net
+            .parameters()
+            .iter()
+            .map(|(_, p)| p.grad().square().sum(Kind::Double).double_value(&[]))
+            .sum::<f64>();
         let value = loss.double_value(&[]);
         if !value.is_finite() || !grad_norm.is_finite() || grad_norm == 0.0 {
             bail!("loss {value}, squared gradient norm {grad_norm}");
@@ -315,7 +374,9 @@ fn doctor(device: &str) -> Result<()> {
     };
     match check() {
         Ok((loss, ms)) => {
-            println!("forward + backward CNN-6, batch 8, {device:?}: loss {loss:.3}, {ms:.1} ms: OK");
+            println!(
+                "forward + backward CNN-6, batch 8, {device:?}: loss {loss:.3}, {ms:.1} ms: OK"
+            );
             Ok(())
         }
         Err(e) => {
@@ -332,36 +393,58 @@ fn train(args: TrainArgs) -> Result<()> {
         let _ = std::io::stdout().flush();
     };
     let mut trainer = if args.resume {
-        let length_given = args.steps.is_some();
-        let trainer_steps = if length_given { args.steps } else { None };
-        Trainer::resume(&args.out, device, trainer_steps)
+        Trainer::resume(&args.out, device, args.steps)
             .with_context(|| format!("resuming from {}", args.out.display()))?
     } else {
         let (train_dir, sibling_val) = if args.shards.join("index.json").exists() {
             (args.shards.clone(), None)
         } else {
             let val = args.shards.join("val");
-            (args.shards.join("train"), val.join("index.json").exists().then_some(val))
+            (
+                args.shards.join("train"),
+                val.join("index.json").exists().then_some(val),
+            )
         };
-        let val_shards = if args.no_val { None } else { args.val.clone().or(sibling_val) };
+        let val_shards = if args.no_val {
+            None
+        } else {
+            args.val.clone().or(sibling_val)
+        };
         let arch = match &args.arch {
             Some(a) => a.parse()?,
             None => Arch::for_stage(args.stage)?,
         };
         let scheme = ShardSet::open(&train_dir)?.index().scheme.clone();
-        let normaliser = args.normaliser.as_deref().map(|n| Normaliser::parse(n, &scheme)).transpose()?;
+        let normaliser = args
+            .normaliser
+            .as_deref()
+            .map(|n| Normaliser::parse(n, &scheme))
+            .transpose()?;
         let config = TrainConfig {
             val_shards,
             batch_norm: args.batch_norm,
             loss: args.loss.parse::<LossKind>()?,
             optimizer: match args.optimizer {
-                OptimizerArg::Adam => OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: args.weight_decay },
-                OptimizerArg::Sgd => OptimizerKind::Sgd { momentum: args.momentum, weight_decay: args.weight_decay },
+                OptimizerArg::Adam => OptimizerKind::Adam {
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    weight_decay: args.weight_decay,
+                },
+                OptimizerArg::Sgd => OptimizerKind::Sgd {
+                    momentum: args.momentum,
+                    weight_decay: args.weight_decay,
+                },
             },
             lr: args.lr,
             schedule: match args.schedule {
-                ScheduleArg::Cosine => LrSchedule::Cosine { final_lr: args.final_lr },
-                ScheduleArg::Step => LrSchedule::Step { every: args.step_every, gamma: args.gamma },
+                ScheduleArg::Cosine => LrSchedule::Cosine {
+                    final_lr: args.final_lr,
+                },
+                ScheduleArg::Step => LrSchedule::Step {
+                    every: args.step_every,
+                    gamma: args.gamma,
+                },
                 ScheduleArg::Constant => LrSchedule::Constant,
             },
             length: match args.steps {
@@ -389,8 +472,12 @@ fn train(args: TrainArgs) -> Result<()> {
     println!(
         "done: {} steps, loss {}, val NME {}, weights {}",
         summary.steps,
-        summary.final_loss.map_or("n/a".into(), |l| format!("{l:.4}")),
-        summary.val_nme_percent.map_or("n/a".into(), |v| format!("{v:.3}%")),
+        summary
+            .final_loss
+            .map_or("n/a".into(), |l| format!("{l:.4}")),
+        summary
+            .val_nme_percent
+            .map_or("n/a".into(), |v| format!("{v:.3}%")),
         summary.last_checkpoint.display()
     );
     Ok(())
@@ -407,11 +494,18 @@ fn shard_sets(dir: &Path, only: &[String]) -> Result<Vec<PathBuf>> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.join("index.json").exists())
-        .filter(|p| only.is_empty() || p.file_name().is_some_and(|n| only.iter().any(|s| n == s.as_str())))
+        .filter(|p| {
+            only.is_empty()
+                || p.file_name()
+                    .is_some_and(|n| only.iter().any(|s| n == s.as_str()))
+        })
         .collect();
     sets.sort();
     if sets.is_empty() {
-        bail!("{} holds no shard set (no index.json in it or its subdirectories)", dir.display());
+        bail!(
+            "{} holds no shard set (no index.json in it or its subdirectories)",
+            dir.display()
+        );
     }
     Ok(sets)
 }
@@ -421,19 +515,33 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
     let net = LandmarkNet::load(&args.checkpoint, device)?;
     let bins: Option<HashMap<i64, String>> = args.bins.as_deref().map(load_bins).transpose()?;
     let trained_scheme = read_record(&args.checkpoint).ok().map(|r| r.scheme);
-    let mut report = EvalReport { checkpoint: args.checkpoint.clone(), trainer_version: TRAINER_VERSION.into(), splits: Vec::new() };
+    let mut report = EvalReport {
+        checkpoint: args.checkpoint.clone(),
+        trainer_version: TRAINER_VERSION.into(),
+        splits: Vec::new(),
+    };
     for dir in shard_sets(&args.shards, &args.splits)? {
         let set = Arc::new(ShardSet::open(&dir)?);
         let scheme = set.index().scheme.clone();
         if let Some(trained) = trained_scheme.as_deref().filter(|t| *t != scheme) {
-            bail!("{} uses scheme {scheme}, the checkpoint was trained on {trained}", dir.display());
+            bail!(
+                "{} uses scheme {scheme}, the checkpoint was trained on {trained}",
+                dir.display()
+            );
         }
         let normaliser = match &args.normaliser {
             Some(n) => Normaliser::parse(n, &scheme)?,
             None => Normaliser::default_for_scheme(&scheme),
         };
         let split = evaluate_set(&net, set, &normaliser, bins.as_ref(), args.batch_size)?;
-        let at = |t: f64| split.summary.thresholds.iter().find(|s| s.threshold == t).cloned();
+        let at = |t: f64| {
+            split
+                .summary
+                .thresholds
+                .iter()
+                .find(|s| s.threshold == t)
+                .cloned()
+        };
         let (a8, a10) = (at(0.08), at(0.10));
         eprintln!(
             "{}: {} faces ({} skipped), NME {:.3}% ({}), AUC@0.08 {:.4}, failures@0.08 {:.2}%, AUC@0.10 {:.4}, failures@0.10 {:.2}%",
@@ -460,7 +568,14 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
 /// Images per second of forward + backward + Adam step on random data.
 fn bench(arch: Arch, batch: i64, steps: u32, device: Device) -> Result<f64> {
     tch::manual_seed(0);
-    let net = LandmarkNet::new(ModelConfig { arch, num_points: 68, batch_norm: false }, device)?;
+    let net = LandmarkNet::new(
+        ModelConfig {
+            arch,
+            num_points: 68,
+            batch_norm: false,
+        },
+        device,
+    )?;
     let mut opt = Optimizer::new(OptimizerKind::ADAM, net.parameters());
     let s = arch.input_size() as i64;
     let images = Tensor::randint(256, [batch, s, s, 3], (Kind::Uint8, Device::Cpu));
@@ -489,8 +604,22 @@ fn bench(arch: Arch, batch: i64, steps: u32, device: Device) -> Result<f64> {
 fn export_test_case(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let cases = [
-        ("cnn6", ModelConfig { arch: Arch::Cnn6, num_points: 68, batch_norm: false }),
-        ("cnn7_bn", ModelConfig { arch: Arch::Cnn7, num_points: 19, batch_norm: true }),
+        (
+            "cnn6",
+            ModelConfig {
+                arch: Arch::Cnn6,
+                num_points: 68,
+                batch_norm: false,
+            },
+        ),
+        (
+            "cnn7_bn",
+            ModelConfig {
+                arch: Arch::Cnn7,
+                num_points: 19,
+                batch_norm: true,
+            },
+        ),
     ];
     let mut names = Vec::new();
     for (i, (name, config)) in cases.into_iter().enumerate() {
@@ -511,10 +640,16 @@ fn export_test_case(dir: &Path) -> Result<()> {
         }
         let images = Tensor::randint(256, [3, s, s, 3], (Kind::Uint8, Device::Cpu));
         let predictions = net.predict(&images)?;
-        net.save(&dir.join(format!("{name}.safetensors")), &Default::default())?;
+        net.save(
+            &dir.join(format!("{name}.safetensors")),
+            &Default::default(),
+        )?;
         save_tensors(
             &dir.join(format!("{name}.case.safetensors")),
-            &[("images".into(), images), ("predictions".into(), predictions)],
+            &[
+                ("images".into(), images),
+                ("predictions".into(), predictions),
+            ],
             &Default::default(),
         )?;
         names.push(name);

@@ -48,7 +48,9 @@ impl Arch {
         match stage {
             1 => Ok(Self::Cnn6),
             2 => Ok(Self::Cnn7),
-            other => Err(TrainerError::Config(format!("stage must be 1 or 2, not {other}"))),
+            other => Err(TrainerError::Config(format!(
+                "stage must be 1 or 2, not {other}"
+            ))),
         }
     }
 
@@ -89,7 +91,9 @@ impl FromStr for Arch {
         match s.to_ascii_lowercase().replace('-', "").as_str() {
             "cnn6" => Ok(Self::Cnn6),
             "cnn7" => Ok(Self::Cnn7),
-            _ => Err(TrainerError::Config(format!("unknown architecture `{s}` (cnn6, cnn7)"))),
+            _ => Err(TrainerError::Config(format!(
+                "unknown architecture `{s}` (cnn6, cnn7)"
+            ))),
         }
     }
 }
@@ -127,7 +131,9 @@ impl LandmarkNet {
     /// for a reproducible start).
     pub fn new(config: ModelConfig, device: Device) -> Result<Self> {
         if config.num_points == 0 {
-            return Err(TrainerError::Config("a network needs at least one landmark".into()));
+            return Err(TrainerError::Config(
+                "a network needs at least one landmark".into(),
+            ));
         }
         let vs = nn::VarStore::new(device);
         let root = vs.root();
@@ -135,17 +141,33 @@ impl LandmarkNet {
         let mut in_channels = 3;
         for (i, &filters) in config.arch.filters().iter().enumerate() {
             let p = &root / "blocks" / i;
-            let conv_cfg = nn::ConvConfig { padding: 1, ..Default::default() };
+            let conv_cfg = nn::ConvConfig {
+                padding: 1,
+                ..Default::default()
+            };
             let conv = nn::conv2d(&p / "conv", in_channels, filters, 3, conv_cfg);
-            let bn = config.batch_norm.then(|| nn::batch_norm2d(&p / "bn", filters, Default::default()));
+            let bn = config
+                .batch_norm
+                .then(|| nn::batch_norm2d(&p / "bn", filters, Default::default()));
             blocks.push(ConvBlock { conv, bn });
             in_channels = filters;
         }
         let side = config.arch.final_map_size();
         let flat = in_channels * side * side;
         let fc1 = nn::linear(&root / "fc1", flat, FC_WIDTH, Default::default());
-        let out = nn::linear(&root / "out", FC_WIDTH, 2 * config.num_points as i64, Default::default());
-        Ok(Self { config, vs, blocks, fc1, out })
+        let out = nn::linear(
+            &root / "out",
+            FC_WIDTH,
+            2 * config.num_points as i64,
+            Default::default(),
+        );
+        Ok(Self {
+            config,
+            vs,
+            blocks,
+            fc1,
+            out,
+        })
     }
 
     /// The network's configuration.
@@ -176,7 +198,9 @@ impl LandmarkNet {
     /// Landmarks in crop pixels [B,L,2] from raw outputs [B,2L].
     pub fn decode(&self, raw: &Tensor) -> Tensor {
         let s = self.config.arch.input_size() as f64;
-        (raw + 0.5).multiply_scalar(s).reshape([-1, self.config.num_points as i64, 2])
+        (raw + 0.5)
+            .multiply_scalar(s)
+            .reshape([-1, self.config.num_points as i64, 2])
     }
 
     /// Landmarks in crop pixels [B,L,2] for u8 images [B,S,S,3] (inference mode, no gradient).
@@ -189,7 +213,12 @@ impl LandmarkNet {
     fn check_images(&self, images: &Tensor) -> Result<()> {
         let s = self.config.arch.input_size() as i64;
         let size = images.size();
-        if size.len() != 4 || size[1] != s || size[2] != s || size[3] != 3 || images.kind() != Kind::Uint8 {
+        if size.len() != 4
+            || size[1] != s
+            || size[2] != s
+            || size[3] != 3
+            || images.kind() != Kind::Uint8
+        {
             return Err(TrainerError::Config(format!(
                 "{} expects u8 images [B, {s}, {s}, 3], got {:?} {size:?}",
                 self.config.arch,
@@ -209,7 +238,10 @@ impl LandmarkNet {
 
     /// The trainable parameters by checkpoint name, sorted by name.
     pub fn parameters(&self) -> Vec<(String, Tensor)> {
-        self.named_tensors().into_iter().filter(|(_, t)| t.requires_grad()).collect()
+        self.named_tensors()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect()
     }
 
     /// Metadata written into a weights file: the config, and the input/output contract in words.
@@ -221,8 +253,14 @@ impl LandmarkNet {
             ("num_points".into(), c.num_points.to_string()),
             ("batch_norm".into(), c.batch_norm.to_string()),
             ("input_size".into(), c.arch.input_size().to_string()),
-            ("input".into(), "RGB u8 [B,S,S,3] -> f32 [B,3,S,S] as v/255 - 0.5".into()),
-            ("output".into(), "[B,2L] o; pixel (x,y) of point i = (o[2i], o[2i+1]) + 0.5, times S".into()),
+            (
+                "input".into(),
+                "RGB u8 [B,S,S,3] -> f32 [B,3,S,S] as v/255 - 0.5".into(),
+            ),
+            (
+                "output".into(),
+                "[B,2L] o; pixel (x,y) of point i = (o[2i], o[2i+1]) + 0.5, times S".into(),
+            ),
         ])
     }
 
@@ -238,26 +276,46 @@ impl LandmarkNet {
     /// metadata. Every tensor must be present with the expected shape, and no other.
     pub fn load(path: &Path, device: Device) -> Result<Self> {
         let loaded = load_tensors(path, device)?;
-        let bad = |message: String| TrainerError::Checkpoint { path: path.to_owned(), message };
+        let bad = |message: String| TrainerError::Checkpoint {
+            path: path.to_owned(),
+            message,
+        };
         let field = |key: &str| {
-            loaded.metadata.get(key).ok_or_else(|| bad(format!("metadata lacks `{key}`")))
+            loaded
+                .metadata
+                .get(key)
+                .ok_or_else(|| bad(format!("metadata lacks `{key}`")))
         };
         if field("format")? != WEIGHTS_FORMAT {
-            return Err(bad(format!("format is `{}`, expected `{WEIGHTS_FORMAT}`", field("format")?)));
+            return Err(bad(format!(
+                "format is `{}`, expected `{WEIGHTS_FORMAT}`",
+                field("format")?
+            )));
         }
         let config = ModelConfig {
             arch: field("arch")?.parse()?,
-            num_points: field("num_points")?.parse().map_err(|e| bad(format!("num_points: {e}")))?,
-            batch_norm: field("batch_norm")?.parse().map_err(|e| bad(format!("batch_norm: {e}")))?,
+            num_points: field("num_points")?
+                .parse()
+                .map_err(|e| bad(format!("num_points: {e}")))?,
+            batch_norm: field("batch_norm")?
+                .parse()
+                .map_err(|e| bad(format!("batch_norm: {e}")))?,
         };
         let net = Self::new(config, device)?;
         let expected = net.named_tensors();
-        if let Some(extra) = loaded.tensors.keys().find(|k| !expected.iter().any(|(n, _)| n == *k)) {
+        if let Some(extra) = loaded
+            .tensors
+            .keys()
+            .find(|k| !expected.iter().any(|(n, _)| n == *k))
+        {
             return Err(bad(format!("unexpected tensor `{extra}` for {config:?}")));
         }
         tch::no_grad(|| -> Result<()> {
             for (name, mut target) in expected {
-                let source = loaded.tensors.get(&name).ok_or_else(|| bad(format!("missing tensor `{name}`")))?;
+                let source = loaded
+                    .tensors
+                    .get(&name)
+                    .ok_or_else(|| bad(format!("missing tensor `{name}`")))?;
                 if source.size() != target.size() {
                     return Err(bad(format!(
                         "tensor `{name}` has shape {:?}, expected {:?}",
@@ -291,7 +349,15 @@ mod tests {
     #[test]
     fn output_shapes_and_names() {
         for (arch, blocks) in [(Arch::Cnn6, 5), (Arch::Cnn7, 6)] {
-            let net = LandmarkNet::new(ModelConfig { arch, num_points: 19, batch_norm: false }, Device::Cpu).unwrap();
+            let net = LandmarkNet::new(
+                ModelConfig {
+                    arch,
+                    num_points: 19,
+                    batch_norm: false,
+                },
+                Device::Cpu,
+            )
+            .unwrap();
             let s = arch.input_size() as i64;
             let images = Tensor::zeros([2, s, s, 3], (Kind::Uint8, Device::Cpu));
             assert_eq!(net.predict(&images).unwrap().size(), vec![2, 19, 2]);
@@ -299,14 +365,27 @@ mod tests {
             assert_eq!(names.len(), 2 * blocks + 4);
             assert!(names.contains(&"blocks.0.conv.weight".to_owned()));
             assert!(names.contains(&format!("blocks.{}.conv.bias", blocks - 1)));
-            let fc1 = net.named_tensors().into_iter().find(|(n, _)| n == "fc1.weight").unwrap().1;
+            let fc1 = net
+                .named_tensors()
+                .into_iter()
+                .find(|(n, _)| n == "fc1.weight")
+                .unwrap()
+                .1;
             assert_eq!(fc1.size(), vec![1024, 2048]);
         }
     }
 
     #[test]
     fn batch_norm_adds_statistics_but_they_are_not_trained() {
-        let net = LandmarkNet::new(ModelConfig { arch: Arch::Cnn6, num_points: 5, batch_norm: true }, Device::Cpu).unwrap();
+        let net = LandmarkNet::new(
+            ModelConfig {
+                arch: Arch::Cnn6,
+                num_points: 5,
+                batch_norm: true,
+            },
+            Device::Cpu,
+        )
+        .unwrap();
         let names: Vec<String> = net.named_tensors().into_iter().map(|(n, _)| n).collect();
         assert!(names.contains(&"blocks.4.bn.running_var".to_owned()));
         assert!(net.parameters().iter().all(|(n, _)| !n.contains("running")));
@@ -315,7 +394,15 @@ mod tests {
 
     #[test]
     fn wrong_image_size_is_an_error() {
-        let net = LandmarkNet::new(ModelConfig { arch: Arch::Cnn6, num_points: 5, batch_norm: false }, Device::Cpu).unwrap();
+        let net = LandmarkNet::new(
+            ModelConfig {
+                arch: Arch::Cnn6,
+                num_points: 5,
+                batch_norm: false,
+            },
+            Device::Cpu,
+        )
+        .unwrap();
         let images = Tensor::zeros([1, 128, 128, 3], (Kind::Uint8, Device::Cpu));
         assert!(net.predict(&images).is_err());
     }
@@ -325,7 +412,15 @@ mod tests {
         tch::manual_seed(3);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.safetensors");
-        let net = LandmarkNet::new(ModelConfig { arch: Arch::Cnn6, num_points: 7, batch_norm: true }, Device::Cpu).unwrap();
+        let net = LandmarkNet::new(
+            ModelConfig {
+                arch: Arch::Cnn6,
+                num_points: 7,
+                batch_norm: true,
+            },
+            Device::Cpu,
+        )
+        .unwrap();
         // Move the batch-norm statistics off their initial values so their saving is tested.
         let warm = Tensor::rand([4, 3, 64, 64], (Kind::Float, Device::Cpu));
         let _ = tch::no_grad(|| net.forward(&warm, true));
@@ -333,18 +428,35 @@ mod tests {
         let loaded = LandmarkNet::load(&path, Device::Cpu).unwrap();
         assert_eq!(loaded.config(), net.config());
         let images = Tensor::randint(256, [3, 64, 64, 3], (Kind::Uint8, Device::Cpu));
-        assert!(net.predict(&images).unwrap().equal(&loaded.predict(&images).unwrap()));
+        assert!(
+            net.predict(&images)
+                .unwrap()
+                .equal(&loaded.predict(&images).unwrap())
+        );
     }
 
     #[test]
     fn load_rejects_a_shape_mismatch() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.safetensors");
-        let net = LandmarkNet::new(ModelConfig { arch: Arch::Cnn6, num_points: 7, batch_norm: false }, Device::Cpu).unwrap();
+        let net = LandmarkNet::new(
+            ModelConfig {
+                arch: Arch::Cnn6,
+                num_points: 7,
+                batch_norm: false,
+            },
+            Device::Cpu,
+        )
+        .unwrap();
         let mut meta = BTreeMap::new();
         meta.insert("num_points".to_owned(), "8".to_owned());
         net.save(&path, &meta).unwrap();
-        let err = LandmarkNet::load(&path, Device::Cpu).unwrap_err().to_string();
-        assert!(err.contains("out.weight") && err.contains("w.safetensors"), "{err}");
+        let err = LandmarkNet::load(&path, Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`out.") && err.contains("w.safetensors"),
+            "{err}"
+        );
     }
 }

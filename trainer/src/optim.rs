@@ -36,9 +36,17 @@ pub enum OptimizerKind {
 
 impl OptimizerKind {
     /// Adam with the usual β1 = 0.9, β2 = 0.999, ε = 1e-8, no weight decay.
-    pub const ADAM: Self = Self::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+    pub const ADAM: Self = Self::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
     /// SGD with momentum 0.9, no weight decay.
-    pub const SGD: Self = Self::Sgd { momentum: 0.9, weight_decay: 0.0 };
+    pub const SGD: Self = Self::Sgd {
+        momentum: 0.9,
+        weight_decay: 0.0,
+    };
 
     fn slot_names(self) -> &'static [&'static str] {
         match self {
@@ -63,9 +71,19 @@ impl Optimizer {
     pub fn new(kind: OptimizerKind, params: Vec<(String, Tensor)>) -> Self {
         let slots = params
             .iter()
-            .map(|(_, p)| kind.slot_names().iter().map(|_| p.zeros_like().detach()).collect())
+            .map(|(_, p)| {
+                kind.slot_names()
+                    .iter()
+                    .map(|_| p.zeros_like().detach())
+                    .collect()
+            })
             .collect();
-        Self { kind, steps: 0, params, slots }
+        Self {
+            kind,
+            steps: 0,
+            params,
+            slots,
+        }
     }
 
     /// The optimiser's kind and hyper-parameters.
@@ -97,20 +115,43 @@ impl Optimizer {
                     continue;
                 }
                 match kind {
-                    OptimizerKind::Adam { beta1, beta2, eps, weight_decay } => {
-                        let g = if weight_decay > 0.0 { grad + p.multiply_scalar(weight_decay) } else { grad };
-                        let [m, v] = slots.as_mut_slice() else { unreachable!("Adam has two slots") };
+                    OptimizerKind::Adam {
+                        beta1,
+                        beta2,
+                        eps,
+                        weight_decay,
+                    } => {
+                        let g = if weight_decay > 0.0 {
+                            grad + p.multiply_scalar(weight_decay)
+                        } else {
+                            grad
+                        };
+                        let [m, v] = slots.as_mut_slice() else {
+                            unreachable!("Adam has two slots")
+                        };
                         let _ = m.g_mul_scalar_(beta1);
                         let _ = m.g_add_(&g.multiply_scalar(1.0 - beta1));
                         let _ = v.g_mul_scalar_(beta2);
                         let _ = v.addcmul_(&g, &g.multiply_scalar(1.0 - beta2));
                         let m_hat = m.divide_scalar(1.0 - beta1.powi(t));
-                        let denom = v.divide_scalar(1.0 - beta2.powi(t)).sqrt().g_add_scalar(eps);
+                        let denom = v
+                            .divide_scalar(1.0 - beta2.powi(t))
+                            .sqrt()
+                            .g_add_scalar(eps);
                         let _ = p.g_sub_(&(m_hat / denom).multiply_scalar(lr));
                     }
-                    OptimizerKind::Sgd { momentum, weight_decay } => {
-                        let g = if weight_decay > 0.0 { grad + p.multiply_scalar(weight_decay) } else { grad };
-                        let [buf] = slots.as_mut_slice() else { unreachable!("SGD has one slot") };
+                    OptimizerKind::Sgd {
+                        momentum,
+                        weight_decay,
+                    } => {
+                        let g = if weight_decay > 0.0 {
+                            grad + p.multiply_scalar(weight_decay)
+                        } else {
+                            grad
+                        };
+                        let [buf] = slots.as_mut_slice() else {
+                            unreachable!("SGD has one slot")
+                        };
                         let _ = buf.g_mul_scalar_(momentum);
                         let _ = buf.g_add_(&g);
                         let _ = p.g_sub_(&buf.multiply_scalar(lr));
@@ -127,7 +168,10 @@ impl Optimizer {
             .iter()
             .zip(&self.slots)
             .flat_map(|((name, _), slots)| {
-                names.iter().zip(slots).map(move |(slot, t)| (format!("{slot}.{name}"), t.shallow_clone()))
+                names
+                    .iter()
+                    .zip(slots)
+                    .map(move |(slot, t)| (format!("{slot}.{name}"), t.shallow_clone()))
             })
             .collect()
     }
@@ -139,9 +183,9 @@ impl Optimizer {
         for ((name, p), slots) in self.params.iter().zip(&mut self.slots) {
             for (slot, target) in names.iter().zip(slots.iter_mut()) {
                 let key = format!("{slot}.{name}");
-                let source = state
-                    .get(&key)
-                    .ok_or_else(|| TrainerError::Config(format!("optimiser state lacks `{key}`")))?;
+                let source = state.get(&key).ok_or_else(|| {
+                    TrainerError::Config(format!("optimiser state lacks `{key}`"))
+                })?;
                 if source.size() != p.size() {
                     return Err(TrainerError::Config(format!(
                         "optimiser state `{key}` has shape {:?}, the parameter {:?}",
@@ -183,7 +227,11 @@ impl LrSchedule {
         match self {
             Self::Constant => initial,
             Self::Cosine { final_lr } => {
-                let progress = if total <= 1 { 1.0 } else { (step as f64 / (total - 1) as f64).min(1.0) };
+                let progress = if total <= 1 {
+                    1.0
+                } else {
+                    (step as f64 / (total - 1) as f64).min(1.0)
+                };
                 final_lr + 0.5 * (initial - final_lr) * (1.0 + (PI * progress).cos())
             }
             Self::Step { every, gamma } => initial * gamma.powi((step / every.max(1)) as i32),
@@ -223,10 +271,15 @@ mod tests {
         // With bias correction, m̂/√v̂ = g/|g| on step 1, whatever the gradient's scale.
         let p = Tensor::from_slice(&[1.0f64, -2.0]).set_requires_grad(true);
         let mut opt = Optimizer::new(OptimizerKind::ADAM, vec![("p".into(), p.shallow_clone())]);
-        (&p * Tensor::from_slice(&[100.0f64, -0.01])).sum(Kind::Double).backward();
+        (&p * Tensor::from_slice(&[100.0f64, -0.01]))
+            .sum(Kind::Double)
+            .backward();
         opt.step(0.1);
         let after = Vec::<f64>::try_from(&p.detach()).unwrap();
-        assert!((after[0] - 0.9).abs() < 1e-6 && (after[1] + 1.9).abs() < 1e-6, "{after:?}");
+        assert!(
+            (after[0] - 0.9).abs() < 1e-6 && (after[1] + 1.9).abs() < 1e-6,
+            "{after:?}"
+        );
     }
 
     #[test]
@@ -248,8 +301,11 @@ mod tests {
         }
         tch::no_grad(|| b.shallow_clone().copy_(&a));
         let mut opt_b = Optimizer::new(OptimizerKind::ADAM, vec![("w".into(), b.shallow_clone())]);
-        let state: BTreeMap<String, Tensor> =
-            opt_a.state_tensors().into_iter().map(|(n, t)| (n, t.copy())).collect();
+        let state: BTreeMap<String, Tensor> = opt_a
+            .state_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
         assert!(state.contains_key("adam.m.w") && state.contains_key("adam.v.w"));
         opt_b.load_state(&state, opt_a.steps()).unwrap();
         for (p, opt) in [(&a, &mut opt_a), (&b, &mut opt_b)] {
@@ -266,7 +322,10 @@ mod tests {
         assert_eq!(cos.lr_at(1e-3, 0, 101), 1e-3);
         assert!((cos.lr_at(1e-3, 100, 101) - 1e-5).abs() < 1e-15);
         assert!((cos.lr_at(1e-3, 50, 101) - (1e-5 + 0.5 * (1e-3 - 1e-5))).abs() < 1e-15);
-        let step = LrSchedule::Step { every: 10, gamma: 0.1 };
+        let step = LrSchedule::Step {
+            every: 10,
+            gamma: 0.1,
+        };
         assert_eq!(step.lr_at(1.0, 9, 100), 1.0);
         assert!((step.lr_at(1.0, 25, 100) - 0.01).abs() < 1e-15);
     }

@@ -112,7 +112,10 @@ pub enum SampleOrder {
 }
 
 fn shard_err(path: &Path, message: impl Into<String>) -> TrainerError {
-    TrainerError::Shard { path: path.to_owned(), message: message.into() }
+    TrainerError::Shard {
+        path: path.to_owned(),
+        message: message.into(),
+    }
 }
 
 impl ShardSet {
@@ -121,8 +124,11 @@ impl ShardSet {
     pub fn open(dir: &Path) -> Result<Self> {
         let index_path = dir.join("index.json");
         let text = std::fs::read_to_string(&index_path).map_err(io_err(&index_path))?;
-        let index: ShardIndex = serde_json::from_str(&text)
-            .map_err(|source| TrainerError::Json { path: index_path.clone(), source })?;
+        let index: ShardIndex =
+            serde_json::from_str(&text).map_err(|source| TrainerError::Json {
+                path: index_path.clone(),
+                source,
+            })?;
         if index.format_version != SHARD_FORMAT_VERSION {
             return Err(shard_err(
                 &index_path,
@@ -139,7 +145,10 @@ impl ShardSet {
         if listed != index.total_samples {
             return Err(shard_err(
                 &index_path,
-                format!("total_samples {} but the shards list {listed}", index.total_samples),
+                format!(
+                    "total_samples {} but the shards list {listed}",
+                    index.total_samples
+                ),
             ));
         }
         let mut shards = Vec::with_capacity(index.shards.len());
@@ -166,14 +175,23 @@ impl ShardSet {
                     ));
                 }
                 Some(_) if perm != flip_permutation => {
-                    return Err(shard_err(&path, "flip_permutation differs from earlier shards"));
+                    return Err(shard_err(
+                        &path,
+                        "flip_permutation differs from earlier shards",
+                    ));
                 }
                 Some(_) => {}
             }
             shards.push(shard);
         }
         let num_points = num_points.ok_or_else(|| shard_err(&index_path, "no shards listed"))?;
-        Ok(Self { dir: dir.to_owned(), index, num_points, flip_permutation, shards })
+        Ok(Self {
+            dir: dir.to_owned(),
+            index,
+            num_points,
+            flip_permutation,
+            shards,
+        })
     }
 
     /// The set's directory.
@@ -214,7 +232,10 @@ impl ShardSet {
     /// The samples of `epoch` in the order `order` gives them.
     pub fn epoch_order(&self, order: SampleOrder, epoch: u64) -> Vec<SampleRef> {
         let shard_rows = |shard: usize| {
-            (0..self.shards[shard].samples).map(move |row| SampleRef { shard: shard as u32, row: row as u32 })
+            (0..self.shards[shard].samples).map(move |row| SampleRef {
+                shard: shard as u32,
+                row: row as u32,
+            })
         };
         match order {
             SampleOrder::Sequential => (0..self.shards.len()).flat_map(shard_rows).collect(),
@@ -256,9 +277,13 @@ impl ShardSet {
             let shard = &self.shards[r.shard as usize];
             let row = r.row as usize;
             let bytes = &shard.map[..];
-            images.extend_from_slice(&bytes[shard.images.start + row * image_bytes..][..image_bytes]);
+            images
+                .extend_from_slice(&bytes[shard.images.start + row * image_bytes..][..image_bytes]);
             let lm = &bytes[shard.landmarks.start + row * l * 8..][..l * 8];
-            landmarks.extend(lm.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+            landmarks.extend(
+                lm.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
             visible.extend_from_slice(&bytes[shard.visible.start + row * l..][..l]);
             in_crop.extend_from_slice(&bytes[shard.in_crop.start + row * l..][..l]);
             let si = &bytes[shard.sample_index.start + row * 8..][..8];
@@ -277,23 +302,34 @@ impl ShardSet {
 }
 
 /// Map one shard and check it against its index entry.
-fn open_shard(path: &Path, entry: &ShardEntry, index: &ShardIndex) -> Result<(Shard, usize, Vec<usize>)> {
+fn open_shard(
+    path: &Path,
+    entry: &ShardEntry,
+    index: &ShardIndex,
+) -> Result<(Shard, usize, Vec<usize>)> {
     let file = std::fs::File::open(path).map_err(io_err(path))?;
     let len = file.metadata().map_err(io_err(path))?.len();
     if len != entry.bytes {
-        return Err(shard_err(path, format!("{len} bytes, index.json says {}", entry.bytes)));
+        return Err(shard_err(
+            path,
+            format!("{len} bytes, index.json says {}", entry.bytes),
+        ));
     }
     // SAFETY: shards are written once (temporary file + rename) and never modified in place;
     // the map is read-only. Truncating a shard while training reads it is outside the contract.
     let map = unsafe { Mmap::map(&file) }.map_err(io_err(path))?;
-    let safetensors_err = |source| TrainerError::Safetensors { path: path.to_owned(), source };
+    let safetensors_err = |source| TrainerError::Safetensors {
+        path: path.to_owned(),
+        source,
+    };
     // deserialize validates the header: offsets in bounds, contiguous, sizes match shapes.
     SafeTensors::deserialize(&map).map_err(safetensors_err)?;
     let (header_len, header) = SafeTensors::read_metadata(&map).map_err(safetensors_err)?;
     let data_start = 8 + header_len;
     let meta = header.metadata().clone().unwrap_or_default();
     let meta_field = |key: &str| {
-        meta.get(key).ok_or_else(|| shard_err(path, format!("__metadata__ lacks `{key}`")))
+        meta.get(key)
+            .ok_or_else(|| shard_err(path, format!("__metadata__ lacks `{key}`")))
     };
     let check_meta = |key: &str, expected: &str| -> Result<()> {
         let found = meta_field(key)?;
@@ -310,20 +346,32 @@ fn open_shard(path: &Path, entry: &ShardEntry, index: &ShardIndex) -> Result<(Sh
     check_meta("crop_size", &index.crop_size.to_string())?;
     check_meta("split", &index.split)?;
     let perm_text = meta_field("flip_permutation")?;
-    let flip: Vec<usize> = serde_json::from_str(perm_text)
-        .map_err(|e| shard_err(path, format!("__metadata__ `flip_permutation` is not a JSON list of indices: {e}")))?;
+    let flip: Vec<usize> = serde_json::from_str(perm_text).map_err(|e| {
+        shard_err(
+            path,
+            format!("__metadata__ `flip_permutation` is not a JSON list of indices: {e}"),
+        )
+    })?;
 
     let n = entry.samples as usize;
     let s = index.crop_size as usize;
     let tensor = |name: &str, dtype: Dtype| -> Result<(Vec<usize>, Range<usize>)> {
-        let info = header.info(name).ok_or_else(|| shard_err(path, format!("no tensor `{name}`")))?;
+        let info = header
+            .info(name)
+            .ok_or_else(|| shard_err(path, format!("no tensor `{name}`")))?;
         if info.dtype != dtype {
-            return Err(shard_err(path, format!("tensor `{name}` is {:?}, expected {dtype:?}", info.dtype)));
+            return Err(shard_err(
+                path,
+                format!("tensor `{name}` is {:?}, expected {dtype:?}", info.dtype),
+            ));
         }
         if info.shape.first() != Some(&n) {
             return Err(shard_err(
                 path,
-                format!("tensor `{name}` has shape {:?}; index.json says {n} samples", info.shape),
+                format!(
+                    "tensor `{name}` has shape {:?}; index.json says {n} samples",
+                    info.shape
+                ),
             ));
         }
         let (a, b) = info.data_offsets;
@@ -331,11 +379,17 @@ fn open_shard(path: &Path, entry: &ShardEntry, index: &ShardIndex) -> Result<(Sh
     };
     let (image_shape, images) = tensor("images", Dtype::U8)?;
     if image_shape != [n, s, s, 3] {
-        return Err(shard_err(path, format!("tensor `images` has shape {image_shape:?}, expected [{n}, {s}, {s}, 3]")));
+        return Err(shard_err(
+            path,
+            format!("tensor `images` has shape {image_shape:?}, expected [{n}, {s}, {s}, 3]"),
+        ));
     }
     let (lm_shape, landmarks) = tensor("landmarks", Dtype::F32)?;
     if lm_shape.len() != 3 || lm_shape[2] != 2 {
-        return Err(shard_err(path, format!("tensor `landmarks` has shape {lm_shape:?}, expected [{n}, L, 2]")));
+        return Err(shard_err(
+            path,
+            format!("tensor `landmarks` has shape {lm_shape:?}, expected [{n}, L, 2]"),
+        ));
     }
     let l = lm_shape[1];
     if l == 0 {
@@ -344,21 +398,38 @@ fn open_shard(path: &Path, entry: &ShardEntry, index: &ShardIndex) -> Result<(Sh
     for name in ["visible", "in_crop"] {
         let (shape, _) = tensor(name, Dtype::U8)?;
         if shape != [n, l] {
-            return Err(shard_err(path, format!("tensor `{name}` has shape {shape:?}, expected [{n}, {l}]")));
+            return Err(shard_err(
+                path,
+                format!("tensor `{name}` has shape {shape:?}, expected [{n}, {l}]"),
+            ));
         }
     }
     let (_, visible) = tensor("visible", Dtype::U8)?;
     let (_, in_crop) = tensor("in_crop", Dtype::U8)?;
     let (si_shape, sample_index) = tensor("sample_index", Dtype::I64)?;
     if si_shape != [n] {
-        return Err(shard_err(path, format!("tensor `sample_index` has shape {si_shape:?}, expected [{n}]")));
+        return Err(shard_err(
+            path,
+            format!("tensor `sample_index` has shape {si_shape:?}, expected [{n}]"),
+        ));
     }
     let mut sorted = flip.clone();
     sorted.sort_unstable();
     if sorted != (0..l).collect::<Vec<_>>() {
-        return Err(shard_err(path, format!("flip_permutation is not a permutation of 0..{l}")));
+        return Err(shard_err(
+            path,
+            format!("flip_permutation is not a permutation of 0..{l}"),
+        ));
     }
-    let shard = Shard { map, samples: n, images, landmarks, visible, in_crop, sample_index };
+    let shard = Shard {
+        map,
+        samples: n,
+        images,
+        landmarks,
+        visible,
+        in_crop,
+        sample_index,
+    };
     Ok((shard, l, flip))
 }
 
@@ -452,11 +523,21 @@ impl Loader {
             .name("wingflow-loader".into())
             .spawn(move || produce(&set, config, from, per_epoch, &tx))
             .map_err(io_err("<loader thread>"))?;
-        Ok(Self { rx: Some(rx), worker: Some(worker), finished: false })
+        Ok(Self {
+            rx: Some(rx),
+            worker: Some(worker),
+            finished: false,
+        })
     }
 }
 
-fn produce(set: &ShardSet, config: LoaderConfig, from: LoaderPosition, per_epoch: u64, tx: &SyncSender<Message>) {
+fn produce(
+    set: &ShardSet,
+    config: LoaderConfig,
+    from: LoaderPosition,
+    per_epoch: u64,
+    tx: &SyncSender<Message>,
+) {
     let mut epoch = from.epoch;
     let mut first = from.batch;
     loop {
@@ -470,9 +551,15 @@ fn produce(set: &ShardSet, config: LoaderConfig, from: LoaderPosition, per_epoch
             let start = (b as usize) * config.batch_size;
             let end = (start + config.batch_size).min(order.len());
             let next = if b + 1 == per_epoch {
-                LoaderPosition { epoch: epoch + 1, batch: 0 }
+                LoaderPosition {
+                    epoch: epoch + 1,
+                    batch: 0,
+                }
             } else {
-                LoaderPosition { epoch, batch: b + 1 }
+                LoaderPosition {
+                    epoch,
+                    batch: b + 1,
+                }
             };
             let loaded = LoadedBatch {
                 batch: set.gather(&order[start..end]),
@@ -526,7 +613,10 @@ mod tests {
     use crate::testing::{TestShardSpec, write_test_shard_set};
 
     fn spec() -> TestShardSpec {
-        TestShardSpec { shard_sizes: vec![7, 5, 9], ..TestShardSpec::default() }
+        TestShardSpec {
+            shard_sizes: vec![7, 5, 9],
+            ..TestShardSpec::default()
+        }
     }
 
     fn sample_indices(loader: Loader) -> Vec<Vec<i64>> {
@@ -559,10 +649,17 @@ mod tests {
         let a = set.epoch_order(order, 0);
         assert_eq!(a, set.epoch_order(order, 0));
         assert_ne!(a, set.epoch_order(order, 1));
-        assert_ne!(a, set.epoch_order(SampleOrder::Shuffled { seed: 6, buffer: 4 }, 0));
+        assert_ne!(
+            a,
+            set.epoch_order(SampleOrder::Shuffled { seed: 6, buffer: 4 }, 0)
+        );
         let mut sorted: Vec<_> = a.iter().map(|r| (r.shard, r.row)).collect();
         sorted.sort_unstable();
-        let expected: Vec<_> = set.epoch_order(SampleOrder::Sequential, 0).iter().map(|r| (r.shard, r.row)).collect();
+        let expected: Vec<_> = set
+            .epoch_order(SampleOrder::Sequential, 0)
+            .iter()
+            .map(|r| (r.shard, r.row))
+            .collect();
         assert_eq!(sorted, expected);
     }
 
@@ -573,14 +670,21 @@ mod tests {
         let set = Arc::new(ShardSet::open(dir.path()).unwrap());
         let config = LoaderConfig {
             batch_size: 4,
-            order: SampleOrder::Shuffled { seed: 11, buffer: 6 },
+            order: SampleOrder::Shuffled {
+                seed: 11,
+                buffer: 6,
+            },
             drop_last: true,
             prefetch: 2,
             epochs: Some(3),
         };
-        let full = sample_indices(Loader::start(set.clone(), config, LoaderPosition::default()).unwrap());
+        let full =
+            sample_indices(Loader::start(set.clone(), config, LoaderPosition::default()).unwrap());
         assert_eq!(full.len(), 3 * 5);
-        assert_eq!(full, sample_indices(Loader::start(set.clone(), config, LoaderPosition::default()).unwrap()));
+        assert_eq!(
+            full,
+            sample_indices(Loader::start(set.clone(), config, LoaderPosition::default()).unwrap())
+        );
         // Stop after 7 batches, remember `next`, restart there.
         let mut first = Loader::start(set.clone(), config, LoaderPosition::default()).unwrap();
         let mut head = Vec::new();
@@ -609,7 +713,8 @@ mod tests {
             prefetch: 1,
             epochs: Some(1),
         };
-        let batches = sample_indices(Loader::start(set, config, LoaderPosition::default()).unwrap());
+        let batches =
+            sample_indices(Loader::start(set, config, LoaderPosition::default()).unwrap());
         assert_eq!(batches.concat(), (0..21).collect::<Vec<i64>>());
         assert_eq!(batches.last().unwrap().len(), 5);
     }
@@ -619,23 +724,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_test_shard_set(dir.path(), &spec()).unwrap();
         let index_path = dir.path().join("index.json");
-        let mut index: ShardIndex = serde_json::from_str(&std::fs::read_to_string(&index_path).unwrap()).unwrap();
+        let mut index: ShardIndex =
+            serde_json::from_str(&std::fs::read_to_string(&index_path).unwrap()).unwrap();
         index.shards[1].bytes += 1;
         std::fs::write(&index_path, serde_json::to_string(&index).unwrap()).unwrap();
         let err = ShardSet::open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("shard-00001.safetensors") && err.contains("bytes"), "{err}");
+        assert!(
+            err.contains("shard-00001.safetensors") && err.contains("bytes"),
+            "{err}"
+        );
 
         index.shards[1].bytes -= 1;
         index.scheme = "aflw19".into();
         std::fs::write(&index_path, serde_json::to_string(&index).unwrap()).unwrap();
         let err = ShardSet::open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("shard-00000.safetensors") && err.contains("scheme"), "{err}");
+        assert!(
+            err.contains("shard-00000.safetensors") && err.contains("scheme"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_set_smaller_than_one_batch_is_a_config_error() {
         let dir = tempfile::tempdir().unwrap();
-        write_test_shard_set(dir.path(), &TestShardSpec { shard_sizes: vec![3], ..TestShardSpec::default() }).unwrap();
+        write_test_shard_set(
+            dir.path(),
+            &TestShardSpec {
+                shard_sizes: vec![3],
+                ..TestShardSpec::default()
+            },
+        )
+        .unwrap();
         let set = Arc::new(ShardSet::open(dir.path()).unwrap());
         let config = LoaderConfig {
             batch_size: 4,
@@ -644,6 +763,9 @@ mod tests {
             prefetch: 1,
             epochs: None,
         };
-        assert!(matches!(Loader::start(set, config, LoaderPosition::default()), Err(TrainerError::Config(_))));
+        assert!(matches!(
+            Loader::start(set, config, LoaderPosition::default()),
+            Err(TrainerError::Config(_))
+        ));
     }
 }

@@ -71,9 +71,15 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
 /// Write `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// reader never sees a half-written file (a crash mid-checkpoint leaves the old one intact).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let mut file = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
     file.write_all(bytes).map_err(io_err(&tmp))?;
@@ -93,11 +99,15 @@ pub fn save_tensors(
         let host = tensor.to_device(Device::Cpu).contiguous();
         let dtype = dtype_of(host.kind()).ok_or_else(|| TrainerError::Checkpoint {
             path: path.to_owned(),
-            message: format!("tensor `{name}` has kind {:?}, which safetensors cannot hold", host.kind()),
+            message: format!(
+                "tensor `{name}` has kind {:?}, which safetensors cannot hold",
+                host.kind()
+            ),
         })?;
         let numel = host.numel();
         let mut data = vec![0u8; numel * host.kind().elt_size_in_bytes()];
-        host.f_copy_data_u8(&mut data, numel).torch("copying a tensor to host memory")?;
+        host.f_copy_data_u8(&mut data, numel)
+            .torch("copying a tensor to host memory")?;
         let shape = host.size().iter().map(|&d| d as usize).collect();
         views.push((name.clone(), HostView { dtype, shape, data }));
     }
@@ -112,7 +122,10 @@ pub(crate) fn write_views(
 ) -> Result<()> {
     let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
     let bytes = safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(meta))
-        .map_err(|source| TrainerError::Safetensors { path: path.to_owned(), source })?;
+        .map_err(|source| TrainerError::Safetensors {
+            path: path.to_owned(),
+            source,
+        })?;
     write_atomic(path, &bytes)
 }
 
@@ -128,11 +141,21 @@ pub struct LoadedTensors {
 /// Load every tensor of a safetensors file onto `device`.
 pub fn load_tensors(path: &Path, device: Device) -> Result<LoadedTensors> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let parsed = SafeTensors::deserialize(&bytes)
-        .map_err(|source| TrainerError::Safetensors { path: path.to_owned(), source })?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
-        .map_err(|source| TrainerError::Safetensors { path: path.to_owned(), source })?;
-    let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
+    let parsed = SafeTensors::deserialize(&bytes).map_err(|source| TrainerError::Safetensors {
+        path: path.to_owned(),
+        source,
+    })?;
+    let (_, header) =
+        SafeTensors::read_metadata(&bytes).map_err(|source| TrainerError::Safetensors {
+            path: path.to_owned(),
+            source,
+        })?;
+    let metadata = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let mut tensors = BTreeMap::new();
     for (name, view) in parsed.tensors() {
         let kind = kind_of(view.dtype()).ok_or_else(|| TrainerError::Checkpoint {
@@ -159,8 +182,15 @@ mod tests {
         let a = Tensor::from_slice(&[1.5f32, -2.0, 3.25, 4.0]).reshape([2, 2]);
         let b = Tensor::from_slice(&[7i64, 8, 9]);
         let meta = BTreeMap::from([("arch".to_owned(), "cnn6".to_owned())]);
-        save_tensors(&path, &[("a".into(), a.shallow_clone()), ("b".into(), b.shallow_clone())], &meta)
-            .unwrap();
+        save_tensors(
+            &path,
+            &[
+                ("a".into(), a.shallow_clone()),
+                ("b".into(), b.shallow_clone()),
+            ],
+            &meta,
+        )
+        .unwrap();
         let loaded = load_tensors(&path, Device::Cpu).unwrap();
         assert_eq!(loaded.metadata, meta);
         assert!(loaded.tensors["a"].equal(&a));

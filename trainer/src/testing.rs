@@ -48,7 +48,13 @@ impl Default for TestShardSpec {
 }
 
 /// Base shape in the unit square: eyes, nose tip, mouth corners.
-const BASE: [(f32, f32); 5] = [(0.3, 0.35), (0.7, 0.35), (0.5, 0.55), (0.35, 0.75), (0.65, 0.75)];
+const BASE: [(f32, f32); 5] = [
+    (0.3, 0.35),
+    (0.7, 0.35),
+    (0.5, 0.55),
+    (0.35, 0.75),
+    (0.65, 0.75),
+];
 
 /// The synthetic scheme's flip permutation for `num_points` points (mirror pairs swapped).
 fn flip_permutation(num_points: usize) -> Vec<usize> {
@@ -66,7 +72,9 @@ fn flip_permutation(num_points: usize) -> Vec<usize> {
 /// samples numbered 0.. in shard order, and `index.json`. Returns the index written.
 pub fn write_test_shard_set(dir: &Path, spec: &TestShardSpec) -> Result<ShardIndex> {
     if spec.crop_size < 8 || spec.num_points == 0 {
-        return Err(TrainerError::Config("test shard set needs crop_size ≥ 8 and ≥ 1 point".into()));
+        return Err(TrainerError::Config(
+            "test shard set needs crop_size ≥ 8 and ≥ 1 point".into(),
+        ));
     }
     let s = spec.crop_size;
     let l = spec.num_points;
@@ -93,7 +101,9 @@ pub fn write_test_shard_set(dir: &Path, spec: &TestShardSpec) -> Result<ShardInd
                 let ring = (k / 5) as f32 * 0.04;
                 let x = cx + (bx - 0.5 + ring) * scale + rng.gen_range(-0.5..0.5);
                 let y = cy + (by - 0.5 + ring) * scale + rng.gen_range(-0.5..0.5);
-                let invisible = spec.invisible_every > 0 && k == 0 && (next_index as usize).is_multiple_of(spec.invisible_every);
+                let invisible = spec.invisible_every > 0
+                    && k == 0
+                    && (next_index as usize).is_multiple_of(spec.invisible_every);
                 if invisible {
                     landmarks.extend([f32::NAN, f32::NAN]);
                     visible[i * l + k] = 0;
@@ -120,30 +130,54 @@ pub fn write_test_shard_set(dir: &Path, spec: &TestShardSpec) -> Result<ShardInd
         }
         let view = |dtype, shape: Vec<usize>, data: Vec<u8>| HostView { dtype, shape, data };
         let views = vec![
-            ("images".to_owned(), view(Dtype::U8, vec![n, s, s, 3], images)),
+            (
+                "images".to_owned(),
+                view(Dtype::U8, vec![n, s, s, 3], images),
+            ),
             (
                 "landmarks".to_owned(),
-                view(Dtype::F32, vec![n, l, 2], landmarks.iter().flat_map(|v| v.to_le_bytes()).collect()),
+                view(
+                    Dtype::F32,
+                    vec![n, l, 2],
+                    landmarks.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ),
             ),
             ("visible".to_owned(), view(Dtype::U8, vec![n, l], visible)),
             ("in_crop".to_owned(), view(Dtype::U8, vec![n, l], in_crop)),
             (
                 "sample_index".to_owned(),
-                view(Dtype::I64, vec![n], sample_index.iter().flat_map(|v| v.to_le_bytes()).collect()),
+                view(
+                    Dtype::I64,
+                    vec![n],
+                    sample_index.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ),
             ),
         ];
         let metadata = BTreeMap::from([
-            ("format_version".to_owned(), SHARD_FORMAT_VERSION.to_string()),
+            (
+                "format_version".to_owned(),
+                SHARD_FORMAT_VERSION.to_string(),
+            ),
             ("scheme".to_owned(), spec.scheme.clone()),
             ("crop_size".to_owned(), s.to_string()),
             ("split".to_owned(), spec.split.clone()),
-            ("flip_permutation".to_owned(), serde_json::to_string(&perm).unwrap_or_default()),
+            (
+                "flip_permutation".to_owned(),
+                serde_json::to_string(&perm).unwrap_or_default(),
+            ),
         ]);
         let file = format!("shard-{shard_no:05}.safetensors");
         let path = dir.join(&file);
         write_views(&path, &views, &metadata)?;
-        let bytes = std::fs::metadata(&path).map_err(crate::error::io_err(&path))?.len();
-        entries.push(ShardEntry { file, samples: n as u64, bytes, blake3: String::new() });
+        let bytes = std::fs::metadata(&path)
+            .map_err(crate::error::io_err(&path))?
+            .len();
+        entries.push(ShardEntry {
+            file,
+            samples: n as u64,
+            bytes,
+            blake3: String::new(),
+        });
     }
     let index = ShardIndex {
         format_version: SHARD_FORMAT_VERSION,
@@ -156,8 +190,10 @@ pub fn write_test_shard_set(dir: &Path, spec: &TestShardSpec) -> Result<ShardInd
         shards: entries,
     };
     let index_path = dir.join("index.json");
-    let json = serde_json::to_vec_pretty(&index)
-        .map_err(|source| TrainerError::Json { path: index_path.clone(), source })?;
+    let json = serde_json::to_vec_pretty(&index).map_err(|source| TrainerError::Json {
+        path: index_path.clone(),
+        source,
+    })?;
     write_atomic(&index_path, &json)?;
     Ok(index)
 }

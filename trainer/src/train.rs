@@ -173,12 +173,23 @@ pub enum Progress {
 impl std::fmt::Display for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Step { step, total, epoch, loss, lr, images_per_sec } => write!(
+            Self::Step {
+                step,
+                total,
+                epoch,
+                loss,
+                lr,
+                images_per_sec,
+            } => write!(
                 f,
                 "step {step}/{total} epoch {epoch} loss {loss:.4} lr {lr:.3e} images/s {images_per_sec:.1}"
             ),
-            Self::Validation { step, nme_percent } => write!(f, "val step {step} nme {nme_percent:.3}%"),
-            Self::Checkpoint { step, path } => write!(f, "checkpoint step {step} {}", path.display()),
+            Self::Validation { step, nme_percent } => {
+                write!(f, "val step {step} nme {nme_percent:.3}%")
+            }
+            Self::Checkpoint { step, path } => {
+                write!(f, "checkpoint step {step} {}", path.display())
+            }
         }
     }
 }
@@ -239,8 +250,17 @@ impl Trainer {
     /// the network from `config.seed`, and write the log header.
     pub fn new(config: TrainConfig, device: Device) -> Result<Self> {
         ensure_config!(config.batch_size > 0, "batch size must be at least 1");
-        ensure_config!(config.lr > 0.0 && config.lr.is_finite(), "learning rate must be positive, got {}", config.lr);
+        ensure_config!(
+            config.lr > 0.0 && config.lr.is_finite(),
+            "learning rate must be positive, got {}",
+            config.lr
+        );
         ensure_config!(config.log_every > 0, "log_every must be at least 1");
+        ensure_config!(
+            !config.out_dir.join("last.json").exists(),
+            "{} already holds a run (last.json); resume it or choose another output directory",
+            config.out_dir.display()
+        );
         let train_set = Arc::new(ShardSet::open(&config.train_shards)?);
         let size = config.arch.input_size();
         ensure_config!(
@@ -266,16 +286,25 @@ impl Trainer {
             }
             None => None,
         };
-        let normaliser =
-            config.normaliser.clone().unwrap_or_else(|| Normaliser::default_for_scheme(&train_set.index().scheme));
+        let normaliser = config
+            .normaliser
+            .clone()
+            .unwrap_or_else(|| Normaliser::default_for_scheme(&train_set.index().scheme));
         let loader = loader_config(&config, None);
         let total_steps = match config.length {
             TrainLength::Steps(n) => n,
             TrainLength::Epochs(e) => e * loader.batches_per_epoch(&train_set),
         };
-        ensure_config!(total_steps > 0, "the run has no steps (is the training set smaller than one batch?)");
+        ensure_config!(
+            total_steps > 0,
+            "the run has no steps (is the training set smaller than one batch?)"
+        );
         tch::manual_seed(config.seed as i64);
-        let model = ModelConfig { arch: config.arch, num_points: train_set.num_points(), batch_norm: config.batch_norm };
+        let model = ModelConfig {
+            arch: config.arch,
+            num_points: train_set.num_points(),
+            batch_norm: config.batch_norm,
+        };
         let net = LandmarkNet::new(model, device)?;
         let optimizer = Optimizer::new(config.optimizer, net.parameters());
         std::fs::create_dir_all(&config.out_dir).map_err(io_err(&config.out_dir))?;
@@ -328,13 +357,20 @@ impl Trainer {
             .metadata
             .get("steps")
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| TrainerError::Checkpoint { path: optim.clone(), message: "metadata lacks `steps`".into() })?;
-        optimizer.load_state(&state.tensors, steps).map_err(|e| TrainerError::Checkpoint {
-            path: optim.clone(),
-            message: e.to_string(),
-        })?;
-        let normaliser =
-            config.normaliser.clone().unwrap_or_else(|| Normaliser::default_for_scheme(&train_set.index().scheme));
+            .ok_or_else(|| TrainerError::Checkpoint {
+                path: optim.clone(),
+                message: "metadata lacks `steps`".into(),
+            })?;
+        optimizer
+            .load_state(&state.tensors, steps)
+            .map_err(|e| TrainerError::Checkpoint {
+                path: optim.clone(),
+                message: e.to_string(),
+            })?;
+        let normaliser = config
+            .normaliser
+            .clone()
+            .unwrap_or_else(|| Normaliser::default_for_scheme(&train_set.index().scheme));
         truncate_log(&out_dir.join("train_log.csv"), record.step)?;
         let elapsed_before = last_elapsed(&out_dir.join("train_log.csv"));
         Ok(Self {
@@ -376,7 +412,11 @@ impl Trainer {
 
     /// Train until `stop` steps are done (at most the run's total), then validate (if a
     /// validation set is configured) and write `last.*`.
-    pub fn run_until(&mut self, stop: u64, progress: &mut dyn FnMut(&Progress)) -> Result<TrainSummary> {
+    pub fn run_until(
+        &mut self,
+        stop: u64,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<TrainSummary> {
         let stop = stop.min(self.total_steps);
         let started = Instant::now();
         let mut window_start = Instant::now();
@@ -392,8 +432,15 @@ impl Trainer {
                 self.position,
             )?;
             for loaded in loader {
-                let LoadedBatch { batch, position, next } = loaded?;
-                let lr = self.config.schedule.lr_at(self.config.lr, self.step, self.total_steps);
+                let LoadedBatch {
+                    batch,
+                    position,
+                    next,
+                } = loaded?;
+                let lr = self
+                    .config
+                    .schedule
+                    .lr_at(self.config.lr, self.step, self.total_steps);
                 let input = images_to_input(&batch.images, self.device);
                 let target = batch.landmarks.to_device(self.device);
                 let visible = batch.visible.to_device(self.device);
@@ -411,7 +458,10 @@ impl Trainer {
 
                 let at_end = self.step == stop;
                 let mut val = None;
-                if self.config.eval_every > 0 && self.step.is_multiple_of(self.config.eval_every) && !at_end {
+                if self.config.eval_every > 0
+                    && self.step.is_multiple_of(self.config.eval_every)
+                    && !at_end
+                {
                     val = self.validate(progress)?;
                 }
                 if self.step.is_multiple_of(self.config.log_every) || at_end {
@@ -425,7 +475,14 @@ impl Trainer {
                         )));
                     }
                     self.last_loss = Some(loss);
-                    progress(&Progress::Step { step: self.step, total: self.total_steps, epoch, loss, lr, images_per_sec });
+                    progress(&Progress::Step {
+                        step: self.step,
+                        total: self.total_steps,
+                        epoch,
+                        loss,
+                        lr,
+                        images_per_sec,
+                    });
                     let elapsed = self.elapsed_before + started.elapsed().as_secs_f64();
                     self.append_log(epoch, loss, lr, images_per_sec, val, elapsed)?;
                     window_loss = Tensor::zeros([], (Kind::Double, self.device));
@@ -436,7 +493,10 @@ impl Trainer {
                     let elapsed = self.elapsed_before + started.elapsed().as_secs_f64();
                     self.append_log(epoch, f64::NAN, lr, f64::NAN, Some(v), elapsed)?;
                 }
-                if self.config.checkpoint_every > 0 && self.step.is_multiple_of(self.config.checkpoint_every) && !at_end {
+                if self.config.checkpoint_every > 0
+                    && self.step.is_multiple_of(self.config.checkpoint_every)
+                    && !at_end
+                {
                     self.save_last(None, progress)?;
                 }
                 if at_end {
@@ -448,7 +508,11 @@ impl Trainer {
             last_val = self.validate(progress)?;
             if let Some(v) = last_val {
                 let elapsed = self.elapsed_before + started.elapsed().as_secs_f64();
-                let lr = self.config.schedule.lr_at(self.config.lr, self.step.saturating_sub(1), self.total_steps);
+                let lr = self.config.schedule.lr_at(
+                    self.config.lr,
+                    self.step.saturating_sub(1),
+                    self.total_steps,
+                );
                 self.append_log(epoch, f64::NAN, lr, f64::NAN, Some(v), elapsed)?;
             }
         }
@@ -466,10 +530,21 @@ impl Trainer {
 
     /// Mean validation NME ×100, also saving `best.*` when it improves.
     fn validate(&mut self, progress: &mut dyn FnMut(&Progress)) -> Result<Option<f64>> {
-        let Some(set) = self.val_set.clone() else { return Ok(None) };
-        let report = evaluate_set(&self.net, set, &self.normaliser, None, self.config.batch_size.max(64))?;
+        let Some(set) = self.val_set.clone() else {
+            return Ok(None);
+        };
+        let report = evaluate_set(
+            &self.net,
+            set,
+            &self.normaliser,
+            None,
+            self.config.batch_size.max(64),
+        )?;
         let nme = report.summary.mean_nme_percent;
-        progress(&Progress::Validation { step: self.step, nme_percent: nme });
+        progress(&Progress::Validation {
+            step: self.step,
+            nme_percent: nme,
+        });
         if report.summary.faces > 0 && self.best_val.is_none_or(|b| nme < b) {
             self.best_val = Some(nme);
             let (weights, _, json) = checkpoint_paths(&self.config.out_dir, "best");
@@ -496,8 +571,11 @@ impl Trainer {
     }
 
     fn write_record(&self, path: &Path, val: Option<f64>) -> Result<()> {
-        let json = serde_json::to_vec_pretty(&self.record(val))
-            .map_err(|source| TrainerError::Json { path: path.to_owned(), source })?;
+        let json =
+            serde_json::to_vec_pretty(&self.record(val)).map_err(|source| TrainerError::Json {
+                path: path.to_owned(),
+                source,
+            })?;
         write_atomic(path, &json)
     }
 
@@ -509,18 +587,38 @@ impl Trainer {
         self.net.save(&weights, &meta)?;
         let optim_meta = BTreeMap::from([
             ("steps".to_owned(), self.optimizer.steps().to_string()),
-            ("optimizer".to_owned(), serde_json::to_string(&self.optimizer.kind()).unwrap_or_default()),
+            (
+                "optimizer".to_owned(),
+                serde_json::to_string(&self.optimizer.kind()).unwrap_or_default(),
+            ),
         ]);
         save_tensors(&optim, &self.optimizer.state_tensors(), &optim_meta)?;
         self.write_record(&json, val)?;
-        progress(&Progress::Checkpoint { step: self.step, path: weights.clone() });
+        progress(&Progress::Checkpoint {
+            step: self.step,
+            path: weights.clone(),
+        });
         Ok(weights)
     }
 
-    fn append_log(&self, epoch: u64, loss: f64, lr: f64, ips: f64, val: Option<f64>, elapsed: f64) -> Result<()> {
+    fn append_log(
+        &self,
+        epoch: u64,
+        loss: f64,
+        lr: f64,
+        ips: f64,
+        val: Option<f64>,
+        elapsed: f64,
+    ) -> Result<()> {
         use std::io::Write;
         let path = self.config.out_dir.join("train_log.csv");
-        let num = |v: f64| if v.is_finite() { format!("{v}") } else { String::new() };
+        let num = |v: f64| {
+            if v.is_finite() {
+                format!("{v}")
+            } else {
+                String::new()
+            }
+        };
         let mut line = String::new();
         let _ = writeln!(
             line,
@@ -530,7 +628,11 @@ impl Trainer {
             num(ips),
             val.map(num).unwrap_or_default()
         );
-        let mut file = std::fs::OpenOptions::new().append(true).create(true).open(&path).map_err(io_err(&path))?;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         file.write_all(line.as_bytes()).map_err(io_err(&path))
     }
 }
@@ -539,7 +641,10 @@ impl Trainer {
 fn loader_config(config: &TrainConfig, epochs: Option<u64>) -> LoaderConfig {
     LoaderConfig {
         batch_size: config.batch_size,
-        order: SampleOrder::Shuffled { seed: config.seed, buffer: config.shuffle_buffer },
+        order: SampleOrder::Shuffled {
+            seed: config.seed,
+            buffer: config.shuffle_buffer,
+        },
         drop_last: true,
         prefetch: config.prefetch,
         epochs,
@@ -566,7 +671,12 @@ fn truncate_log(path: &Path, step: u64) -> Result<()> {
 fn last_elapsed(path: &Path) -> f64 {
     std::fs::read_to_string(path)
         .ok()
-        .and_then(|t| t.lines().last().and_then(|l| l.rsplit(',').next()).and_then(|v| v.parse().ok()))
+        .and_then(|t| {
+            t.lines()
+                .last()
+                .and_then(|l| l.rsplit(',').next())
+                .and_then(|v| v.parse().ok())
+        })
         .unwrap_or(0.0)
 }
 
@@ -578,9 +688,18 @@ mod tests {
     fn tiny_sets(dir: &Path) -> (PathBuf, PathBuf) {
         let train = dir.join("train");
         let val = dir.join("val");
-        let spec = TestShardSpec { crop_size: 64, shard_sizes: vec![10, 6], ..TestShardSpec::default() };
+        let spec = TestShardSpec {
+            crop_size: 64,
+            shard_sizes: vec![10, 6],
+            ..TestShardSpec::default()
+        };
         write_test_shard_set(&train, &spec).unwrap();
-        let val_spec = TestShardSpec { shard_sizes: vec![6], split: "val".into(), seed: 9, ..spec };
+        let val_spec = TestShardSpec {
+            shard_sizes: vec![6],
+            split: "val".into(),
+            seed: 9,
+            ..spec
+        };
         write_test_shard_set(&val, &val_spec).unwrap();
         (train, val)
     }
@@ -605,7 +724,11 @@ mod tests {
         let (train, val) = tiny_sets(dir.path());
         let mut quiet = |_: &Progress| {};
 
-        let mut whole = Trainer::new(config(train.clone(), val.clone(), dir.path().join("a")), Device::Cpu).unwrap();
+        let mut whole = Trainer::new(
+            config(train.clone(), val.clone(), dir.path().join("a")),
+            Device::Cpu,
+        )
+        .unwrap();
         let summary = whole.run(&mut quiet).unwrap();
         assert_eq!(summary.steps, 6);
         assert!(summary.best_checkpoint.is_some());
@@ -618,12 +741,21 @@ mod tests {
         assert_eq!(second.step(), 4);
         second.run(&mut quiet).unwrap();
 
-        for ((na, ta), (nb, tb)) in whole.net().named_tensors().into_iter().zip(second.net().named_tensors()) {
+        for ((na, ta), (nb, tb)) in whole
+            .net()
+            .named_tensors()
+            .into_iter()
+            .zip(second.net().named_tensors())
+        {
             assert_eq!(na, nb);
             assert!(ta.equal(&tb), "{na} differs after resume");
         }
         let log = std::fs::read_to_string(out_b.join("train_log.csv")).unwrap();
-        let steps: Vec<&str> = log.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+        let steps: Vec<&str> = log
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap())
+            .collect();
         // Rows: 2, 3 (val), 4, val at the stop, then after resume 6 and the final val.
         assert_eq!(steps, ["2", "3", "4", "4", "6", "6"], "{log}");
         let record = read_record(&out_b.join("last.safetensors")).unwrap();
@@ -632,10 +764,29 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_run_refuses_to_overwrite_a_finished_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (train, val) = tiny_sets(dir.path());
+        let cfg = TrainConfig {
+            length: TrainLength::Steps(1),
+            ..config(train, val, dir.path().join("o"))
+        };
+        Trainer::new(cfg.clone(), Device::Cpu)
+            .unwrap()
+            .run(&mut |_| {})
+            .unwrap();
+        let err = Trainer::new(cfg, Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("already holds a run"), "{err}");
+    }
+
+    #[test]
     fn crop_size_must_match_the_architecture() {
         let dir = tempfile::tempdir().unwrap();
         let (train, val) = tiny_sets(dir.path());
-        let cfg = TrainConfig { arch: Arch::Cnn7, ..config(train, val, dir.path().join("o")) };
+        let cfg = TrainConfig {
+            arch: Arch::Cnn7,
+            ..config(train, val, dir.path().join("o"))
+        };
         let err = Trainer::new(cfg, Device::Cpu).unwrap_err().to_string();
         assert!(err.contains("64×64") && err.contains("cnn7"), "{err}");
     }
@@ -644,25 +795,55 @@ mod tests {
     fn training_on_a_fixed_batch_cuts_the_loss_tenfold() {
         let dir = tempfile::tempdir().unwrap();
         let train = dir.path().join("train");
-        let spec = TestShardSpec { crop_size: 64, shard_sizes: vec![8], ..TestShardSpec::default() };
+        let spec = TestShardSpec {
+            crop_size: 64,
+            shard_sizes: vec![8],
+            ..TestShardSpec::default()
+        };
         write_test_shard_set(&train, &spec).unwrap();
         let set = ShardSet::open(&train).unwrap();
         let batch = set.gather(&set.epoch_order(SampleOrder::Sequential, 0));
         tch::manual_seed(0);
-        let net = LandmarkNet::new(ModelConfig { arch: Arch::Cnn6, num_points: 5, batch_norm: false }, Device::Cpu).unwrap();
+        let net = LandmarkNet::new(
+            ModelConfig {
+                arch: Arch::Cnn6,
+                num_points: 5,
+                batch_norm: false,
+            },
+            Device::Cpu,
+        )
+        .unwrap();
         let mut opt = Optimizer::new(OptimizerKind::ADAM, net.parameters());
         let input = images_to_input(&batch.images, Device::Cpu);
         let loss_now = |net: &LandmarkNet| {
-            LossKind::WING.batch_loss(&net.decode(&net.forward(&input, false)), &batch.landmarks, &batch.visible).double_value(&[])
+            LossKind::WING
+                .batch_loss(
+                    &net.decode(&net.forward(&input, false)),
+                    &batch.landmarks,
+                    &batch.visible,
+                )
+                .double_value(&[])
         };
         let initial = loss_now(&net);
-        for _ in 0..150 {
+        // Without batch norm the training-mode forward is the evaluation one, so the loss of
+        // each step is the loss of the current weights: stop as soon as it is 10× lower.
+        let mut trained = initial;
+        for step in 0..300 {
             opt.zero_grad();
-            let loss = LossKind::WING.batch_loss(&net.decode(&net.forward(&input, true)), &batch.landmarks, &batch.visible);
+            let loss = LossKind::WING.batch_loss(
+                &net.decode(&net.forward(&input, true)),
+                &batch.landmarks,
+                &batch.visible,
+            );
+            trained = loss.double_value(&[]);
+            if trained * 10.0 < initial {
+                eprintln!("loss {initial} → {trained} in {step} steps");
+                break;
+            }
             loss.backward();
             opt.step(1e-3);
         }
-        let trained = loss_now(&net);
+        assert_eq!(trained, loss_now(&net));
         assert!(trained * 10.0 < initial, "loss {initial} → {trained}");
     }
 }
