@@ -85,9 +85,10 @@ enum OptimizerArg {
 
 #[derive(clap::Args)]
 struct TrainArgs {
-    /// A shard set (a directory with index.json), or a directory holding `train/` and `val/`.
-    #[arg(long)]
-    shards: PathBuf,
+    /// A shard set (a directory with index.json), or a directory holding `train/` and `val/`
+    /// (not needed with --resume: the run's record names its sets).
+    #[arg(long, required_unless_present = "resume")]
+    shards: Option<PathBuf>,
     /// Stage: 1 trains CNN-6 on 64² crops, 2 trains CNN-7 on 128² crops.
     #[arg(long, default_value_t = 1)]
     stage: u8,
@@ -352,6 +353,7 @@ fn doctor(device: &str) -> Result<()> {
                 num_points: 68,
                 batch_norm: false,
             },
+            0,
             device,
         )?;
         let images = Tensor::randint(256, [8, 64, 64, 3], (Kind::Uint8, Device::Cpu));
@@ -396,12 +398,13 @@ fn train(args: TrainArgs) -> Result<()> {
         Trainer::resume(&args.out, device, args.steps)
             .with_context(|| format!("resuming from {}", args.out.display()))?
     } else {
-        let (train_dir, sibling_val) = if args.shards.join("index.json").exists() {
-            (args.shards.clone(), None)
+        let shards = args.shards.clone().context("--shards is required")?;
+        let (train_dir, sibling_val) = if shards.join("index.json").exists() {
+            (shards, None)
         } else {
-            let val = args.shards.join("val");
+            let val = shards.join("val");
             (
-                args.shards.join("train"),
+                shards.join("train"),
                 val.join("index.json").exists().then_some(val),
             )
         };
@@ -574,6 +577,7 @@ fn bench(arch: Arch, batch: i64, steps: u32, device: Device) -> Result<f64> {
             num_points: 68,
             batch_norm: false,
         },
+        0,
         device,
     )?;
     let mut opt = Optimizer::new(OptimizerKind::ADAM, net.parameters());
@@ -624,7 +628,7 @@ fn export_test_case(dir: &Path) -> Result<()> {
     let mut names = Vec::new();
     for (i, (name, config)) in cases.into_iter().enumerate() {
         tch::manual_seed(100 + i as i64);
-        let net = LandmarkNet::new(config, Device::Cpu)?;
+        let net = LandmarkNet::new(config, 100 + i as u64, Device::Cpu)?;
         let s = config.arch.input_size() as i64;
         if config.batch_norm {
             // A few training-mode passes move the running statistics off 0/1, so the test

@@ -19,6 +19,8 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, ModuleT};
 use tch::{Device, Kind, Tensor};
@@ -126,10 +128,10 @@ pub struct LandmarkNet {
 }
 
 impl LandmarkNet {
-    /// Build a freshly initialised network on `device` (PyTorch's default Kaiming-uniform
-    /// initialisation, drawn from libtorch's global generator: call `tch::manual_seed` first
-    /// for a reproducible start).
-    pub fn new(config: ModelConfig, device: Device) -> Result<Self> {
+    /// Build a network on `device` initialised from `seed` alone (He-uniform weights drawn from
+    /// ChaCha8, zero biases, batch norm at identity): the same seed gives the same weights on
+    /// every device and whatever else touches libtorch's global generator.
+    pub fn new(config: ModelConfig, seed: u64, device: Device) -> Result<Self> {
         if config.num_points == 0 {
             return Err(TrainerError::Config(
                 "a network needs at least one landmark".into(),
@@ -161,12 +163,42 @@ impl LandmarkNet {
             2 * config.num_points as i64,
             Default::default(),
         );
-        Ok(Self {
+        let net = Self {
             config,
             vs,
             blocks,
             fc1,
             out,
+        };
+        net.initialise(seed)?;
+        Ok(net)
+    }
+
+    /// Overwrite the convolution and linear layers with seeded values: weights
+    /// U(±√(6/fan_in)) (He-uniform, suited to ReLU), biases 0.
+    fn initialise(&self, seed: u64) -> Result<()> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        tch::no_grad(|| {
+            for (name, mut tensor) in self.parameters() {
+                if name.contains(".bn.") {
+                    continue;
+                }
+                let size = tensor.size();
+                let values: Vec<f32> = if name.ends_with(".bias") {
+                    vec![0.0; tensor.numel()]
+                } else {
+                    let fan_in: i64 = size[1..].iter().product();
+                    let bound = (6.0 / fan_in as f64).sqrt() as f32;
+                    (0..tensor.numel())
+                        .map(|_| rng.gen_range(-bound..bound))
+                        .collect()
+                };
+                let source = Tensor::from_slice(&values)
+                    .reshape(&size)
+                    .to_device(tensor.device());
+                tensor.f_copy_(&source).torch("initialising weights")?;
+            }
+            Ok(())
         })
     }
 
@@ -301,7 +333,7 @@ impl LandmarkNet {
                 .parse()
                 .map_err(|e| bad(format!("batch_norm: {e}")))?,
         };
-        let net = Self::new(config, device)?;
+        let net = Self::new(config, 0, device)?;
         let expected = net.named_tensors();
         if let Some(extra) = loaded
             .tensors
@@ -355,6 +387,7 @@ mod tests {
                     num_points: 19,
                     batch_norm: false,
                 },
+                0,
                 Device::Cpu,
             )
             .unwrap();
@@ -383,6 +416,7 @@ mod tests {
                 num_points: 5,
                 batch_norm: true,
             },
+            0,
             Device::Cpu,
         )
         .unwrap();
@@ -393,6 +427,36 @@ mod tests {
     }
 
     #[test]
+    fn initialisation_depends_on_the_seed_only() {
+        let config = ModelConfig {
+            arch: Arch::Cnn6,
+            num_points: 5,
+            batch_norm: false,
+        };
+        let a = LandmarkNet::new(config, 7, Device::Cpu).unwrap();
+        tch::manual_seed(12345);
+        let b = LandmarkNet::new(config, 7, Device::Cpu).unwrap();
+        let c = LandmarkNet::new(config, 8, Device::Cpu).unwrap();
+        let weights = |n: &LandmarkNet| {
+            n.named_tensors()
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            weights(&a)
+                .iter()
+                .zip(weights(&b))
+                .all(|(x, y)| x.equal(&y))
+        );
+        assert!(!weights(&a)[1].equal(&weights(&c)[1]));
+        let (name, conv0) = &a.named_tensors()[1];
+        assert_eq!(name, "blocks.0.conv.weight");
+        let bound = (6.0f64 / 27.0).sqrt();
+        assert!(conv0.abs().max().double_value(&[]) <= bound);
+    }
+
+    #[test]
     fn wrong_image_size_is_an_error() {
         let net = LandmarkNet::new(
             ModelConfig {
@@ -400,6 +464,7 @@ mod tests {
                 num_points: 5,
                 batch_norm: false,
             },
+            0,
             Device::Cpu,
         )
         .unwrap();
@@ -418,6 +483,7 @@ mod tests {
                 num_points: 7,
                 batch_norm: true,
             },
+            0,
             Device::Cpu,
         )
         .unwrap();
@@ -445,6 +511,7 @@ mod tests {
                 num_points: 7,
                 batch_norm: false,
             },
+            0,
             Device::Cpu,
         )
         .unwrap();

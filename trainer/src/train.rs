@@ -248,7 +248,7 @@ pub struct Trainer {
 impl Trainer {
     /// Start a fresh run: open the shard sets, check them against the architecture, initialise
     /// the network from `config.seed`, and write the log header.
-    pub fn new(config: TrainConfig, device: Device) -> Result<Self> {
+    pub fn new(mut config: TrainConfig, device: Device) -> Result<Self> {
         ensure_config!(config.batch_size > 0, "batch size must be at least 1");
         ensure_config!(
             config.lr > 0.0 && config.lr.is_finite(),
@@ -261,6 +261,11 @@ impl Trainer {
             "{} already holds a run (last.json); resume it or choose another output directory",
             config.out_dir.display()
         );
+        // Absolute paths in the record let `--resume` work from any working directory.
+        std::fs::create_dir_all(&config.out_dir).map_err(io_err(&config.out_dir))?;
+        config.out_dir = absolute(&config.out_dir)?;
+        config.train_shards = absolute(&config.train_shards)?;
+        config.val_shards = config.val_shards.as_deref().map(absolute).transpose()?;
         let train_set = Arc::new(ShardSet::open(&config.train_shards)?);
         let size = config.arch.input_size();
         ensure_config!(
@@ -299,15 +304,13 @@ impl Trainer {
             total_steps > 0,
             "the run has no steps (is the training set smaller than one batch?)"
         );
-        tch::manual_seed(config.seed as i64);
         let model = ModelConfig {
             arch: config.arch,
             num_points: train_set.num_points(),
             batch_norm: config.batch_norm,
         };
-        let net = LandmarkNet::new(model, device)?;
+        let net = LandmarkNet::new(model, config.seed, device)?;
         let optimizer = Optimizer::new(config.optimizer, net.parameters());
-        std::fs::create_dir_all(&config.out_dir).map_err(io_err(&config.out_dir))?;
         let log = config.out_dir.join("train_log.csv");
         std::fs::write(&log, LOG_HEADER).map_err(io_err(&log))?;
         Ok(Self {
@@ -651,6 +654,10 @@ fn loader_config(config: &TrainConfig, epochs: Option<u64>) -> LoaderConfig {
     }
 }
 
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(path).map_err(io_err(path))
+}
+
 /// Drop log rows after `step` (written after the checkpoint a run resumes from).
 fn truncate_log(path: &Path, step: u64) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else {
@@ -803,13 +810,13 @@ mod tests {
         write_test_shard_set(&train, &spec).unwrap();
         let set = ShardSet::open(&train).unwrap();
         let batch = set.gather(&set.epoch_order(SampleOrder::Sequential, 0));
-        tch::manual_seed(0);
         let net = LandmarkNet::new(
             ModelConfig {
                 arch: Arch::Cnn6,
                 num_points: 5,
                 batch_norm: false,
             },
+            0,
             Device::Cpu,
         )
         .unwrap();
