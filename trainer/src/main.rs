@@ -1,1 +1,664 @@
-fn main() {}
+//! `wingflow-train`: train, evaluate and check the CNN-6/CNN-7 landmark regressors.
+//!
+//! Progress goes to stdout one line per event (`step 100/2000 epoch 3 loss … lr … images/s …`,
+//! `val step … nme …%`, `checkpoint step … PATH`), so a wrapper can pass it through or parse it.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use tch::{Device, Kind, Tensor};
+
+use trainer::eval::{EvalReport, Normaliser, evaluate_set, load_bins};
+use trainer::loss::LossKind;
+use trainer::model::{Arch, LandmarkNet, ModelConfig, images_to_input};
+use trainer::optim::{LrSchedule, Optimizer, OptimizerKind};
+use trainer::shards::ShardSet;
+use trainer::tensor_io::save_tensors;
+use trainer::train::{Progress, TRAINER_VERSION, TrainConfig, TrainLength, Trainer, read_record};
+
+#[derive(Parser)]
+#[command(
+    name = "wingflow-train",
+    version,
+    about = "Train and evaluate wingflow's CNN-6/CNN-7 landmark regressors"
+)]
+struct Cli {
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long, global = true)]
+    threads: Option<i32>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print versions, devices and thread counts, and time one forward + backward pass.
+    Doctor {
+        /// Device for the test pass.
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+    /// Train a network on a shard set.
+    Train(Box<TrainArgs>),
+    /// Evaluate a checkpoint on one or more shard sets and write a JSON report.
+    Evaluate(EvaluateArgs),
+    /// Measure training throughput (images/s) on random data.
+    Bench {
+        /// Network.
+        #[arg(long, default_value = "cnn6")]
+        arch: String,
+        /// Batch size.
+        #[arg(long, default_value_t = 32)]
+        batch_size: i64,
+        /// Timed steps (after two warm-up steps).
+        #[arg(long, default_value_t = 10)]
+        steps: u32,
+        /// Device.
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+    /// Write weights, a batch and the network's predictions for the PyTorch parity test.
+    #[command(hide = true)]
+    ExportTestCase {
+        /// Output directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ScheduleArg {
+    Cosine,
+    Step,
+    Constant,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OptimizerArg {
+    Adam,
+    Sgd,
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// A shard set (a directory with index.json), or a directory holding `train/` and `val/`
+    /// (not needed with --resume: the run's record names its sets).
+    #[arg(long, required_unless_present = "resume")]
+    shards: Option<PathBuf>,
+    /// Stage: 1 trains CNN-6 on 64² crops, 2 trains CNN-7 on 128² crops.
+    #[arg(long, default_value_t = 1)]
+    stage: u8,
+    /// Override the stage's architecture (cnn6, cnn7).
+    #[arg(long)]
+    arch: Option<String>,
+    /// Loss: wing, l1, l2, smooth-l1, or wing:W,EPSILON.
+    #[arg(long, default_value = "wing")]
+    loss: String,
+    /// Output directory (checkpoints, train_log.csv).
+    #[arg(long)]
+    out: PathBuf,
+    /// Validation shard set (default: `val/` beside `train/` when --shards is their parent).
+    #[arg(long)]
+    val: Option<PathBuf>,
+    /// Train without validation even when a `val/` set exists.
+    #[arg(long)]
+    no_val: bool,
+    /// Passes over the training set (ignored when --steps is given).
+    #[arg(long, default_value_t = 30)]
+    epochs: u64,
+    /// Optimiser steps (overrides --epochs).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Initial learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, default_value = "cosine")]
+    schedule: ScheduleArg,
+    /// Final learning rate of the cosine schedule.
+    #[arg(long, default_value_t = 1e-5)]
+    final_lr: f64,
+    /// Steps between decays of the step schedule.
+    #[arg(long, default_value_t = 10_000)]
+    step_every: u64,
+    /// Decay factor of the step schedule.
+    #[arg(long, default_value_t = 0.1)]
+    gamma: f64,
+    /// Optimiser.
+    #[arg(long, value_enum, default_value = "adam")]
+    optimizer: OptimizerArg,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// L2 weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// Batch normalisation after each convolution.
+    #[arg(long)]
+    batch_norm: bool,
+    /// Seed of the initialisation and the sample order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Shuffle buffer, in samples.
+    #[arg(long, default_value_t = 65_536)]
+    shuffle_buffer: usize,
+    /// Print progress every N steps.
+    #[arg(long, default_value_t = 50)]
+    log_every: u64,
+    /// Validate every N steps (0: only at the end).
+    #[arg(long, default_value_t = 0)]
+    eval_every: u64,
+    /// Write the `last` checkpoint every N steps (0: only at the end).
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_every: u64,
+    /// Validation NME normaliser (inter-ocular[:A,B], inter-pupil[:L0-L1,R0-R1], box-width,
+    /// box-sqrt; default: the scheme's).
+    #[arg(long)]
+    normaliser: Option<String>,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Continue the run in --out from its `last` checkpoint. Its stored settings win, except
+    /// that --steps, when given, sets a new total length (the schedule stretches to it).
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(clap::Args)]
+struct EvaluateArgs {
+    /// Weights file (`last.safetensors`, `best.safetensors`, …).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// A shard set, or a directory of shard sets (each subdirectory with index.json is a split).
+    #[arg(long)]
+    shards: PathBuf,
+    /// Only these splits (repeatable), when --shards holds several.
+    #[arg(long = "split")]
+    splits: Vec<String>,
+    /// NME normaliser (default: the scheme's).
+    #[arg(long)]
+    normaliser: Option<String>,
+    /// sample_index → pose bin mapping (JSON or CSV) for per-bin NME.
+    #[arg(long)]
+    bins: Option<PathBuf>,
+    /// Write the JSON report here (default: print it to stdout).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        tch::set_num_threads(n);
+    }
+    match cli.command {
+        Command::Doctor { device } => doctor(&device),
+        Command::Train(args) => train(*args),
+        Command::Evaluate(args) => evaluate(args),
+        Command::Bench {
+            arch,
+            batch_size,
+            steps,
+            device,
+        } => {
+            let arch: Arch = arch.parse()?;
+            let ips = bench(arch, batch_size, steps, parse_device(&device)?)?;
+            println!(
+                "{arch} batch {batch_size}: {ips:.1} images/s (forward + backward + Adam step)"
+            );
+            Ok(())
+        }
+        Command::ExportTestCase { dir } => export_test_case(&dir),
+    }
+}
+
+fn parse_device(spec: &str) -> Result<Device> {
+    Ok(match spec {
+        "auto" => Device::cuda_if_available(),
+        "cpu" => Device::Cpu,
+        "cuda" => {
+            if !tch::Cuda::is_available() {
+                bail!(
+                    "--device cuda, but libtorch sees no CUDA device (run `wingflow-train doctor`)"
+                );
+            }
+            Device::Cuda(0)
+        }
+        other => {
+            let index = other
+                .strip_prefix("cuda:")
+                .and_then(|i| i.parse::<usize>().ok())
+                .with_context(|| format!("unknown device `{other}` (auto, cpu, cuda, cuda:N)"))?;
+            if index as i64 >= tch::Cuda::device_count() {
+                bail!(
+                    "--device {other}, but libtorch sees {} CUDA device(s)",
+                    tch::Cuda::device_count()
+                );
+            }
+            Device::Cuda(index)
+        }
+    })
+}
+
+/// The libtorch version of the library actually loaded: find `libtorch_cpu.so` in this process's
+/// mappings and read the version file of its installation.
+fn runtime_libtorch() -> Option<(String, PathBuf)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let lib = maps.lines().find_map(|l| {
+        l.split_whitespace()
+            .last()
+            .filter(|p| p.ends_with("/libtorch_cpu.so"))
+    })?;
+    let dir = Path::new(lib).parent()?.to_owned();
+    let version = std::fs::read_to_string(dir.join("../version.py"))
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("__version__ = ")
+                    .map(|v| v.trim_matches('\'').to_owned())
+            })
+        })
+        .or_else(|| {
+            std::fs::read_to_string(dir.join("../build-version"))
+                .ok()
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    Some((version, dir))
+}
+
+/// GPU model names from the NVIDIA driver's proc files (libtorch's C API has no name query).
+fn gpu_names() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc/driver/nvidia/gpus") else {
+        return Vec::new();
+    };
+    let mut names: Vec<(String, String)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let info = std::fs::read_to_string(e.path().join("information")).ok()?;
+            let model = info
+                .lines()
+                .find_map(|l| l.strip_prefix("Model:"))?
+                .trim()
+                .to_owned();
+            Some((e.file_name().to_string_lossy().into_owned(), model))
+        })
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|(bus, model)| format!("{model} ({bus})"))
+        .collect()
+}
+
+fn doctor(device: &str) -> Result<()> {
+    println!("wingflow-train {TRAINER_VERSION}");
+    println!(
+        "libtorch (built against): {} in {}",
+        option_env!("WINGFLOW_LIBTORCH_VERSION").unwrap_or("unknown"),
+        option_env!("WINGFLOW_LIBTORCH_LIB").unwrap_or("unknown")
+    );
+    match runtime_libtorch() {
+        Some((version, dir)) => println!("libtorch (loaded): {version} from {}", dir.display()),
+        None => println!("libtorch (loaded): unknown"),
+    }
+    let cuda = tch::Cuda::is_available();
+    // rustc's --as-needed would drop libtorch_cuda (build.rs keeps it): say whether it is loaded.
+    let cuda_linked =
+        std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.contains("/libtorch_cuda.so"));
+    println!("libtorch_cuda loaded: {cuda_linked}");
+    println!(
+        "CUDA available: {cuda}, devices: {}",
+        tch::Cuda::device_count()
+    );
+    for name in gpu_names() {
+        println!("  GPU: {name}");
+    }
+    if cuda {
+        println!(
+            "cuDNN available: {}, version: {}",
+            tch::Cuda::cudnn_is_available(),
+            tch::utils::version_cudnn()
+        );
+    } else {
+        println!("cuDNN available: false");
+    }
+    println!(
+        "threads: intra-op {}, inter-op {}; MKL {}, OpenMP {}, mkldnn {}",
+        tch::get_num_threads(),
+        tch::get_num_interop_threads(),
+        tch::utils::has_mkl(),
+        tch::utils::has_openmp(),
+        tch::utils::has_mkldnn()
+    );
+    let device = parse_device(device)?;
+    let check = || -> Result<(f64, f64)> {
+        tch::manual_seed(0);
+        let net = LandmarkNet::new(
+            ModelConfig {
+                arch: Arch::Cnn6,
+                num_points: 68,
+                batch_norm: false,
+            },
+            0,
+            device,
+        )?;
+        let images = Tensor::randint(256, [8, 64, 64, 3], (Kind::Uint8, Device::Cpu));
+        let target = Tensor::rand([8, 68, 2], (Kind::Float, device)).multiply_scalar(64.0);
+        let visible = Tensor::ones([8, 68], (Kind::Uint8, device));
+        let start = Instant::now();
+        let pred = net.decode(&net.forward(&images_to_input(&images, device), true));
+        let loss = LossKind::WING.batch_loss(&pred, &target, &visible);
+        loss.backward();
+        let grad_norm = net
+            .parameters()
+            .iter()
+            .map(|(_, p)| p.grad().square().sum(Kind::Double).double_value(&[]))
+            .sum::<f64>();
+        let value = loss.double_value(&[]);
+        if !value.is_finite() || !grad_norm.is_finite() || grad_norm == 0.0 {
+            bail!("loss {value}, squared gradient norm {grad_norm}");
+        }
+        Ok((value, start.elapsed().as_secs_f64() * 1e3))
+    };
+    match check() {
+        Ok((loss, ms)) => {
+            println!(
+                "forward + backward CNN-6, batch 8, {device:?}: loss {loss:.3}, {ms:.1} ms: OK"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            println!("forward + backward CNN-6 on {device:?}: FAIL: {e:#}");
+            bail!("doctor: the test pass failed")
+        }
+    }
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    let mut print = |p: &Progress| {
+        println!("{p}");
+        let _ = std::io::stdout().flush();
+    };
+    let mut trainer = if args.resume {
+        Trainer::resume(&args.out, device, args.steps)
+            .with_context(|| format!("resuming from {}", args.out.display()))?
+    } else {
+        let shards = args.shards.clone().context("--shards is required")?;
+        let (train_dir, sibling_val) = if shards.join("index.json").exists() {
+            (shards, None)
+        } else {
+            let val = shards.join("val");
+            (
+                shards.join("train"),
+                val.join("index.json").exists().then_some(val),
+            )
+        };
+        let val_shards = if args.no_val {
+            None
+        } else {
+            args.val.clone().or(sibling_val)
+        };
+        let arch = match &args.arch {
+            Some(a) => a.parse()?,
+            None => Arch::for_stage(args.stage)?,
+        };
+        let scheme = ShardSet::open(&train_dir)?.index().scheme.clone();
+        let normaliser = args
+            .normaliser
+            .as_deref()
+            .map(|n| Normaliser::parse(n, &scheme))
+            .transpose()?;
+        let config = TrainConfig {
+            val_shards,
+            batch_norm: args.batch_norm,
+            loss: args.loss.parse::<LossKind>()?,
+            optimizer: match args.optimizer {
+                OptimizerArg::Adam => OptimizerKind::Adam {
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    weight_decay: args.weight_decay,
+                },
+                OptimizerArg::Sgd => OptimizerKind::Sgd {
+                    momentum: args.momentum,
+                    weight_decay: args.weight_decay,
+                },
+            },
+            lr: args.lr,
+            schedule: match args.schedule {
+                ScheduleArg::Cosine => LrSchedule::Cosine {
+                    final_lr: args.final_lr,
+                },
+                ScheduleArg::Step => LrSchedule::Step {
+                    every: args.step_every,
+                    gamma: args.gamma,
+                },
+                ScheduleArg::Constant => LrSchedule::Constant,
+            },
+            length: match args.steps {
+                Some(s) => TrainLength::Steps(s),
+                None => TrainLength::Epochs(args.epochs),
+            },
+            batch_size: args.batch_size,
+            seed: args.seed,
+            shuffle_buffer: args.shuffle_buffer,
+            log_every: args.log_every,
+            eval_every: args.eval_every,
+            checkpoint_every: args.checkpoint_every,
+            normaliser,
+            ..TrainConfig::new(train_dir, args.out.clone(), arch)
+        };
+        Trainer::new(config, device)?
+    };
+    println!(
+        "training {} on {device:?}: {} steps (from step {})",
+        trainer.net().config().arch,
+        trainer.total_steps(),
+        trainer.step()
+    );
+    let summary = trainer.run(&mut print)?;
+    println!(
+        "done: {} steps, loss {}, val NME {}, weights {}",
+        summary.steps,
+        summary
+            .final_loss
+            .map_or("n/a".into(), |l| format!("{l:.4}")),
+        summary
+            .val_nme_percent
+            .map_or("n/a".into(), |v| format!("{v:.3}%")),
+        summary.last_checkpoint.display()
+    );
+    Ok(())
+}
+
+/// The shard sets under `dir`: `dir` itself when it has index.json, else its subdirectories that
+/// do (sorted by name).
+fn shard_sets(dir: &Path, only: &[String]) -> Result<Vec<PathBuf>> {
+    if dir.join("index.json").exists() {
+        return Ok(vec![dir.to_owned()]);
+    }
+    let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("index.json").exists())
+        .filter(|p| {
+            only.is_empty()
+                || p.file_name()
+                    .is_some_and(|n| only.iter().any(|s| n == s.as_str()))
+        })
+        .collect();
+    sets.sort();
+    if sets.is_empty() {
+        bail!(
+            "{} holds no shard set (no index.json in it or its subdirectories)",
+            dir.display()
+        );
+    }
+    Ok(sets)
+}
+
+fn evaluate(args: EvaluateArgs) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    let net = LandmarkNet::load(&args.checkpoint, device)?;
+    let bins: Option<HashMap<i64, String>> = args.bins.as_deref().map(load_bins).transpose()?;
+    let trained_scheme = read_record(&args.checkpoint).ok().map(|r| r.scheme);
+    let mut report = EvalReport {
+        checkpoint: args.checkpoint.clone(),
+        trainer_version: TRAINER_VERSION.into(),
+        splits: Vec::new(),
+    };
+    for dir in shard_sets(&args.shards, &args.splits)? {
+        let set = Arc::new(ShardSet::open(&dir)?);
+        let scheme = set.index().scheme.clone();
+        if let Some(trained) = trained_scheme.as_deref().filter(|t| *t != scheme) {
+            bail!(
+                "{} uses scheme {scheme}, the checkpoint was trained on {trained}",
+                dir.display()
+            );
+        }
+        let normaliser = match &args.normaliser {
+            Some(n) => Normaliser::parse(n, &scheme)?,
+            None => Normaliser::default_for_scheme(&scheme),
+        };
+        let split = evaluate_set(&net, set, &normaliser, bins.as_ref(), args.batch_size)?;
+        let at = |t: f64| {
+            split
+                .summary
+                .thresholds
+                .iter()
+                .find(|s| s.threshold == t)
+                .cloned()
+        };
+        let (a8, a10) = (at(0.08), at(0.10));
+        eprintln!(
+            "{}: {} faces ({} skipped), NME {:.3}% ({}), AUC@0.08 {:.4}, failures@0.08 {:.2}%, AUC@0.10 {:.4}, failures@0.10 {:.2}%",
+            split.split,
+            split.summary.faces,
+            split.skipped,
+            split.summary.mean_nme_percent,
+            split.normaliser,
+            a8.as_ref().map_or(0.0, |s| s.auc),
+            a8.as_ref().map_or(0.0, |s| 100.0 * s.failure_rate),
+            a10.as_ref().map_or(0.0, |s| s.auc),
+            a10.as_ref().map_or(0.0, |s| 100.0 * s.failure_rate),
+        );
+        report.splits.push(split);
+    }
+    let json = serde_json::to_string_pretty(&report)?;
+    match &args.out {
+        Some(path) => trainer::tensor_io::write_atomic(path, json.as_bytes())?,
+        None => println!("{json}"),
+    }
+    Ok(())
+}
+
+/// Images per second of forward + backward + Adam step on random data.
+fn bench(arch: Arch, batch: i64, steps: u32, device: Device) -> Result<f64> {
+    tch::manual_seed(0);
+    let net = LandmarkNet::new(
+        ModelConfig {
+            arch,
+            num_points: 68,
+            batch_norm: false,
+        },
+        0,
+        device,
+    )?;
+    let mut opt = Optimizer::new(OptimizerKind::ADAM, net.parameters());
+    let s = arch.input_size() as i64;
+    let images = Tensor::randint(256, [batch, s, s, 3], (Kind::Uint8, Device::Cpu));
+    let target = Tensor::rand([batch, 68, 2], (Kind::Float, device)).multiply_scalar(s as f64);
+    let visible = Tensor::ones([batch, 68], (Kind::Uint8, device));
+    let step = |opt: &mut Optimizer| {
+        opt.zero_grad();
+        let pred = net.decode(&net.forward(&images_to_input(&images, device), true));
+        let loss = LossKind::WING.batch_loss(&pred, &target, &visible);
+        loss.backward();
+        opt.step(1e-4);
+        loss.double_value(&[])
+    };
+    for _ in 0..2 {
+        step(&mut opt);
+    }
+    let start = Instant::now();
+    for _ in 0..steps {
+        step(&mut opt);
+    }
+    Ok(f64::from(steps) * batch as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Cases for `python/tests/test_models.py`: for each, `<name>.safetensors` (weights) and
+/// `<name>.case.safetensors` (`images` u8 [B,S,S,3], `predictions` f32 [B,L,2] in pixels).
+fn export_test_case(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cases = [
+        (
+            "cnn6",
+            ModelConfig {
+                arch: Arch::Cnn6,
+                num_points: 68,
+                batch_norm: false,
+            },
+        ),
+        (
+            "cnn7_bn",
+            ModelConfig {
+                arch: Arch::Cnn7,
+                num_points: 19,
+                batch_norm: true,
+            },
+        ),
+    ];
+    let mut names = Vec::new();
+    for (i, (name, config)) in cases.into_iter().enumerate() {
+        tch::manual_seed(100 + i as i64);
+        let net = LandmarkNet::new(config, 100 + i as u64, Device::Cpu)?;
+        let s = config.arch.input_size() as i64;
+        if config.batch_norm {
+            // A few training-mode passes move the running statistics off 0/1, so the test
+            // checks that they are saved and used.
+            let mut opt = Optimizer::new(OptimizerKind::ADAM, net.parameters());
+            for _ in 0..3 {
+                let images = Tensor::randint(256, [4, s, s, 3], (Kind::Uint8, Device::Cpu));
+                let pred = net.decode(&net.forward(&images_to_input(&images, Device::Cpu), true));
+                opt.zero_grad();
+                pred.square().mean(Kind::Float).backward();
+                opt.step(1e-3);
+            }
+        }
+        let images = Tensor::randint(256, [3, s, s, 3], (Kind::Uint8, Device::Cpu));
+        let predictions = net.predict(&images)?;
+        net.save(
+            &dir.join(format!("{name}.safetensors")),
+            &Default::default(),
+        )?;
+        save_tensors(
+            &dir.join(format!("{name}.case.safetensors")),
+            &[
+                ("images".into(), images),
+                ("predictions".into(), predictions),
+            ],
+            &Default::default(),
+        )?;
+        names.push(name);
+    }
+    std::fs::write(dir.join("cases.json"), serde_json::to_string(&names)?)?;
+    println!("wrote {} cases to {}", names.len(), dir.display());
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! safetensors files of tch tensors with a `__metadata__` table, written atomically.
+//!
+//! tch's own `Tensor::write_safetensors` writes no metadata, and checkpoints need it (the
+//! architecture travels with the weights), so the trainer serialises through the safetensors
+//! crate directly.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors, View};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Result, TorchContext, TrainerError, io_err};
+
+/// A tensor's bytes in host memory, ready to serialise.
+pub(crate) struct HostView {
+    pub(crate) dtype: Dtype,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) data: Vec<u8>,
+}
+
+impl View for &HostView {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn dtype_of(kind: Kind) -> Option<Dtype> {
+    Some(match kind {
+        Kind::Uint8 => Dtype::U8,
+        Kind::Int8 => Dtype::I8,
+        Kind::Int16 => Dtype::I16,
+        Kind::Int => Dtype::I32,
+        Kind::Int64 => Dtype::I64,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        Kind::Bool => Dtype::BOOL,
+        _ => return None,
+    })
+}
+
+fn kind_of(dtype: Dtype) -> Option<Kind> {
+    Some(match dtype {
+        Dtype::U8 => Kind::Uint8,
+        Dtype::I8 => Kind::Int8,
+        Dtype::I16 => Kind::Int16,
+        Dtype::I32 => Kind::Int,
+        Dtype::I64 => Kind::Int64,
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        Dtype::BOOL => Kind::Bool,
+        _ => return None,
+    })
+}
+
+/// Write `bytes` to `path` through a temporary file in the same directory and a rename, so a
+/// reader never sees a half-written file (a crash mid-checkpoint leaves the old one intact).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let mut file = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+    file.write_all(bytes).map_err(io_err(&tmp))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Save named tensors (any device) and string metadata as one safetensors file, atomically.
+pub fn save_tensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let mut views = Vec::with_capacity(tensors.len());
+    for (name, tensor) in tensors {
+        let host = tensor.to_device(Device::Cpu).contiguous();
+        let dtype = dtype_of(host.kind()).ok_or_else(|| TrainerError::Checkpoint {
+            path: path.to_owned(),
+            message: format!(
+                "tensor `{name}` has kind {:?}, which safetensors cannot hold",
+                host.kind()
+            ),
+        })?;
+        let numel = host.numel();
+        let mut data = vec![0u8; numel * host.kind().elt_size_in_bytes()];
+        host.f_copy_data_u8(&mut data, numel)
+            .torch("copying a tensor to host memory")?;
+        let shape = host.size().iter().map(|&d| d as usize).collect();
+        views.push((name.clone(), HostView { dtype, shape, data }));
+    }
+    write_views(path, &views, metadata)
+}
+
+/// Serialise host views and metadata to `path`, atomically.
+pub(crate) fn write_views(
+    path: &Path,
+    views: &[(String, HostView)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
+    let bytes = safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(meta))
+        .map_err(|source| TrainerError::Safetensors {
+            path: path.to_owned(),
+            source,
+        })?;
+    write_atomic(path, &bytes)
+}
+
+/// A safetensors file loaded into tch tensors on `device`.
+#[derive(Debug)]
+pub struct LoadedTensors {
+    /// Tensors by name.
+    pub tensors: BTreeMap<String, Tensor>,
+    /// The `__metadata__` table (empty when absent).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Load every tensor of a safetensors file onto `device`.
+pub fn load_tensors(path: &Path, device: Device) -> Result<LoadedTensors> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let parsed = SafeTensors::deserialize(&bytes).map_err(|source| TrainerError::Safetensors {
+        path: path.to_owned(),
+        source,
+    })?;
+    let (_, header) =
+        SafeTensors::read_metadata(&bytes).map_err(|source| TrainerError::Safetensors {
+            path: path.to_owned(),
+            source,
+        })?;
+    let metadata = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let mut tensors = BTreeMap::new();
+    for (name, view) in parsed.tensors() {
+        let kind = kind_of(view.dtype()).ok_or_else(|| TrainerError::Checkpoint {
+            path: path.to_owned(),
+            message: format!("tensor `{name}` has unsupported dtype {:?}", view.dtype()),
+        })?;
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        let tensor = Tensor::f_from_data_size(view.data(), &shape, kind)
+            .torch("building a tensor from a safetensors view")?
+            .to_device(device);
+        tensors.insert(name, tensor);
+    }
+    Ok(LoadedTensors { tensors, metadata })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_keeps_values_kinds_and_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.safetensors");
+        let a = Tensor::from_slice(&[1.5f32, -2.0, 3.25, 4.0]).reshape([2, 2]);
+        let b = Tensor::from_slice(&[7i64, 8, 9]);
+        let meta = BTreeMap::from([("arch".to_owned(), "cnn6".to_owned())]);
+        save_tensors(
+            &path,
+            &[
+                ("a".into(), a.shallow_clone()),
+                ("b".into(), b.shallow_clone()),
+            ],
+            &meta,
+        )
+        .unwrap();
+        let loaded = load_tensors(&path, Device::Cpu).unwrap();
+        assert_eq!(loaded.metadata, meta);
+        assert!(loaded.tensors["a"].equal(&a));
+        assert!(loaded.tensors["b"].equal(&b));
+        assert_eq!(loaded.tensors["b"].kind(), Kind::Int64);
+    }
+
+    #[test]
+    fn truncated_file_is_an_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.safetensors");
+        std::fs::write(&path, [1u8, 2, 3]).unwrap();
+        let err = load_tensors(&path, Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("bad.safetensors"), "{err}");
+    }
+}
