@@ -53,14 +53,20 @@ pub struct AlignSection {
 impl Default for AlignSection {
     fn default() -> Self {
         let p = AlignParams::default();
-        AlignSection { tolerance: p.tolerance, max_iterations: p.max_iterations }
+        AlignSection {
+            tolerance: p.tolerance,
+            max_iterations: p.max_iterations,
+        }
     }
 }
 
 impl AlignSection {
     /// The library parameters.
     pub fn params(&self) -> AlignParams {
-        AlignParams { tolerance: self.tolerance, max_iterations: self.max_iterations }
+        AlignParams {
+            tolerance: self.tolerance,
+            max_iterations: self.max_iterations,
+        }
     }
 }
 
@@ -106,7 +112,11 @@ impl PcaSection {
             PoseChoice::Index(n) if *n >= 1 => PoseComponent::Index(*n),
             other => bail!("[pca] pose_component = {other:?}: expected \"auto\" or a number >= 1"),
         };
-        Ok(PcaParams { components: self.components, pose_component, auto_candidates: self.auto_candidates })
+        Ok(PcaParams {
+            components: self.components,
+            pose_component,
+            auto_candidates: self.auto_candidates,
+        })
     }
 }
 
@@ -183,7 +193,10 @@ impl Config {
         let base = base.as_path();
         config.output = base.join(&config.output);
         config.sources = config.sources.iter().map(|s| s.resolved(base)).collect();
-        config.pca.params().with_context(|| format!("{}", path.display()))?;
+        config
+            .pca
+            .params()
+            .with_context(|| format!("{}", path.display()))?;
         config
             .render
             .validate()
@@ -201,12 +214,20 @@ impl Config {
 /// The text of a new, commented `wingflow.toml` for the sources found in `source_dir`.
 pub fn init_text(source_dir: &Path, output: &Path) -> String {
     let sources = stages::ingest::init_toml(source_dir);
-    let ingest = toml::to_string(&IngestPolicy::default()).unwrap_or_default();
-    let section = |value: Result<String, toml::ser::Error>| value.unwrap_or_default();
-    let align = section(toml::to_string(&AlignSection::default()));
-    let pca = section(toml::to_string(&PcaSection::default()));
-    let balance = section(toml::to_string(&BalanceSection::default()));
-    let render = section(toml::to_string(&RenderParams::default()));
+    // Each section is serialised under its own name so nested tables come out as
+    // `[render.augment]`; defaults always serialise.
+    fn section<T: Serialize>(name: &str, value: T) -> String {
+        let mut table = toml::Table::new();
+        if let Ok(value) = toml::Value::try_from(value) {
+            table.insert(name.to_owned(), value);
+        }
+        toml::to_string(&table).unwrap_or_default()
+    }
+    let ingest = section("ingest", IngestPolicy::default());
+    let align = section("align", AlignSection::default());
+    let pca = section("pca", PcaSection::default());
+    let balance = section("balance", BalanceSection::default());
+    let render = section("render", RenderParams::default());
     format!(
         "# wingflow configuration, written by `wingflow init`.\n\
          # Relative paths are taken relative to the folder of this file.\n\n\
@@ -217,18 +238,18 @@ pub fn init_text(source_dir: &Path, output: &Path) -> String {
          {sources}\n\
          # What ingest does with an invalid record: \"fail\" (stop, naming file and line) or\n\
          # \"skip\" (leave it out and list it in ingest-report.json).\n\
-         [ingest]\n{ingest}\n\
+         {ingest}\n\
          # Generalised Procrustes alignment of the training shapes.\n\
-         [align]\n{align}\n\
+         {align}\n\
          # PCA of the aligned shapes; pose_component = \"auto\" or a 1-based number (PC1 = 1).\n\
-         [pca]\n{pca}\n\
+         {pca}\n\
          # Pose-based data balancing: val carve-out, histogram of the pose coefficient\n\
          # (histogram = \"absolute\" | \"signed\"), optional caps max_replication and\n\
          # max_train_rows, and the target shard size in bytes.\n\
-         [balance]\n{balance}\n\
+         {balance}\n\
          # Crops (stage 1 and 2), box rule, border, and augmentation ranges. Replica 0 of each\n\
          # sample is the unperturbed crop; duplicates draw from these ranges.\n\
-         [render]\n{render}",
+         {render}",
         output = output.display().to_string(),
     )
 }

@@ -3,15 +3,32 @@
 //! calling the `stages` library.
 //!
 //! Output layout under the output root:
-//! `faces.parquet`, `ingest-report.json` (ingest) · … · `shards/stage{1,2}/<split>/` (render).
+//! `faces.parquet`, `ingest-report.json` (ingest) · `shapes/aligned.safetensors` (align) ·
+//! `shapes/pca.json` (pca) · `plan.parquet`, `balance.json` (balance) · `plots/*.png` (plots)
+//! · `shards/stage{1,2}/<split>/` (render).
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use manifests::{HashPolicy, StatCache};
 use pipeline::{BoxError, Pipeline, Stage, StageReport};
 use serde_json::json;
-use stages::faces_table::write_faces_parquet;
+use stages::align::align_shapes;
+use stages::balance::{BalanceSample, TRAIN, balance};
+use stages::face::{FaceRecord, landmarks_bbox};
+use stages::faces_table::{read_faces_parquet, write_faces_parquet};
 use stages::ingest::{ingest, source_input_paths};
+use stages::pca::fit_shape_model;
+use stages::plan_table::{
+    BalanceSummary, read_plan_parquet, write_plan_parquet, write_summary_json,
+};
+use stages::render::{RenderInputs, RenderProgress, WorkerSplit, render_shards};
+use stages::report::{BinExamples, plot_pose_histogram, plot_shape_modes, plot_thumbnail_strip};
+use stages::scheme::{self, Scheme};
+use stages::shape_store::{
+    PoseTable, StoredAlignment, read_alignment, read_pose_table, write_alignment, write_pose_table,
+};
 
 use crate::config::Config;
 
@@ -19,6 +36,11 @@ use crate::config::Config;
 /// inputs and parameters: the DAG then re-runs it (and says so).
 mod code_version {
     pub const INGEST: &str = "1";
+    pub const ALIGN: &str = "1";
+    pub const PCA: &str = "1";
+    pub const BALANCE: &str = "1";
+    pub const PLOTS: &str = "1";
+    pub const RENDER: &str = "1";
 }
 
 /// Where each stage's outputs live under the output root.
@@ -42,6 +64,30 @@ impl Layout {
     pub fn ingest_report(&self) -> PathBuf {
         self.root.join("ingest-report.json")
     }
+    /// Procrustes-aligned training shapes and the mean shape.
+    pub fn aligned(&self) -> PathBuf {
+        self.root.join("shapes/aligned.safetensors")
+    }
+    /// The shape model and every face's pose coefficient.
+    pub fn pca(&self) -> PathBuf {
+        self.root.join("shapes/pca.json")
+    }
+    /// The replication plan.
+    pub fn plan(&self) -> PathBuf {
+        self.root.join("plan.parquet")
+    }
+    /// Histogram, replication and shard counts of the plan.
+    pub fn balance_summary(&self) -> PathBuf {
+        self.root.join("balance.json")
+    }
+    /// The plots folder.
+    pub fn plots(&self) -> PathBuf {
+        self.root.join("plots")
+    }
+    /// The shard sets (`stage1/<split>`, `stage2/<split>`).
+    pub fn shards(&self) -> PathBuf {
+        self.root.join("shards")
+    }
 }
 
 /// The whole pipeline for `config`.
@@ -49,7 +95,272 @@ pub fn build(config: &Config) -> Result<Pipeline<'_>> {
     let layout = Layout::new(&config.output);
     let mut pipeline = Pipeline::new(&config.output);
     pipeline.add(ingest_stage(config, &layout));
+    pipeline.add(align_stage(config, &layout));
+    pipeline.add(pca_stage(config, &layout));
+    pipeline.add(balance_stage(config, &layout));
+    pipeline.add(plots_stage(&layout));
+    pipeline.add(render_stage(config, &layout, None));
     Ok(pipeline)
+}
+
+/// The scheme shared by every face (ingest refuses mixed schemes).
+fn faces_scheme(faces: &[FaceRecord]) -> Result<&'static Scheme, BoxError> {
+    let name = faces
+        .first()
+        .map(|f| f.scheme.as_str())
+        .ok_or("faces.parquet holds no faces")?;
+    Ok(scheme::by_name(name)?)
+}
+
+fn align_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
+    let (faces_path, out) = (layout.faces(), layout.aligned());
+    Stage::new("align", code_version::ALIGN, move |_ctx| {
+        let faces = read_faces_parquet(&faces_path)?;
+        let scheme = faces_scheme(&faces)?;
+        // The shape model is fitted on the source's training faces (PDB balances those).
+        let train: Vec<&FaceRecord> = faces.iter().filter(|f| f.split == TRAIN).collect();
+        let flat: Vec<f32> = train
+            .iter()
+            .flat_map(|f| f.landmarks.iter().copied())
+            .collect();
+        let alignment = align_shapes(
+            &flat,
+            scheme.num_points(),
+            &config.align.params(),
+            Some(&scheme.flip_permutation),
+        )?;
+        let report = StageReport::new()
+            .rows("shapes", alignment.len() as u64)
+            .rows("iterations", alignment.iterations as u64);
+        if !alignment.converged {
+            eprintln!(
+                "    align: not converged after {} iterations (change {:.2e}); raise \
+                 [align] max_iterations or tolerance",
+                alignment.iterations, alignment.change
+            );
+        }
+        let sample_ids = train.iter().map(|f| f.sample_id.clone()).collect();
+        write_alignment(
+            &out,
+            &StoredAlignment {
+                sample_ids,
+                alignment,
+            },
+        )?;
+        Ok::<_, BoxError>(report)
+    })
+    .params(json!(config.align))
+    .input(layout.faces())
+    .output(layout.aligned())
+}
+
+fn pca_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
+    let (faces_path, aligned_path, out) = (layout.faces(), layout.aligned(), layout.pca());
+    Stage::new("pca", code_version::PCA, move |_ctx| {
+        let faces = read_faces_parquet(&faces_path)?;
+        let scheme = faces_scheme(&faces)?;
+        let stored = read_alignment(&aligned_path)?;
+        let params = config.pca.params().map_err(|e| e.to_string())?;
+        let fit = fit_shape_model(&stored.alignment, &scheme.flip_permutation, &params)?;
+        let fitted: HashMap<&str, f64> =
+            stored.sample_ids.iter().map(String::as_str).zip(fit.coefficients.iter().copied()).collect();
+        // Faces outside the fit (val/test splits) are projected onto the same model.
+        let coefficients = faces
+            .iter()
+            .map(|f| {
+                let c = fitted.get(f.sample_id.as_str()).copied().or_else(|| fit.model.pose_coefficient(&f.landmarks));
+                (f.sample_id.clone(), c)
+            })
+            .collect();
+        let model = fit.model;
+        let k = model.pose_component;
+        eprintln!(
+            "    pca: pose component PC{} ({}), flip anti-symmetry score {:.3}, explains {:.1}% of the variance",
+            k + 1,
+            if model.pose_chosen_automatically { "auto" } else { "override" },
+            model.pose_flip_score(),
+            100.0 * model.explained_variance_ratio.get(k).copied().unwrap_or(f64::NAN)
+        );
+        write_pose_table(&out, &PoseTable { model, coefficients })?;
+        Ok::<_, BoxError>(StageReport::new().rows("faces", faces.len() as u64))
+    })
+    .params(json!(config.pca))
+    .input(layout.faces())
+    .input(layout.aligned())
+    .output(layout.pca())
+}
+
+fn balance_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
+    let (faces_path, pca_path) = (layout.faces(), layout.pca());
+    let (plan_path, summary_path) = (layout.plan(), layout.balance_summary());
+    let params = json!({
+        "balance": config.balance,
+        "seed": config.seed,
+        "crops": [config.render.stage1_size, config.render.stage2_size],
+    });
+    Stage::new("balance", code_version::BALANCE, move |_ctx| {
+        let faces = read_faces_parquet(&faces_path)?;
+        let scheme = faces_scheme(&faces)?;
+        let table = read_pose_table(&pca_path)?;
+        let samples: Vec<BalanceSample> = table
+            .coefficients
+            .iter()
+            .zip(&faces)
+            .map(|((id, c), f)| BalanceSample {
+                sample_id: id.clone(),
+                split: f.split.clone(),
+                pose_coefficient: *c,
+            })
+            .collect();
+        let params = config
+            .balance
+            .params(scheme.num_points(), config.seed, &config.render);
+        let plan = balance(&samples, &params)?;
+        write_plan_parquet(&plan_path, &plan.rows)?;
+        write_summary_json(&summary_path, &plan.summary)?;
+        let mut report = StageReport::new().rows("plan", plan.rows.len() as u64);
+        for (split, n) in &plan.summary.rows_per_split {
+            report = report.rows(format!("plan.{split}"), *n);
+        }
+        Ok::<_, BoxError>(report)
+    })
+    .params(params)
+    .input(layout.faces())
+    .input(layout.pca())
+    .output(layout.plan())
+    .output(layout.balance_summary())
+}
+
+/// Up to `per_bin` example faces of each pose bin (replica 0 of training samples).
+fn bin_examples(
+    faces: &[FaceRecord],
+    plan: &[stages::plan::PlanRow],
+    summary: &BalanceSummary,
+    per_bin: usize,
+) -> Vec<BinExamples> {
+    let by_id: HashMap<&str, &FaceRecord> =
+        faces.iter().map(|f| (f.sample_id.as_str(), f)).collect();
+    let mut bins: BTreeMap<u32, Vec<&FaceRecord>> = BTreeMap::new();
+    for row in plan.iter().filter(|r| r.replica == 0) {
+        if let (Some(bin), Some(face)) = (row.bin, by_id.get(row.sample_id.as_str())) {
+            let list = bins.entry(bin).or_default();
+            if list.len() < per_bin {
+                list.push(face);
+            }
+        }
+    }
+    bins.into_iter()
+        .map(|(bin, faces)| {
+            let edges = &summary.bin_edges;
+            let label = match (edges.get(bin as usize), edges.get(bin as usize + 1)) {
+                (Some(lo), Some(hi)) => format!("bin {bin}: [{lo:.3}, {hi:.3})"),
+                _ => format!("bin {bin}"),
+            };
+            let examples = faces
+                .iter()
+                .filter_map(|f| {
+                    landmarks_bbox(&f.landmarks).map(|b| (PathBuf::from(&f.image_path), b))
+                })
+                .collect();
+            BinExamples { label, examples }
+        })
+        .collect()
+}
+
+fn plots_stage<'a>(layout: &Layout) -> Stage<'a> {
+    let (faces_path, pca_path, plan_path, summary_path) = (
+        layout.faces(),
+        layout.pca(),
+        layout.plan(),
+        layout.balance_summary(),
+    );
+    let plots = layout.plots();
+    let outputs = [
+        plots.join("pose-histogram.png"),
+        plots.join("shape-modes.png"),
+        plots.join("pose-bins.png"),
+    ];
+    let written = outputs.clone();
+    Stage::new("plots", code_version::PLOTS, move |_ctx| {
+        let summary: BalanceSummary = serde_json::from_slice(&std::fs::read(&summary_path)?)?;
+        let table = read_pose_table(&pca_path)?;
+        let faces = read_faces_parquet(&faces_path)?;
+        let plan = read_plan_parquet(&plan_path)?;
+        plot_pose_histogram(&written[0], &summary)?;
+        plot_shape_modes(&written[1], &table.model)?;
+        let strip =
+            plot_thumbnail_strip(&written[2], &bin_examples(&faces, &plan, &summary, 6), 72)?;
+        for path in &strip.unreadable {
+            eprintln!(
+                "    plots: could not draw a thumbnail of {}",
+                path.display()
+            );
+        }
+        for path in &written {
+            eprintln!("    plot: {}", path.display());
+        }
+        Ok::<_, BoxError>(StageReport::new().rows("plots", written.len() as u64))
+    })
+    .input(layout.faces())
+    .input(layout.pca())
+    .input(layout.plan())
+    .input(layout.balance_summary())
+    .outputs(outputs)
+}
+
+/// Render the plan's shards (all of them, or one worker's share).
+pub fn render_plan(
+    config: &Config,
+    layout: &Layout,
+    worker: Option<WorkerSplit>,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<stages::render::RenderReport, BoxError> {
+    let faces = read_faces_parquet(&layout.faces())?;
+    let plan = read_plan_parquet(&layout.plan())?;
+    let scheme = faces_scheme(&faces)?;
+    let cache = StatCache::for_root(&layout.root)?;
+    let digest = |path: &str| {
+        cache
+            .digest_file(Path::new(path), HashPolicy::TrustStat)
+            .map(|d| d.digest.to_hex())
+            // An unreadable image fails its shard in the renderer with a precise error.
+            .unwrap_or_default()
+    };
+    let inputs = RenderInputs {
+        faces: &faces,
+        plan: &plan,
+        scheme,
+        params: &config.render,
+        source_digest: &digest,
+    };
+    let report = render_shards(&inputs, &layout.root, worker, &|event| match event {
+        RenderProgress::Planned { images, .. } => progress(0, images as u64),
+        RenderProgress::ImageDone { done, total } => progress(done as u64, total as u64),
+        RenderProgress::ShardWritten { .. } => {}
+    })?;
+    cache.save()?;
+    Ok(report)
+}
+
+fn render_stage<'a>(config: &'a Config, layout: &Layout, worker: Option<WorkerSplit>) -> Stage<'a> {
+    let stage_layout = Layout::new(&layout.root);
+    Stage::new("render", code_version::RENDER, move |ctx| {
+        let report = render_plan(config, &stage_layout, worker, &|done, total| {
+            ctx.progress(done, total)
+        })?;
+        Ok::<_, BoxError>(
+            StageReport::new()
+                .rows("shards_written", report.rendered.len() as u64)
+                .rows("shards_fresh", report.fresh.len() as u64)
+                .rows("crops", report.crops_rendered as u64)
+                .rows("images", report.images_decoded as u64),
+        )
+    })
+    .params(json!(config.render))
+    .input(layout.faces())
+    .input(layout.plan())
+    .inputs(source_input_paths(&config.sources))
+    .output(layout.shards())
 }
 
 fn ingest_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
