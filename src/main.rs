@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use pipeline::{HashPolicy, RunOptions};
+use stages::render::WorkerSplit;
 
 use crate::config::Config;
 use crate::progress::RunProgress;
@@ -67,6 +68,41 @@ enum Command {
         /// Re-hash every input and output instead of trusting unchanged file stats.
         #[arg(long)]
         verify: bool,
+        /// Render only this worker's shards (`I/N`: shards with id % N == I), for a Slurm
+        /// array or a Kubernetes Indexed Job on a shared file system. Also read from
+        /// SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX with
+        /// --workers/WINGFLOW_WORKERS. Stages up to balance must be fresh (run
+        /// `wingflow run --until balance` first); `wingflow index` or the next plain run
+        /// verifies every shard and writes the indexes.
+        #[arg(long, value_name = "I/N")]
+        worker: Option<String>,
+        /// Worker count for JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs).
+        #[arg(long, env = "WINGFLOW_WORKERS")]
+        workers: Option<u32>,
+    },
+    /// Verify every shard's digest and write each shard set's index.json and samples.parquet
+    /// (after a worker split).
+    Index {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Remove shards (and their tables) that are no longer in the plan, listing each one.
+    Gc {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Print a shard set's counts, sizes and checksum status; optionally draw a contact sheet
+    /// of rendered samples with their landmarks (image-left points green, image-right red,
+    /// midline yellow: a wrong flip shows at a glance).
+    Inspect {
+        /// A shard set folder, e.g. wingflow-out/shards/stage1/train.
+        shard_dir: PathBuf,
+        /// Write a contact sheet PNG.
+        #[arg(long, value_name = "PNG")]
+        contact_sheet: Option<PathBuf>,
+        /// Samples on the contact sheet.
+        #[arg(long, default_value_t = 64)]
+        max: usize,
     },
     /// Say which stages are fresh or stale, and exactly why (which file, parameter or code
     /// version changed). Runs nothing.
@@ -130,7 +166,19 @@ fn main() -> Result<()> {
             until,
             force,
             verify,
-        } => run(&config.config, until, force, verify),
+            worker,
+            workers,
+        } => match worker_split(worker.as_deref(), workers)? {
+            Some(split) => run_worker(&config.config, split),
+            None => run(&config.config, until, force, verify),
+        },
+        Command::Index { config } => index(&config.config),
+        Command::Gc { config } => gc(&config.config),
+        Command::Inspect {
+            shard_dir,
+            contact_sheet,
+            max,
+        } => inspect(&shard_dir, contact_sheet.as_deref(), max),
         Command::Status { config, verify } => status(&config.config, verify),
         Command::Synth(args) => synth(&args),
         Command::Doctor => doctor(),
@@ -183,6 +231,168 @@ fn run(
     };
     let summary = pipeline.run(&options, &|event| display.on_event(event))?;
     println!("{summary}");
+    Ok(())
+}
+
+/// The worker split from `--worker I/N`, or from the Slurm / Kubernetes environment.
+fn worker_split(flag: Option<&str>, workers: Option<u32>) -> Result<Option<WorkerSplit>> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let parse = |what: &str, v: &str| -> Result<u32> {
+        v.trim()
+            .parse()
+            .with_context(|| format!("{what} = {v:?} is not a number"))
+    };
+    let (index, count) = if let Some(text) = flag {
+        let (i, n) = text
+            .split_once('/')
+            .with_context(|| format!("--worker {text}: expected I/N"))?;
+        (parse("--worker I", i)?, parse("--worker N", n)?)
+    } else if let (Some(i), Some(n)) = (env("SLURM_ARRAY_TASK_ID"), env("SLURM_ARRAY_TASK_COUNT")) {
+        (
+            parse("SLURM_ARRAY_TASK_ID", &i)?,
+            parse("SLURM_ARRAY_TASK_COUNT", &n)?,
+        )
+    } else if let Some(i) = env("JOB_COMPLETION_INDEX") {
+        let n = workers.context(
+            "JOB_COMPLETION_INDEX is set but the worker count is not: pass --workers N or set WINGFLOW_WORKERS",
+        )?;
+        (parse("JOB_COMPLETION_INDEX", &i)?, n)
+    } else {
+        return Ok(None);
+    };
+    if count == 0 || index >= count {
+        bail!("worker {index}/{count}: need 0 <= I < N");
+    }
+    Ok(Some(WorkerSplit { index, count }))
+}
+
+fn run_worker(path: &std::path::Path, split: WorkerSplit) -> Result<()> {
+    let config = Config::load(path)?;
+    let pipeline = dag::build(&config)?;
+    let status = pipeline.status(HashPolicy::TrustStat)?;
+    for stage in ["ingest", "align", "pca", "balance"] {
+        if let Some(s) = status.get(stage).filter(|s| !s.is_fresh()) {
+            let why: Vec<String> = s.reasons.iter().map(|r| r.to_string()).collect();
+            bail!(
+                "worker {}/{}: stage `{stage}` is stale ({}); run `wingflow run --until balance` once before starting the workers",
+                split.index,
+                split.count,
+                why.join("; ")
+            );
+        }
+    }
+    let layout = dag::Layout::new(&config.output);
+    let bar = progress::bar("render", 0);
+    let report = dag::render_plan(&config, &layout, Some(split), &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .map_err(|e| anyhow::anyhow!(e))?;
+    bar.finish_and_clear();
+    println!(
+        "worker {}/{}: {} shard(s) written, {} fresh, {} images decoded; run `wingflow index` once every worker is done",
+        split.index,
+        split.count,
+        report.rendered.len(),
+        report.fresh.len(),
+        report.images_decoded
+    );
+    Ok(())
+}
+
+/// Every shard set folder under the output root.
+fn shard_sets(root: &std::path::Path) -> Vec<PathBuf> {
+    let mut sets = Vec::new();
+    for stage in ["stage1", "stage2"] {
+        if let Ok(entries) = std::fs::read_dir(root.join("shards").join(stage)) {
+            sets.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+    }
+    sets.sort();
+    sets
+}
+
+fn index(path: &std::path::Path) -> Result<()> {
+    let config = Config::load(path)?;
+    let _lock = manifests::RunLock::acquire(&config.output)?;
+    let sets = shard_sets(&config.output);
+    if sets.is_empty() {
+        bail!("no shard sets under {}/shards", config.output.display());
+    }
+    for set in sets {
+        let index = stages::render::index_shard_set(&set)?;
+        println!(
+            "{}: {} shards, {} samples, digests verified",
+            set.display(),
+            index.shards.len(),
+            index.total_samples
+        );
+    }
+    Ok(())
+}
+
+fn gc(path: &std::path::Path) -> Result<()> {
+    let config = Config::load(path)?;
+    let _lock = manifests::RunLock::acquire(&config.output)?;
+    let plan_path = dag::Layout::new(&config.output).plan();
+    let plan = stages::plan_table::read_plan_parquet(&plan_path)
+        .with_context(|| "gc needs the current plan: run `wingflow run --until balance` first")?;
+    let removed = stages::render::gc(&config.output, &plan)?;
+    for path in &removed {
+        println!("removed {}", path.display());
+    }
+    println!(
+        "gc: removed {} file(s) no longer in the plan",
+        removed.len()
+    );
+    Ok(())
+}
+
+fn inspect(dir: &std::path::Path, sheet: Option<&std::path::Path>, max: usize) -> Result<()> {
+    use stages::render::ShardStatus;
+    let report = stages::render::inspect(dir)?;
+    println!("{}", dir.display());
+    if let Some(index) = &report.index {
+        println!(
+            "  scheme {}  crop {}×{}  split {}  config {}  written by {}",
+            index.scheme,
+            index.crop_size,
+            index.crop_size,
+            index.split,
+            &index.config_digest[..index.config_digest.len().min(12)],
+            index.wingflow_version
+        );
+    }
+    let mut bad = 0;
+    for shard in &report.shards {
+        let status = match &shard.status {
+            ShardStatus::Ok => "ok".to_owned(),
+            ShardStatus::Missing => "MISSING".to_owned(),
+            ShardStatus::DigestMismatch => "DIGEST MISMATCH".to_owned(),
+            ShardStatus::Unreadable(why) => format!("UNREADABLE: {why}"),
+        };
+        if shard.status != ShardStatus::Ok {
+            bad += 1;
+        }
+        println!(
+            "  {:<24} {:>7} samples {:>12} bytes  {status}",
+            shard.file, shard.samples, shard.bytes
+        );
+    }
+    println!(
+        "  total: {} shards, {} samples, {:.1} MiB",
+        report.shards.len(),
+        report.total_samples,
+        report.total_bytes as f64 / (1u64 << 20) as f64
+    );
+    if let Some(png) = sheet {
+        let png = std::path::absolute(png)?;
+        let drawn = stages::render::contact_sheet(dir, &png, max)?;
+        println!("contact sheet of {drawn} samples: {}", png.display());
+    }
+    if bad > 0 {
+        bail!("{bad} shard(s) failed their check; `wingflow run` re-renders them");
+    }
     Ok(())
 }
 
