@@ -3,4 +3,5 @@
 
 mod common;
 mod dag;
+mod render;
 mod synth;

@@ -5,11 +5,9 @@
 //!   `iterations`, `change`, `converged`.
 //! - `pca.json`: the [`ShapeModel`] and the pose coefficient of every face.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use nalgebra::{Matrix2, Vector2};
-use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::align::{Alignment, Similarity};
@@ -86,38 +84,60 @@ pub fn write_alignment(path: &Path, stored: &StoredAlignment) -> Result<(), Shap
         f64_bytes(&a.mean),
         f64_bytes(&transforms),
     );
-    fn view<'d>(
-        data: &'d [u8],
-        shape: Vec<usize>,
-        path: &Path,
-    ) -> Result<TensorView<'d>, ShapeStoreError> {
-        TensorView::new(Dtype::F64, shape, data).map_err(|e| ShapeStoreError::Format {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })
-    }
-    let tensors = vec![
-        ("aligned", view(&aligned, vec![n, features], path)?),
-        ("mean", view(&mean, vec![features], path)?),
-        ("transforms", view(&transforms, vec![n, 7], path)?),
-    ];
-    let metadata: HashMap<String, String> = [
+    let metadata: std::collections::BTreeMap<&str, String> = [
         (
-            "sample_ids".to_owned(),
+            "sample_ids",
             serde_json::to_string(&stored.sample_ids).map_err(|e| format(e.to_string()))?,
         ),
-        ("iterations".to_owned(), a.iterations.to_string()),
-        ("change".to_owned(), format!("{:e}", a.change)),
-        ("converged".to_owned(), a.converged.to_string()),
+        ("iterations", a.iterations.to_string()),
+        ("change", format!("{:e}", a.change)),
+        ("converged", a.converged.to_string()),
     ]
     .into_iter()
     .collect();
-    let bytes =
-        safetensors::serialize(tensors, Some(metadata)).map_err(|e| format(e.to_string()))?;
+    let bytes = serialize_sorted(
+        &[
+            ("aligned", vec![n, features], &aligned),
+            ("mean", vec![features], &mean),
+            ("transforms", vec![n, 7], &transforms),
+        ],
+        &metadata,
+    );
     write_file_atomically(path, &bytes).map_err(|source| ShapeStoreError::Io {
         path: path.to_owned(),
         source,
     })
+}
+
+/// A safetensors file of f64 tensors with a header in sorted key order (the safetensors crate
+/// keeps metadata in a `HashMap`, so its bytes would change from run to run).
+fn serialize_sorted(
+    tensors: &[(&str, Vec<usize>, &[u8])],
+    metadata: &std::collections::BTreeMap<&str, String>,
+) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".to_owned(), serde_json::json!(metadata));
+    let mut offset = 0usize;
+    for (name, shape, data) in tensors {
+        header.insert(
+            (*name).to_owned(),
+            serde_json::json!({ "dtype": "F64", "shape": shape, "data_offsets": [offset, offset + data.len()] }),
+        );
+        offset += data.len();
+    }
+    // Deterministic either way: serde_json's Map is sorted, or (with `preserve_order`) keeps
+    // the insertion order above.
+    let mut text = serde_json::Value::Object(header).to_string().into_bytes();
+    while text.len() % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + offset);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    for (_, _, data) in tensors {
+        out.extend_from_slice(data);
+    }
+    out
 }
 
 /// Read `aligned.safetensors`.
@@ -240,6 +260,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("aligned.safetensors");
         write_alignment(&path, &stored).unwrap();
+        let first = std::fs::read(&path).unwrap();
+        write_alignment(&path, &stored).unwrap();
+        assert_eq!(first, std::fs::read(&path).unwrap(), "not byte-identical");
         let back = read_alignment(&path).unwrap();
         assert_eq!(back.sample_ids, stored.sample_ids);
         assert_eq!(back.alignment.aligned, stored.alignment.aligned);
