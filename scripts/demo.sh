@@ -21,6 +21,9 @@ fi
 
 if [ ! -f "$out/wingflow.toml" ]; then
   (cd "$out" && "$wingflow" init data --output pipeline)
+  # A CPU-sized training budget for the demo (the default is 2000 steps of 32).
+  sed -i -e 's/^steps = 2000$/steps = '"${DEMO_STEPS:-200}"'/' -e 's/^batch_size = 32$/batch_size = 8/' \
+    "$out/wingflow.toml"
 fi
 
 echo "==> wingflow run (every stale stage)"
@@ -30,4 +33,9 @@ echo "==> wingflow run again (everything fresh)"
 echo "==> wingflow status"
 "$wingflow" status --config "$out/wingflow.toml"
 echo
-echo "demo outputs under $out (preview: $out/synth-preview.png)"
+echo "demo outputs under $out:"
+echo "  synthetic faces preview  $out/synth-preview.png"
+echo "  pose balancing plots     $out/pipeline/plots/"
+echo "  shards                   $out/pipeline/shards/"
+echo "  models and loss curves   $out/pipeline/models/"
+echo "  evaluation               $out/pipeline/reports/evaluation.json"

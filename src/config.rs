@@ -38,6 +38,50 @@ pub struct Config {
     /// Crops and augmentation (`[render]`, `[render.augment]`).
     #[serde(default)]
     pub render: RenderParams,
+    /// Two-stage training and evaluation (`[train]`), run by `wingflow-train`.
+    #[serde(default)]
+    pub train: TrainSection,
+}
+
+/// `[train]`: the train1 (CNN-6, 64²) and train2 (CNN-7, 128²) stages and evaluate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    /// Declare the training stages at all (false: the pipeline ends with render).
+    pub enabled: bool,
+    /// Loss: `wing` (w = 10, ε = 2), `l1`, `l2`, `smooth-l1`, or `wing:W,EPSILON`.
+    pub loss: String,
+    /// Optimiser steps per stage.
+    pub steps: u64,
+    /// Samples per batch (the paper: 8).
+    pub batch_size: usize,
+    /// Initial learning rate (cosine decay to `final_lr`).
+    pub lr: f64,
+    /// Final learning rate.
+    pub final_lr: f64,
+    /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Batch normalisation after each convolution (off in the paper).
+    pub batch_norm: bool,
+    /// NME normaliser for evaluation (default: the scheme's, e.g. inter-ocular for ibug68).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normaliser: Option<String>,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        TrainSection {
+            enabled: true,
+            loss: "wing".into(),
+            steps: 2000,
+            batch_size: 32,
+            lr: 1e-3,
+            final_lr: 1e-5,
+            device: "auto".into(),
+            batch_norm: false,
+            normaliser: None,
+        }
+    }
 }
 
 /// `[align]`: Generalised Procrustes Analysis of the training shapes.
@@ -228,6 +272,7 @@ pub fn init_text(source_dir: &Path, output: &Path) -> String {
     let pca = section("pca", PcaSection::default());
     let balance = section("balance", BalanceSection::default());
     let render = section("render", RenderParams::default());
+    let train = section("train", TrainSection::default());
     format!(
         "# wingflow configuration, written by `wingflow init`.\n\
          # Relative paths are taken relative to the folder of this file.\n\n\
@@ -249,7 +294,10 @@ pub fn init_text(source_dir: &Path, output: &Path) -> String {
          {balance}\n\
          # Crops (stage 1 and 2), box rule, border, and augmentation ranges. Replica 0 of each\n\
          # sample is the unperturbed crop; duplicates draw from these ranges.\n\
-         {render}",
+         {render}\n\
+         # Two-stage training (train1: CNN-6 on 64² crops, train2: CNN-7 on 128² crops) and\n\
+         # evaluation, run by wingflow-train; enabled = false ends the pipeline at render.\n\
+         {train}",
         output = output.display().to_string(),
     )
 }

@@ -41,6 +41,8 @@ mod code_version {
     pub const BALANCE: &str = "1";
     pub const PLOTS: &str = "1";
     pub const RENDER: &str = "1";
+    pub const TRAIN: &str = "1";
+    pub const EVALUATE: &str = "1";
 }
 
 /// Where each stage's outputs live under the output root.
@@ -88,6 +90,18 @@ impl Layout {
     pub fn shards(&self) -> PathBuf {
         self.root.join("shards")
     }
+    /// The shard sets of one crop stage (1: 64², 2: 128²).
+    pub fn stage_shards(&self, stage: u8) -> PathBuf {
+        self.shards().join(format!("stage{stage}"))
+    }
+    /// The training run of one stage (checkpoints, log, loss curve).
+    pub fn model(&self, stage: u8) -> PathBuf {
+        self.root.join("models").join(format!("stage{stage}"))
+    }
+    /// Evaluation reports.
+    pub fn reports(&self) -> PathBuf {
+        self.root.join("reports")
+    }
 }
 
 /// The whole pipeline for `config`.
@@ -100,6 +114,11 @@ pub fn build(config: &Config) -> Result<Pipeline<'_>> {
     pipeline.add(balance_stage(config, &layout));
     pipeline.add(plots_stage(&layout));
     pipeline.add(render_stage(config, &layout, None));
+    if config.train.enabled {
+        pipeline.add(train_stage(config, &layout, 1));
+        pipeline.add(train_stage(config, &layout, 2));
+        pipeline.add(evaluate_stage(config, &layout));
+    }
     Ok(pipeline)
 }
 
@@ -389,4 +408,192 @@ fn ingest_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
     .inputs(source_input_paths(&config.sources))
     .output(layout.faces())
     .output(layout.ingest_report())
+}
+
+fn train_stage<'a>(config: &'a Config, layout: &Layout, stage: u8) -> Stage<'a> {
+    let shards = layout.stage_shards(stage);
+    let out = layout.model(stage);
+    let name = format!("train{stage}");
+    let params = json!({ "train": config.train, "seed": config.seed });
+    let seed = config.seed;
+    Stage::new(name.clone(), code_version::TRAIN, move |_ctx| {
+        // Train into a temporary folder and swap it in, so an interrupted run never leaves a
+        // half-trained model where a finished one is expected.
+        let parent = out.parent().ok_or("model folder has no parent")?;
+        std::fs::create_dir_all(parent)?;
+        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        let t = &config.train;
+        let mut args: Vec<String> = vec!["train".into(), "--shards".into()];
+        args.push(shards.display().to_string());
+        args.extend([
+            "--stage".into(),
+            stage.to_string(),
+            "--out".into(),
+            tmp.display().to_string(),
+        ]);
+        args.extend([
+            "--loss".into(),
+            t.loss.clone(),
+            "--steps".into(),
+            t.steps.to_string(),
+        ]);
+        args.extend([
+            "--batch-size".into(),
+            t.batch_size.to_string(),
+            "--lr".into(),
+            t.lr.to_string(),
+        ]);
+        args.extend([
+            "--final-lr".into(),
+            t.final_lr.to_string(),
+            "--device".into(),
+            t.device.clone(),
+        ]);
+        args.extend(["--seed".into(), seed.to_string()]);
+        if t.batch_norm {
+            args.push("--batch-norm".into());
+        }
+        if let Some(n) = &t.normaliser {
+            args.extend(["--normaliser".into(), n.clone()]);
+        }
+        crate::trainer_bin::run_trainer(&args).map_err(|e| e.to_string())?;
+        if out.exists() {
+            std::fs::remove_dir_all(&out)?;
+        }
+        std::fs::rename(&tmp, &out)?;
+        Ok::<_, BoxError>(StageReport::new().rows("steps", t.steps))
+    })
+    .params(params)
+    .input(layout.stage_shards(stage))
+    .output(layout.model(stage))
+}
+
+/// The checkpoint to evaluate: the best by validation NME, else the last.
+fn checkpoint_of(model: &Path) -> PathBuf {
+    let best = model.join("best.safetensors");
+    if best.exists() {
+        best
+    } else {
+        model.join("last.safetensors")
+    }
+}
+
+/// sample_index → pose bin label of one shard set, from the pose coefficients and the balance
+/// histogram's edges (every split is binned the way `train` was).
+fn pose_bins(
+    set: &Path,
+    table: &PoseTable,
+    summary: &BalanceSummary,
+) -> Result<BTreeMap<String, String>, BoxError> {
+    let coefficient: HashMap<&str, f64> = table
+        .coefficients
+        .iter()
+        .filter_map(|(id, c)| c.map(|c| (id.as_str(), c)))
+        .collect();
+    let edges = &summary.bin_edges;
+    let mut bins = BTreeMap::new();
+    if edges.len() < 2 {
+        return Ok(bins);
+    }
+    for (index, id) in stages::render::read_sample_ids(set)?.iter().enumerate() {
+        if let Some(&c) = coefficient.get(id.as_str()) {
+            let v = if summary.histogram_of_absolute {
+                c.abs()
+            } else {
+                c
+            };
+            let k = edges[1..edges.len() - 1]
+                .iter()
+                .take_while(|&&e| v >= e)
+                .count();
+            bins.insert(index.to_string(), format!("bin{k}"));
+        }
+    }
+    Ok(bins)
+}
+
+fn evaluate_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
+    let stage_layout = Layout::new(&layout.root);
+    Stage::new("evaluate", code_version::EVALUATE, move |_ctx| {
+        let layout = &stage_layout;
+        let reports = layout.reports();
+        std::fs::create_dir_all(&reports)?;
+        let table = read_pose_table(&layout.pca())?;
+        let summary: BalanceSummary =
+            serde_json::from_slice(&std::fs::read(layout.balance_summary())?)?;
+        let mut results: BTreeMap<String, BTreeMap<String, serde_json::Value>> = BTreeMap::new();
+        for stage in [1u8, 2] {
+            let checkpoint = checkpoint_of(&layout.model(stage));
+            let mut sets: Vec<PathBuf> = std::fs::read_dir(layout.stage_shards(stage))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("index.json").exists() && !p.ends_with(TRAIN))
+                .collect();
+            sets.sort();
+            for set in sets {
+                let split = set
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let bins_path = reports.join(format!("bins-stage{stage}-{split}.json"));
+                manifests::write_atomic(
+                    &bins_path,
+                    serde_json::to_string(&pose_bins(&set, &table, &summary)?)?.as_bytes(),
+                )?;
+                let out = reports.join(format!("stage{stage}-{split}.json"));
+                let mut args = vec![
+                    "evaluate".to_owned(),
+                    "--checkpoint".into(),
+                    checkpoint.display().to_string(),
+                    "--shards".into(),
+                    set.display().to_string(),
+                    "--bins".into(),
+                    bins_path.display().to_string(),
+                    "--out".into(),
+                    out.display().to_string(),
+                    "--device".into(),
+                    config.train.device.clone(),
+                ];
+                if let Some(n) = &config.train.normaliser {
+                    args.extend(["--normaliser".into(), n.clone()]);
+                }
+                crate::trainer_bin::run_trainer(&args).map_err(|e| e.to_string())?;
+                let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out)?)?;
+                let split_report = &report["splits"][0];
+                results
+                    .entry(format!("stage{stage}"))
+                    .or_default()
+                    .insert(split, split_report["summary"].clone());
+            }
+        }
+        let mut text = String::from("NME ×100 on crops (mean over faces), per split:\n");
+        for (stage, splits) in &results {
+            for (split, s) in splits {
+                text.push_str(&format!(
+                    "  {stage} {split:<12} faces {:>5}  NME {:>6.2}  median {:>6.2}\n",
+                    s["faces"],
+                    s["mean_nme_percent"].as_f64().unwrap_or(f64::NAN),
+                    s["median_nme_percent"].as_f64().unwrap_or(f64::NAN)
+                ));
+            }
+        }
+        eprint!("{text}");
+        manifests::write_atomic(
+            reports.join("evaluation.json"),
+            serde_json::to_string_pretty(&results)?.as_bytes(),
+        )?;
+        Ok::<_, BoxError>(
+            StageReport::new().rows("sets", results.values().map(|s| s.len() as u64).sum()),
+        )
+    })
+    .params(json!({ "normaliser": config.train.normaliser, "device": config.train.device }))
+    .input(layout.model(1))
+    .input(layout.model(2))
+    .input(layout.shards())
+    .input(layout.pca())
+    .input(layout.balance_summary())
+    .output(layout.reports())
 }

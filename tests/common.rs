@@ -52,7 +52,8 @@ pub fn synth(dir: &Path, format: &str, count: usize, seed: u64) {
 }
 
 /// A project folder with a synthetic 300W set in `data/300w` and a `wingflow.toml` written by
-/// `wingflow init`, with `extra` appended.
+/// `wingflow init` (training stages switched off: tests that train turn them on), with `extra`
+/// appended.
 pub fn project_300w(root: &Path, count: usize, extra: &str) -> PathBuf {
     synth(&root.join("data/300w"), "300w", count, 7);
     let config = root.join("wingflow.toml");
@@ -60,6 +61,8 @@ pub fn project_300w(root: &Path, count: usize, extra: &str) -> PathBuf {
         .current_dir(root)
         .args(["init", "data", "--output", "out"]));
     let mut text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("enabled = true"), "init wrote no [train] section:\n{text}");
+    text = text.replace("enabled = true", "enabled = false");
     text.push_str(extra);
     std::fs::write(&config, text).unwrap();
     config

@@ -6,11 +6,9 @@ use std::process::Command;
 
 use crate::common::{fails, ok, project_300w, stdout, tree, wingflow};
 
-/// Small shards so every set has several of them.
-const SMALL_SHARDS: &str = "";
-
+/// A project whose shards are small, so every set has several of them.
 fn config_with_small_shards(root: &Path, count: usize) -> std::path::PathBuf {
-    let config = project_300w(root, count, SMALL_SHARDS);
+    let config = project_300w(root, count, "");
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
