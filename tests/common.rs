@@ -61,7 +61,10 @@ pub fn project_300w(root: &Path, count: usize, extra: &str) -> PathBuf {
         .current_dir(root)
         .args(["init", "data", "--output", "out"]));
     let mut text = std::fs::read_to_string(&config).unwrap();
-    assert!(text.contains("enabled = true"), "init wrote no [train] section:\n{text}");
+    assert!(
+        text.contains("enabled = true"),
+        "init wrote no [train] section:\n{text}"
+    );
     text = text.replace("enabled = true", "enabled = false");
     text.push_str(extra);
     std::fs::write(&config, text).unwrap();

@@ -4,4 +4,5 @@
 mod common;
 mod dag;
 mod render;
+mod shapes;
 mod synth;
