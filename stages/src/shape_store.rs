@@ -128,7 +128,7 @@ fn serialize_sorted(
     // Deterministic either way: serde_json's Map is sorted, or (with `preserve_order`) keeps
     // the insertion order above.
     let mut text = serde_json::Value::Object(header).to_string().into_bytes();
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + text.len() + offset);
