@@ -22,36 +22,66 @@ impl Default for Border {
     }
 }
 
-/// One RGB8 image level, row-major, 3 bytes per pixel.
+/// One RGB8 image level, row-major, 3 bytes per pixel: the whole level of the source image, or
+/// a rectangle of it (a region decode). Level-k pixel (i, j) covers level-0 pixels
+/// [2^k·i, 2^k·(i+1))×[2^k·j, 2^k·(j+1)).
 #[derive(Debug, Clone)]
 pub struct Level {
-    /// Width in pixels.
+    /// Width of the stored rectangle in pixels.
     pub width: u32,
-    /// Height in pixels.
+    /// Height of the stored rectangle in pixels.
     pub height: u32,
+    /// Left edge of the stored rectangle in the level's pixel grid (0 for a whole level).
+    pub x0: u32,
+    /// Top edge of the stored rectangle in the level's pixel grid (0 for a whole level).
+    pub y0: u32,
+    /// Width of the whole level (⌈source width / 2^k⌉): where the image ends for the border.
+    pub full_width: u32,
+    /// Height of the whole level (⌈source height / 2^k⌉).
+    pub full_height: u32,
     /// `width × height × 3` bytes.
     pub data: Vec<u8>,
 }
 
 impl Level {
+    /// A whole level of `width × height` pixels.
+    pub fn whole(width: u32, height: u32, data: Vec<u8>) -> Self {
+        Level {
+            width,
+            height,
+            x0: 0,
+            y0: 0,
+            full_width: width,
+            full_height: height,
+            data,
+        }
+    }
+
     /// Halve a level by area averaging. Level-(k+1) pixel (i, j) covers level-k pixels
-    /// [2i, 2i+2)×[2j, 2j+2), so coordinates map exactly: level-(k+1) = level-k / 2. An odd
-    /// edge averages only the pixels that exist.
+    /// [2i, 2i+2)×[2j, 2j+2), so coordinates map exactly: level-(k+1) = level-k / 2. A pixel at
+    /// an odd image edge (or, for a region, at a region edge that is not 2-aligned) averages
+    /// only the pixels that exist; region decodes are aligned so that this happens only at the
+    /// image's own edges.
     fn halved(&self) -> Level {
         let (w, h) = (self.width as usize, self.height as usize);
-        let (hw, hh) = (w.div_ceil(2), h.div_ceil(2));
+        let (x0, y0) = (self.x0 as usize, self.y0 as usize);
+        // Global level-(k+1) rectangle touched by the stored level-k rectangle.
+        let (hx0, hy0) = (x0 / 2, y0 / 2);
+        let (hx1, hy1) = ((x0 + w).div_ceil(2), (y0 + h).div_ceil(2));
+        let (hw, hh) = (hx1 - hx0, hy1 - hy0);
         let mut data = vec![0u8; hw * hh * 3];
         for j in 0..hh {
-            let rows = [2 * j, (2 * j + 1).min(h - 1)];
-            let nr = if 2 * j + 1 < h { 2 } else { 1 };
+            // Local level-k rows of this output row.
+            let r0 = (2 * (hy0 + j)).max(y0) - y0;
+            let r1 = (2 * (hy0 + j) + 2).min(y0 + h) - y0;
             for i in 0..hw {
-                let cols = [2 * i, (2 * i + 1).min(w - 1)];
-                let nc = if 2 * i + 1 < w { 2 } else { 1 };
-                let count = (nr * nc) as u32;
+                let c0 = (2 * (hx0 + i)).max(x0) - x0;
+                let c1 = (2 * (hx0 + i) + 2).min(x0 + w) - x0;
+                let count = ((r1 - r0) * (c1 - c0)) as u32;
                 for c in 0..3 {
                     let mut sum = 0u32;
-                    for &r in &rows[..nr] {
-                        for &q in &cols[..nc] {
+                    for r in r0..r1 {
+                        for q in c0..c1 {
                             sum += self.data[(r * w + q) * 3 + c] as u32;
                         }
                     }
@@ -62,15 +92,22 @@ impl Level {
         Level {
             width: hw as u32,
             height: hh as u32,
+            x0: hx0 as u32,
+            y0: hy0 as u32,
+            full_width: self.full_width.div_ceil(2),
+            full_height: self.full_height.div_ceil(2),
             data,
         }
     }
 }
 
 /// A source image with its area-averaged 2× pyramid, built lazily (only the levels a warp asks
-/// for).
+/// for). The first stored level is level 0 (a full decode) or a coarser level straight from a
+/// reduced-resolution decode ([`super::decode`]); finer levels are then not available.
 #[derive(Debug)]
 pub struct Pyramid {
+    /// Index of `levels[0]`.
+    first: usize,
     levels: Vec<Level>,
 }
 
@@ -78,33 +115,112 @@ impl Pyramid {
     /// Wrap a decoded RGB8 image as level 0. `data.len()` must be `width × height × 3`.
     pub fn new(width: u32, height: u32, data: Vec<u8>) -> Self {
         debug_assert_eq!(data.len(), width as usize * height as usize * 3);
+        Pyramid::from_level(0, Level::whole(width, height, data))
+    }
+
+    /// A pyramid whose finest level is `level` (index `k`), e.g. a 1/2^k-scaled region decode.
+    pub fn from_level(k: usize, level: Level) -> Self {
+        debug_assert_eq!(
+            level.data.len(),
+            level.width as usize * level.height as usize * 3
+        );
         Pyramid {
-            levels: vec![Level {
-                width,
-                height,
-                data,
-            }],
+            first: k,
+            levels: vec![level],
         }
     }
 
-    /// Level 0 (the source image).
+    /// Index of the finest level this pyramid holds.
+    pub fn first_level(&self) -> usize {
+        self.first
+    }
+
+    /// The finest level this pyramid holds (level 0 for a full decode).
     pub fn base(&self) -> &Level {
         &self.levels[0]
     }
 
-    /// Level `k` (each level halves the previous one), building missing levels; stops at 1×1.
+    /// Level `k` (each level halves the previous one), building missing levels. Returns the
+    /// level actually used: never finer than [`Self::first_level`], and it stops at 1×1.
     pub fn level(&mut self, k: usize) -> (usize, &Level) {
+        let k = k.max(self.first) - self.first;
         while self.levels.len() <= k {
             let last = &self.levels[self.levels.len() - 1];
-            if last.width <= 1 && last.height <= 1 {
+            if last.full_width <= 1 && last.full_height <= 1 {
                 break;
             }
             let next = last.halved();
             self.levels.push(next);
         }
         let k = k.min(self.levels.len() - 1);
-        (k, &self.levels[k])
+        (self.first + k, &self.levels[k])
     }
+}
+
+/// A rectangle of pixels [x0, x1)×[y0, y1) in some level's pixel grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PixelRect {
+    /// Left edge (inclusive).
+    pub x0: u32,
+    /// Top edge (inclusive).
+    pub y0: u32,
+    /// Right edge (exclusive).
+    pub x1: u32,
+    /// Bottom edge (exclusive).
+    pub y1: u32,
+}
+
+impl PixelRect {
+    /// The smallest rectangle holding both.
+    pub fn union(&self, other: &PixelRect) -> PixelRect {
+        PixelRect {
+            x0: self.x0.min(other.x0),
+            y0: self.y0.min(other.y0),
+            x1: self.x1.max(other.x1),
+            y1: self.y1.max(other.y1),
+        }
+    }
+}
+
+/// The pixels of pyramid level `k` that [`warp`] may read for a `size`×`size` crop by `m` of a
+/// `width`×`height` source: the bilinear taps of every output pixel, one pixel of slack for
+/// rounding, clamped into the level (never empty, so that the clamped reads of
+/// [`Border::Replicate`] stay inside). `None` when `m` is singular.
+pub fn reach(m: &Affine, size: u32, k: usize, width: u32, height: u32) -> Option<PixelRect> {
+    let inv = m.inverse()?;
+    let f = 1.0 / (1u64 << k) as f64;
+    let (fw, fh) = (
+        width.div_ceil(1 << k.min(31)) as i64,
+        height.div_ceil(1 << k.min(31)) as i64,
+    );
+    if fw == 0 || fh == 0 {
+        return None;
+    }
+    let lo = 0.5;
+    let hi = size as f64 - 0.5;
+    let (mut xmin, mut xmax, mut ymin, mut ymax) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    // The sample grid is the square [0.5, size − 0.5]²; its image under an affine map is the
+    // parallelogram spanned by the corners' images.
+    for (ox, oy) in [(lo, lo), (hi, lo), (lo, hi), (hi, hi)] {
+        let (sx, sy) = inv.apply(ox, oy);
+        let (x, y) = (sx * f - 0.5, sy * f - 0.5);
+        xmin = xmin.min(x);
+        xmax = xmax.max(x);
+        ymin = ymin.min(y);
+        ymax = ymax.max(y);
+    }
+    if !(xmin.is_finite() && xmax.is_finite() && ymin.is_finite() && ymax.is_finite()) {
+        return None;
+    }
+    // Taps floor(v) and floor(v) + 1, one more on each side for rounding: [⌊min⌋−1, ⌊max⌋+3).
+    let clamp = |lo: f64, hi: f64, n: i64| {
+        let a = (lo.floor() as i64 - 1).clamp(0, n - 1);
+        let b = (hi.floor() as i64 + 3).clamp(a + 1, n);
+        (a as u32, b as u32)
+    };
+    let (x0, x1) = clamp(xmin, xmax, fw);
+    let (y0, y1) = clamp(ymin, ymax, fh);
+    Some(PixelRect { x0, y0, x1, y1 })
 }
 
 /// The pyramid level for a warp whose output has `scale` output pixels per source pixel: the
@@ -128,21 +244,35 @@ pub fn warp(pyramid: &mut Pyramid, m: &Affine, size: u32, border: Border) -> Opt
     // Map output coords straight to level-k coords, and fold the −0.5 of the level's pixel
     // centres into the offset: the result is the fractional pixel index in the level.
     let [a, b, c, d, e, g] = inv.0;
-    let (a, b, c, d, e, g) = (a * f, b * f, c * f - 0.5, d * f, e * f, g * f - 0.5);
+    // The stored rectangle starts at (x0, y0) of the level: shift into its local indices.
+    let (ox0, oy0) = (level.x0 as f64, level.y0 as f64);
+    let (a, b, c, d, e, g) = (
+        a * f,
+        b * f,
+        c * f - 0.5 - ox0,
+        d * f,
+        e * f,
+        g * f - 0.5 - oy0,
+    );
     let (w, h) = (level.width as i64, level.height as i64);
+    // The image's extent in local indices (the border lies outside it, not outside the region).
+    let (bx0, by0) = (-(level.x0 as i64), -(level.y0 as i64));
+    let (bx1, by1) = (
+        bx0 + level.full_width as i64,
+        by0 + level.full_height as i64,
+    );
     let src = &level.data;
     let fetch = |x: i64, y: i64, out: &mut [f32; 3], weight: f32| {
-        let (x, y) = match border {
-            Border::Replicate => (x.clamp(0, w - 1), y.clamp(0, h - 1)),
-            Border::Constant(v) => {
-                if x < 0 || y < 0 || x >= w || y >= h {
-                    let v = v as f32 * weight;
-                    out.iter_mut().for_each(|o| *o += v);
-                    return;
-                }
-                (x, y)
-            }
-        };
+        if let Border::Constant(v) = border
+            && (x < bx0 || y < by0 || x >= bx1 || y >= by1)
+        {
+            let v = v as f32 * weight;
+            out.iter_mut().for_each(|o| *o += v);
+            return;
+        }
+        // Replicate clamps to the image's edge; a region decode holds every pixel a warp can
+        // reach (see [`reach`]), so clamping into it changes nothing and only guards indices.
+        let (x, y) = (x.clamp(0, w - 1), y.clamp(0, h - 1));
         let p = ((y * w + x) * 3) as usize;
         for ch in 0..3 {
             out[ch] += src[p + ch] as f32 * weight;
