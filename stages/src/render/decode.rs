@@ -283,20 +283,36 @@ impl SourceFile {
     }
 }
 
-/// One decode of a source image: the pyramid level it produces and, for a reduced decode, the
-/// region of that level it covers.
+/// One decode of a source image: the pyramid level it produces and the region of that level
+/// its crops need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeRequest {
     /// Pyramid level of the decode: 0 = full decode, 1..=3 = a 1/2^level JPEG decode.
     pub level: usize,
-    /// The region of that level to decode (`None` for a full decode: the whole image).
-    pub region: Option<PixelRect>,
+    /// The region of that level the crops reach, aligned for halving: what a reduced decode
+    /// decodes, and what a full decode's coarser levels are built from
+    /// ([`Pyramid::limit_halving`]).
+    pub region: PixelRect,
+}
+
+impl DecodeRequest {
+    /// Run the decode: the whole image at full resolution (coarser levels limited to the
+    /// region), or the region at 1/2^level.
+    pub fn decode(&self, file: &SourceFile) -> Result<Pyramid> {
+        if self.level == 0 {
+            let mut p = file.decode_full()?;
+            p.limit_halving(self.region);
+            Ok(p)
+        } else {
+            file.decode_reduced(self.level, self.region)
+        }
+    }
 }
 
 /// Plan the decodes of one source image of `width`×`height` pixels for its crops, given as
 /// (crop matrix, crop side). With `reduced`, a crop whose warp reads pyramid level k ≥ 1 is
 /// served by a 1/2^min(k, 3) decode of the region its crops reach; otherwise by the full
-/// decode. Returns the requests and, per crop, the index of the request serving it (`None` for
+/// decode (whose coarser levels are built only over the region its crops reach). Returns the requests and, per crop, the index of the request serving it (`None` for
 /// a singular matrix, which no decode can serve).
 pub fn plan_decodes(
     crops: &[(Affine, u32)],
@@ -337,19 +353,17 @@ pub fn plan_decodes(
     for (s, group) in groups.iter().enumerate() {
         let Some((top, rect)) = group else { continue };
         index_of[s] = requests.len();
-        let region = (s > 0).then(|| {
-            let (fw, fh) = (width.div_ceil(1 << s), height.div_ceil(1 << s));
-            // Align to the grid of the coarsest level built from this decode, so that every
-            // halving groups the same pixels as the full pyramid (a region edge inside the
-            // image falls on an even pixel of every level up to `top`).
-            let a = 1u32 << (top - s).min(31);
-            PixelRect {
-                x0: rect.x0 / a * a,
-                y0: rect.y0 / a * a,
-                x1: rect.x1.div_ceil(a).saturating_mul(a).min(fw),
-                y1: rect.y1.div_ceil(a).saturating_mul(a).min(fh),
-            }
-        });
+        let (fw, fh) = (width.div_ceil(1 << s), height.div_ceil(1 << s));
+        // Align to the grid of the coarsest level built from this decode, so that every
+        // halving groups the same pixels as the whole image's pyramid (a region edge inside
+        // the image falls on an even pixel of every level up to `top`).
+        let a = 1u32 << (top - s).min(31);
+        let region = PixelRect {
+            x0: rect.x0 / a * a,
+            y0: rect.y0 / a * a,
+            x1: rect.x1.div_ceil(a).saturating_mul(a).min(fw),
+            y1: rect.y1.div_ceil(a).saturating_mul(a).min(fh),
+        };
         requests.push(DecodeRequest { level: s, region });
     }
     let serving = serving

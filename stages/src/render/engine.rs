@@ -205,12 +205,13 @@ pub fn render_image_crops(
     let (requests, serving) = decode::plan_decodes(&matrices, w, h, reduced);
     let mut pyramids = Vec::with_capacity(requests.len());
     for req in &requests {
-        pyramids.push(match req.region {
-            None => match full.take() {
-                Some(p) => p,
-                None => file.decode_full()?,
-            },
-            Some(region) => file.decode_reduced(req.level, region)?,
+        // Only a file that allows no reduced decode was decoded already: one level-0 request.
+        pyramids.push(match (req.level, full.take()) {
+            (0, Some(mut p)) => {
+                p.limit_halving(req.region);
+                p
+            }
+            _ => req.decode(file)?,
         });
     }
     let mut out = Vec::with_capacity(crops.len());

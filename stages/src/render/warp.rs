@@ -57,26 +57,48 @@ impl Level {
         }
     }
 
-    /// Halve a level by area averaging. Level-(k+1) pixel (i, j) covers level-k pixels
-    /// [2i, 2i+2)×[2j, 2j+2), so coordinates map exactly: level-(k+1) = level-k / 2. A pixel at
-    /// an odd image edge (or, for a region, at a region edge that is not 2-aligned) averages
-    /// only the pixels that exist; region decodes are aligned so that this happens only at the
-    /// image's own edges.
-    fn halved(&self) -> Level {
+    /// Halve the part of a level inside `within` (global pixels of this level; the whole
+    /// stored rectangle when `None`) by area averaging. Level-(k+1) pixel (i, j) covers level-k
+    /// pixels [2i, 2i+2)×[2j, 2j+2), so coordinates map exactly: level-(k+1) = level-k / 2. A
+    /// pixel at an odd image edge (or at a stored edge that is not 2-aligned) averages only the
+    /// pixels that exist; regions are aligned so that this happens only at the image's edges.
+    fn halved(&self, within: Option<PixelRect>) -> Level {
         let (w, h) = (self.width as usize, self.height as usize);
         let (x0, y0) = (self.x0 as usize, self.y0 as usize);
-        // Global level-(k+1) rectangle touched by the stored level-k rectangle.
-        let (hx0, hy0) = (x0 / 2, y0 / 2);
-        let (hx1, hy1) = ((x0 + w).div_ceil(2), (y0 + h).div_ceil(2));
+        let (mut rx0, mut ry0, mut rx1, mut ry1) = (x0, y0, x0 + w, y0 + h);
+        if let Some(r) = within {
+            rx0 = (r.x0 as usize).clamp(x0, x0 + w - 1);
+            ry0 = (r.y0 as usize).clamp(y0, y0 + h - 1);
+            rx1 = (r.x1 as usize).clamp(rx0 + 1, x0 + w);
+            ry1 = (r.y1 as usize).clamp(ry0 + 1, y0 + h);
+        }
+        // Global level-(k+1) rectangle touched by the level-k rectangle.
+        let (hx0, hy0) = (rx0 / 2, ry0 / 2);
+        let (hx1, hy1) = (rx1.div_ceil(2), ry1.div_ceil(2));
         let (hw, hh) = (hx1 - hx0, hy1 - hy0);
         let mut data = vec![0u8; hw * hh * 3];
+        let stride = w * 3;
         for j in 0..hh {
-            // Local level-k rows of this output row.
+            // Local level-k rows of this output row, clipped to the stored pixels.
             let r0 = (2 * (hy0 + j)).max(y0) - y0;
             let r1 = (2 * (hy0 + j) + 2).min(y0 + h) - y0;
+            let out = &mut data[j * hw * 3..(j + 1) * hw * 3];
+            let (ra, rb) = (&self.data[r0 * stride..], &self.data[(r1 - 1) * stride..]);
             for i in 0..hw {
                 let c0 = (2 * (hx0 + i)).max(x0) - x0;
                 let c1 = (2 * (hx0 + i) + 2).min(x0 + w) - x0;
+                if r1 - r0 == 2 && c1 - c0 == 2 {
+                    // The common case: a whole 2×2 block.
+                    let p = c0 * 3;
+                    for c in 0..3 {
+                        let sum = ra[p + c] as u32
+                            + ra[p + 3 + c] as u32
+                            + rb[p + c] as u32
+                            + rb[p + 3 + c] as u32;
+                        out[i * 3 + c] = ((sum + 2) >> 2) as u8;
+                    }
+                    continue;
+                }
                 let count = ((r1 - r0) * (c1 - c0)) as u32;
                 for c in 0..3 {
                     let mut sum = 0u32;
@@ -85,7 +107,7 @@ impl Level {
                             sum += self.data[(r * w + q) * 3 + c] as u32;
                         }
                     }
-                    data[(j * hw + i) * 3 + c] = ((sum + count / 2) / count) as u8;
+                    out[i * 3 + c] = ((sum + count / 2) / count) as u8;
                 }
             }
         }
@@ -109,6 +131,8 @@ pub struct Pyramid {
     /// Index of `levels[0]`.
     first: usize,
     levels: Vec<Level>,
+    /// The part of the finest level that coarser levels are built from (all when `None`).
+    halving_region: Option<PixelRect>,
 }
 
 impl Pyramid {
@@ -127,7 +151,17 @@ impl Pyramid {
         Pyramid {
             first: k,
             levels: vec![level],
+            halving_region: None,
         }
+    }
+
+    /// Build coarser levels only from `region` of the finest level (its global pixels): the
+    /// coarser levels then hold only what that region covers. For the values to equal those
+    /// of the whole image's pyramid up to level `first + t`, the region's edges must be
+    /// multiples of 2^t or the image's edges ([`super::decode::plan_decodes`] aligns them so).
+    pub fn limit_halving(&mut self, region: PixelRect) {
+        self.halving_region = Some(region);
+        self.levels.truncate(1);
     }
 
     /// Index of the finest level this pyramid holds.
@@ -149,7 +183,12 @@ impl Pyramid {
             if last.full_width <= 1 && last.full_height <= 1 {
                 break;
             }
-            let next = last.halved();
+            let within = if self.levels.len() == 1 {
+                self.halving_region
+            } else {
+                None
+            };
+            let next = last.halved(within);
             self.levels.push(next);
         }
         let k = k.min(self.levels.len() - 1);
@@ -262,21 +301,18 @@ pub fn warp(pyramid: &mut Pyramid, m: &Affine, size: u32, border: Border) -> Opt
         by0 + level.full_height as i64,
     );
     let src = &level.data;
-    let fetch = |x: i64, y: i64, out: &mut [f32; 3], weight: f32| {
+    // The value of one tap, border rules applied.
+    let fetch = |x: i64, y: i64| -> [f32; 3] {
         if let Border::Constant(v) = border
             && (x < bx0 || y < by0 || x >= bx1 || y >= by1)
         {
-            let v = v as f32 * weight;
-            out.iter_mut().for_each(|o| *o += v);
-            return;
+            return [v as f32; 3];
         }
         // Replicate clamps to the image's edge; a region decode holds every pixel a warp can
         // reach (see [`reach`]), so clamping into it changes nothing and only guards indices.
         let (x, y) = (x.clamp(0, w - 1), y.clamp(0, h - 1));
         let p = ((y * w + x) * 3) as usize;
-        for ch in 0..3 {
-            out[ch] += src[p + ch] as f32 * weight;
-        }
+        [src[p] as f32, src[p + 1] as f32, src[p + 2] as f32]
     };
     let n = size as usize;
     let mut out = vec![0u8; n * n * 3];
@@ -289,14 +325,28 @@ pub fn warp(pyramid: &mut Pyramid, m: &Affine, size: u32, border: Border) -> Opt
             let (x0, y0) = (sx.floor(), sy.floor());
             let (fx, fy) = ((sx - x0) as f32, (sy - y0) as f32);
             let (x0, y0) = (x0 as i64, y0 as i64);
-            let mut acc = [0f32; 3];
-            fetch(x0, y0, &mut acc, (1.0 - fx) * (1.0 - fy));
-            fetch(x0 + 1, y0, &mut acc, fx * (1.0 - fy));
-            fetch(x0, y0 + 1, &mut acc, (1.0 - fx) * fy);
-            fetch(x0 + 1, y0 + 1, &mut acc, fx * fy);
             let p = (j * n + i) * 3;
+            // Taps inside the stored pixels (the common case) are read without border logic;
+            // both paths combine the taps with the same arithmetic, so a pixel's value never
+            // depends on how large the stored region is.
+            let [t00, t10, t01, t11] = if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
+                let q = ((y0 * w + x0) * 3) as usize;
+                let r = q + (w * 3) as usize;
+                let px = |k: usize| [src[k] as f32, src[k + 1] as f32, src[k + 2] as f32];
+                [px(q), px(q + 3), px(r), px(r + 3)]
+            } else {
+                [
+                    fetch(x0, y0),
+                    fetch(x0 + 1, y0),
+                    fetch(x0, y0 + 1),
+                    fetch(x0 + 1, y0 + 1),
+                ]
+            };
             for ch in 0..3 {
-                out[p + ch] = (acc[ch] + 0.5).clamp(0.0, 255.0) as u8;
+                let top = t00[ch] + (t10[ch] - t00[ch]) * fx;
+                let bottom = t01[ch] + (t11[ch] - t01[ch]) * fx;
+                let v = top + (bottom - top) * fy;
+                out[p + ch] = (v + 0.5).clamp(0.0, 255.0) as u8;
             }
         }
     }

@@ -255,6 +255,54 @@ fn reduced_decoding_is_a_render_param_and_changes_only_what_it_should() {
 }
 
 #[test]
+fn a_crop_does_not_depend_on_the_other_crops_of_its_image() {
+    // Decode regions and levels are planned from all crops of an image; a crop's bytes must
+    // still be the same whatever else is rendered with it (worker splits, incremental runs).
+    let scheme = tri_scheme();
+    let (file, lm) = &disc_jpegs()[1];
+    let f = face("s", "discs.jpg", &scheme, lm.clone(), 800, 800);
+    let params = geometric_params();
+    let a = Augmentation {
+        rotation_deg: 11.0,
+        scale: 1.05,
+        ..Augmentation::identity()
+    };
+    let far = Augmentation {
+        rotation_deg: -30.0,
+        translate_x: 0.5,
+        translate_y: -0.4,
+        scale: 2.5,
+        ..Augmentation::identity()
+    };
+    let near = Augmentation {
+        scale: 0.5,
+        ..Augmentation::identity()
+    };
+    let alone = render_image_crops(file, &[(&f, &a, Stage::Stage1)], &scheme, &params).unwrap();
+    for off in [false, true] {
+        let params = RenderParams {
+            reduced_decode: !off,
+            ..params.clone()
+        };
+        let alone = render_image_crops(file, &[(&f, &a, Stage::Stage1)], &scheme, &params).unwrap();
+        let crowd = [
+            (&f, &far, Stage::Stage1),
+            (&f, &a, Stage::Stage2),
+            (&f, &a, Stage::Stage1),
+            (&f, &near, Stage::Stage1),
+            (&f, &far, Stage::Stage2),
+        ];
+        let together = render_image_crops(file, &crowd, &scheme, &params).unwrap();
+        assert_eq!(
+            alone[0].0.image, together[2].0.image,
+            "reduced_decode = {}",
+            !off
+        );
+    }
+    assert!(!alone[0].0.image.is_empty());
+}
+
+#[test]
 fn disc_centroids_match_at_deep_pyramid_levels() {
     // 64² crop of a 2.5 × 75 px box at scale 0.8: ≈0.36 output px per source px (level 1);
     // a smaller crop of the same box reaches level 3.
