@@ -4,6 +4,7 @@
 //! ```text
 //! render_bench gen <dir> <count> <width> <height> <seed>   photo-like JPEGs + meta.csv
 //! render_bench run <dir> [--replicas R] [--threads N] [--albu albu.json] [--label L]
+//!                        [--chain full|no-blur|geometry]
 //! ```
 //!
 //! `run` renders R augmented replicas of every image at 64×64 and, separately, at 128×128, with
@@ -45,7 +46,8 @@ fn main() -> Res<()> {
         ),
         Some("run") if args.len() >= 2 => run(&args[1..]),
         _ => Err("usage: render_bench gen <dir> <count> <w> <h> <seed> | \
-                  run <dir> [--replicas R] [--threads N] [--albu albu.json] [--label L]"
+                  run <dir> [--replicas R] [--threads N] [--albu albu.json] [--label L] \
+                  [--chain full|no-blur|geometry]"
             .into()),
     }
 }
@@ -76,7 +78,7 @@ fn encode_jpeg(rgb: &[u8], w: u32, h: u32) -> Res<Vec<u8>> {
             w as i32,
             0,
             h as i32,
-            tj::TJPF_TJPF_RGB as i32,
+            tj::TJPF_TJPF_RGB,
             &mut buf,
             &mut size,
         );
@@ -282,9 +284,11 @@ fn read_faces(dir: &Path, scheme: &Scheme) -> Res<Vec<FaceRecord>> {
     Ok(faces)
 }
 
-/// The Albumentations script's chain: affine, flip, colour jitter, blur; nothing else.
-fn chain() -> AugmentConfig {
-    AugmentConfig {
+/// The Albumentations script's chain: affine, flip, colour jitter, blur; nothing else. `part`
+/// `no-blur` and `geometry` drop the blur, or everything but the affine and flip (to see where
+/// the time goes; the comparison uses `full`).
+fn chain(part: &str) -> Res<AugmentConfig> {
+    let full = AugmentConfig {
         rotation_max_deg: 30.0,
         translation_max: 0.05,
         scale_range: (0.9, 1.1),
@@ -299,6 +303,21 @@ fn chain() -> AugmentConfig {
         occlusion_max_count: 0,
         jpeg_probability: 0.0,
         ..AugmentConfig::default()
+    };
+    match part {
+        "full" => Ok(full),
+        "no-blur" => Ok(AugmentConfig {
+            blur_probability: 0.0,
+            ..full
+        }),
+        "geometry" => Ok(AugmentConfig {
+            blur_probability: 0.0,
+            brightness_range: (1.0, 1.0),
+            contrast_range: (1.0, 1.0),
+            saturation_range: (1.0, 1.0),
+            ..full
+        }),
+        _ => Err(format!("unknown chain `{part}` (full, no-blur, geometry)").into()),
     }
 }
 
@@ -315,6 +334,9 @@ fn draws(faces: &[FaceRecord], replicas: u32, config: &AugmentConfig) -> Vec<Vec
         .collect()
 }
 
+/// An image's crop matrices (with crop sides) and the decodes they need.
+type Plan = (Vec<(Affine, u32)>, Vec<decode::DecodeRequest>);
+
 struct Bench<'a> {
     faces: &'a [FaceRecord],
     augs: &'a [Vec<Augmentation>],
@@ -322,7 +344,7 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    fn crops<'b>(&'b self, i: usize) -> Vec<(&'b FaceRecord, &'b Augmentation, Stage)> {
+    fn crops(&self, i: usize) -> Vec<(&FaceRecord, &Augmentation, Stage)> {
         self.augs[i]
             .iter()
             .map(|a| (&self.faces[i], a, Stage::Stage1))
@@ -345,12 +367,7 @@ impl Bench<'_> {
     }
 
     /// The crops' matrices and the decodes they need.
-    fn plan(
-        &self,
-        i: usize,
-        params: &RenderParams,
-        reduced: bool,
-    ) -> Res<(Vec<(Affine, u32)>, Vec<decode::DecodeRequest>)> {
+    fn plan(&self, i: usize, params: &RenderParams, reduced: bool) -> Res<Plan> {
         let face = &self.faces[i];
         let matrices = self
             .crops(i)
@@ -436,6 +453,7 @@ fn run(args: &[String]) -> Res<()> {
     let mut threads = std::thread::available_parallelism()?.get();
     let mut albu: Option<PathBuf> = None;
     let mut label = dir.display().to_string();
+    let mut part = "full".to_owned();
     let mut it = args[1..].iter();
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -444,12 +462,13 @@ fn run(args: &[String]) -> Res<()> {
             "--threads" => threads = value.parse()?,
             "--albu" => albu = Some(PathBuf::from(value)),
             "--label" => label = value.clone(),
+            "--chain" => part = value.clone(),
             _ => return Err(format!("unknown flag {flag}").into()),
         }
     }
     let scheme = scheme::by_name("ibug68")?;
     let faces = read_faces(&dir, scheme)?;
-    let config = chain();
+    let config = chain(&part)?;
     let augs = draws(&faces, replicas, &config);
     let bench = Bench {
         faces: &faces,
