@@ -272,6 +272,15 @@ pub fn level_for_scale(scale: f64) -> usize {
     if k <= 0.0 { 0 } else { k as usize }
 }
 
+/// ⌊v⌋ as an integer, without `f64::floor`: on the x86-64 baseline (no SSE4.1) that is a libm
+/// call, which cost the warp half its time. Equal to `v.floor() as i64` for every finite v
+/// within the i64 range (the only values a warp meets).
+#[inline]
+fn floor(v: f64) -> i64 {
+    let t = v as i64;
+    t - ((t as f64) > v) as i64
+}
+
 /// Render a `size`×`size` RGB8 crop: output pixel (i, j) = bilinear sample of the matching
 /// pyramid level at `m⁻¹·(i+0.5, j+0.5)` (mapped to that level's coordinates by /2^k).
 /// `m` maps source continuous coordinates to output continuous coordinates; it must be
@@ -322,9 +331,8 @@ pub fn warp(pyramid: &mut Pyramid, m: &Affine, size: u32, border: Border) -> Opt
             let ox = i as f64 + 0.5;
             let sx = a * ox + b * oy + c;
             let sy = d * ox + e * oy + g;
-            let (x0, y0) = (sx.floor(), sy.floor());
-            let (fx, fy) = ((sx - x0) as f32, (sy - y0) as f32);
-            let (x0, y0) = (x0 as i64, y0 as i64);
+            let (x0, y0) = (floor(sx), floor(sy));
+            let (fx, fy) = ((sx - x0 as f64) as f32, (sy - y0 as f64) as f32);
             let p = (j * n + i) * 3;
             // Taps inside the stored pixels (the common case) are read without border logic;
             // both paths combine the taps with the same arithmetic, so a pixel's value never
@@ -365,6 +373,15 @@ mod tests {
             }
         }
         Pyramid::new(w, h, data)
+    }
+
+    #[test]
+    fn fast_floor_is_floor() {
+        for v in [
+            -2.5, -2.0, -1e-9, 0.0, 1e-9, 0.5, 1.0, 3.999_999, 1e12, -1e12,
+        ] {
+            assert_eq!(floor(v), v.floor() as i64, "{v}");
+        }
     }
 
     #[test]
