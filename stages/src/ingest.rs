@@ -519,10 +519,7 @@ pub fn source_input_paths(sources: &[SourceConfig]) -> Vec<PathBuf> {
             }
             SourceKind::HrnetCsv | SourceKind::Wflw | SourceKind::AflwSqlite => {
                 paths.push(source.path.clone());
-                let images = source
-                    .images
-                    .clone()
-                    .unwrap_or_else(|| default_images(source));
+                let images = source.images.clone().unwrap_or_else(|| default_images(source));
                 if images != source.path && !paths.contains(&images) {
                     paths.push(images);
                 }
