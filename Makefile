@@ -18,7 +18,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: all build test demo lint fmt clean-demo
+.PHONY: all build test demo lint fmt clean-demo sysdeps bench-render
 
 all: build
 
@@ -30,7 +30,17 @@ $(TORCH_STAMP):
 	$(VENV)/bin/python -c "import torch; assert torch.__version__.split('+')[0] == '$(TORCH_VERSION)', torch.__version__"
 	touch $@
 
-build: $(TORCH_STAMP)
+# libjpeg-turbo 3 (reduced-resolution JPEG decoding in render) is built from the turbojpeg-sys
+# crate's vendored source, which needs cmake and nasm; install them when missing (Debian/Ubuntu,
+# as root or through sudo).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+sysdeps:
+	@command -v cmake >/dev/null && command -v nasm >/dev/null || { \
+	  echo "==> installing cmake and nasm (to build libjpeg-turbo)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq cmake nasm; }
+
+build: $(TORCH_STAMP) sysdeps
 	cargo build --workspace --bins
 
 test: build
@@ -40,12 +50,16 @@ test: build
 demo: build
 	WINGFLOW_BIN_DIR=$(BIN_DIR) ./scripts/demo.sh $(DEMO_DIR)
 
-lint: $(TORCH_STAMP)
+lint: $(TORCH_STAMP) sysdeps
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 fmt:
 	cargo fmt --all
+
+# By-hand benchmark against Albumentations (bench/README.md); not part of `make test`.
+bench-render: sysdeps
+	WINGFLOW_VENV=$(VENV) ./bench/render_vs_albumentations.sh
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -20,6 +20,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::augment::Augmentation;
+use super::decode::{self, SourceFile};
 use super::geometry::{self, Affine, BoxRule};
 use super::photometric;
 use super::shard::{
@@ -106,39 +107,120 @@ pub fn render_sample(
     aug: &Augmentation,
     stage: Stage,
 ) -> Result<(RenderedCrop, Affine)> {
-    let size = params.crop_size(stage);
-    let degenerate = || RenderError::BadFace {
+    let m = crop_matrix(face, scheme, params, aug, stage)?;
+    let crop = render_crop(pyramid, &m, face, scheme, params, aug, stage)?;
+    Ok((crop, m))
+}
+
+fn degenerate(face: &FaceRecord) -> RenderError {
+    RenderError::BadFace {
         sample_id: face.sample_id.clone(),
         reason: "degenerate crop box".to_owned(),
-    };
-    let m = match stage {
+    }
+}
+
+/// The matrix from source to crop coordinates of one crop of one face.
+pub fn crop_matrix(
+    face: &FaceRecord,
+    scheme: &Scheme,
+    params: &RenderParams,
+    aug: &Augmentation,
+    stage: Stage,
+) -> Result<Affine> {
+    let size = params.crop_size(stage);
+    match stage {
         Stage::Stage1 => {
             let enlarge = match params.box_rule {
                 BoxRule::Landmarks => params.box_enlarge,
                 BoxRule::Annotation => params.annotation_box_enlarge,
             };
-            let base =
-                geometry::stage1_box(face, params.box_rule, enlarge).ok_or_else(degenerate)?;
-            geometry::stage1_matrix(&base, aug, size)
+            let base = geometry::stage1_box(face, params.box_rule, enlarge)
+                .ok_or_else(|| degenerate(face))?;
+            Ok(geometry::stage1_matrix(&base, aug, size))
         }
         Stage::Stage2 => geometry::stage2_matrix(face, scheme, aug, params.box_enlarge, size)
-            .ok_or_else(degenerate)?,
-    };
-    let mut image = warp::warp(pyramid, &m, size, params.border).ok_or_else(degenerate)?;
+            .ok_or_else(|| degenerate(face)),
+    }
+}
+
+/// Render the crop of matrix `m` from `pyramid` (which must hold the level the warp reads).
+pub fn render_crop(
+    pyramid: &mut Pyramid,
+    m: &Affine,
+    face: &FaceRecord,
+    scheme: &Scheme,
+    params: &RenderParams,
+    aug: &Augmentation,
+    stage: Stage,
+) -> Result<RenderedCrop> {
+    let size = params.crop_size(stage);
+    let mut image = warp::warp(pyramid, m, size, params.border).ok_or_else(|| degenerate(face))?;
     photometric::apply(&mut image, size, aug).map_err(|source| RenderError::Image {
         path: PathBuf::from(&face.sample_id),
         source,
     })?;
-    let lm = geometry::transform_landmarks(face, scheme, &m, aug.flip, size);
-    Ok((
-        RenderedCrop {
-            image,
-            landmarks: lm.xy,
-            visible: lm.visible,
-            in_crop: lm.in_crop,
-        },
-        m,
-    ))
+    let lm = geometry::transform_landmarks(face, scheme, m, aug.flip, size);
+    Ok(RenderedCrop {
+        image,
+        landmarks: lm.xy,
+        visible: lm.visible,
+        in_crop: lm.in_crop,
+    })
+}
+
+/// Every crop of one source image, decoded the way [`RenderParams::reduced_decode`] allows:
+/// each crop is served by the decode its own warp level selects ([`decode::plan_decodes`]), so
+/// its bytes never depend on the other crops rendered in the same run.
+pub fn render_image_crops(
+    file: &SourceFile,
+    crops: &[(&FaceRecord, &Augmentation, Stage)],
+    scheme: &Scheme,
+    params: &RenderParams,
+) -> Result<Vec<(RenderedCrop, Affine)>> {
+    let mut full = None;
+    let (w, h) = match file.reduced_jpeg() {
+        Some(info) => (info.width, info.height),
+        None => {
+            let p = file.decode_full()?;
+            let dims = (p.base().width, p.base().height);
+            full = Some(p);
+            dims
+        }
+    };
+    let mut matrices = Vec::with_capacity(crops.len());
+    for &(face, aug, stage) in crops {
+        if (face.image_width, face.image_height) != (w, h) {
+            return Err(RenderError::BadFace {
+                sample_id: face.sample_id.clone(),
+                reason: format!(
+                    "faces.parquet says {}×{}, {} is {w}×{h}",
+                    face.image_width, face.image_height, face.image_path
+                ),
+            });
+        }
+        let m = crop_matrix(face, scheme, params, aug, stage)?;
+        matrices.push((m, params.crop_size(stage)));
+    }
+    let reduced = params.reduced_decode && file.reduced_jpeg().is_some();
+    let (requests, serving) = decode::plan_decodes(&matrices, w, h, reduced);
+    let mut pyramids = Vec::with_capacity(requests.len());
+    for req in &requests {
+        // Only a file that allows no reduced decode was decoded already: one level-0 request.
+        pyramids.push(match (req.level, full.take()) {
+            (0, Some(mut p)) => {
+                p.limit_halving(req.region);
+                p
+            }
+            _ => req.decode(file)?,
+        });
+    }
+    let mut out = Vec::with_capacity(crops.len());
+    for (&(face, aug, stage), ((m, _), serve)) in crops.iter().zip(matrices.iter().zip(serving)) {
+        let pyramid = &mut pyramids[serve.ok_or_else(|| degenerate(face))?];
+        let crop = render_crop(pyramid, m, face, scheme, params, aug, stage)?;
+        out.push((crop, *m));
+    }
+    Ok(out)
 }
 
 /// One shard of the plan: its set, id, rows (plan indices sorted by (sample id, replica)).
@@ -343,66 +425,52 @@ pub fn render_shards(
     });
 
     let done = AtomicUsize::new(0);
-    let crops = AtomicUsize::new(0);
+    let crops_done = AtomicUsize::new(0);
     let written = Mutex::new(Vec::new());
     let result = images
         .par_iter()
         .try_for_each(|(image_path, rows)| -> Result<()> {
-            let path = Path::new(image_path);
-            let decoded = image::ImageReader::open(path)
-                .map_err(io_err(path))?
-                .with_guessed_format()
-                .map_err(io_err(path))?
-                .decode()
-                .map_err(|source| RenderError::Image {
-                    path: path.to_owned(),
-                    source,
-                })?
-                .into_rgb8();
-            let (w, h) = decoded.dimensions();
-            let mut pyramid = Pyramid::new(w, h, decoded.into_raw());
-            for &r in rows {
-                let row = &plan[r];
-                let face = face_of[row.sample_id.as_str()];
-                if (face.image_width, face.image_height) != (w, h) {
-                    return Err(RenderError::BadFace {
-                        sample_id: face.sample_id.clone(),
-                        reason: format!(
-                            "faces.parquet says {}×{}, {} is {w}×{h}",
-                            face.image_width, face.image_height, face.image_path
-                        ),
-                    });
-                }
-                let aug = Augmentation::draw(row.seed, row.replica, &params.augment);
+            let file = SourceFile::read(Path::new(image_path))?;
+            let augs: Vec<Augmentation> = rows
+                .iter()
+                .map(|&r| Augmentation::draw(plan[r].seed, plan[r].replica, &params.augment))
+                .collect();
+            let mut wanted = Vec::new();
+            let mut crops = Vec::new();
+            for (&r, aug) in rows.iter().zip(&augs) {
+                let face = face_of[plan[r].sample_id.as_str()];
                 for stage in Stage::ALL {
-                    let Some((j, pos)) = targets[r][stage as usize] else {
-                        continue;
-                    };
-                    let job = &jobs[j];
-                    let (crop, affine) =
-                        render_sample(&mut pyramid, face, scheme, params, &aug, stage)?;
-                    job.layout.write_sample(&job.tmp, pos, &crop)?;
-                    crops.fetch_add(1, Ordering::Relaxed);
-                    let record = SampleRecord {
-                        shard: job.shard.id,
-                        row: pos as u32,
-                        sample_id: row.sample_id.clone(),
-                        replica: row.replica,
-                        seed: row.seed,
-                        augmentation: aug.clone(),
-                        affine,
-                        pose_coefficient: row.pose_coefficient,
-                        bin: row.bin,
-                    };
-                    job.records.lock().unwrap_or_else(|e| e.into_inner())[pos] = Some(record);
-                    if job.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        finish_job(job, scheme, params, &config_digest)?;
-                        progress(RenderProgress::ShardWritten(job.path.clone()));
-                        written
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(job.path.clone());
+                    if let Some(target) = targets[r][stage as usize] {
+                        wanted.push((r, aug, target));
+                        crops.push((face, aug, stage));
                     }
+                }
+            }
+            let rendered = render_image_crops(&file, &crops, scheme, params)?;
+            for ((r, aug, (j, pos)), (crop, affine)) in wanted.into_iter().zip(rendered) {
+                let row = &plan[r];
+                let job = &jobs[j];
+                job.layout.write_sample(&job.tmp, pos, &crop)?;
+                crops_done.fetch_add(1, Ordering::Relaxed);
+                let record = SampleRecord {
+                    shard: job.shard.id,
+                    row: pos as u32,
+                    sample_id: row.sample_id.clone(),
+                    replica: row.replica,
+                    seed: row.seed,
+                    augmentation: aug.clone(),
+                    affine,
+                    pose_coefficient: row.pose_coefficient,
+                    bin: row.bin,
+                };
+                job.records.lock().unwrap_or_else(|e| e.into_inner())[pos] = Some(record);
+                if job.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    finish_job(job, scheme, params, &config_digest)?;
+                    progress(RenderProgress::ShardWritten(job.path.clone()));
+                    written
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(job.path.clone());
                 }
             }
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
@@ -425,7 +493,7 @@ pub fn render_shards(
     report.rendered.sort();
     report.fresh.sort();
     report.images_decoded = images.len();
-    report.crops_rendered = crops.into_inner();
+    report.crops_rendered = crops_done.into_inner();
 
     if worker.is_none() {
         let mut sets: Vec<(Stage, &str)> = shards.iter().map(|s| (s.stage, s.split)).collect();

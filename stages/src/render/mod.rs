@@ -3,6 +3,7 @@
 //!
 //! - [`augment`]: per-row augmentation parameters, drawn from the row's seed only.
 //! - [`geometry`]: the one affine matrix per crop (box, rotation, scale, shift, flip).
+//! - [`decode`]: full decodes, and reduced-resolution JPEG region decodes into coarser levels.
 //! - [`warp`]: inverse warp with bilinear sampling from an area-averaged pyramid.
 //! - [`photometric`]: colour, blur, occlusion, JPEG on the small crop.
 //! - [`shard`]: the on-disk format (shards, sidecars, `index.json`, `samples.parquet`), `gc`.
@@ -13,6 +14,7 @@
 //! render params); thread count, worker split and completion order never change output bytes.
 
 pub mod augment;
+pub mod decode;
 pub mod engine;
 pub mod geometry;
 pub mod inspect;
@@ -25,8 +27,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use augment::{AugmentConfig, Augmentation, Occlusion};
+pub use decode::SourceFile;
 pub use engine::{
-    RenderInputs, RenderProgress, RenderReport, WorkerSplit, render_sample, render_shards,
+    RenderInputs, RenderProgress, RenderReport, WorkerSplit, crop_matrix, render_crop,
+    render_image_crops, render_sample, render_shards,
 };
 pub use geometry::{Affine, BoxRule};
 pub use inspect::{InspectReport, ShardCheck, ShardStatus, contact_sheet, inspect};
@@ -140,6 +144,11 @@ pub struct RenderParams {
     pub border: Border,
     /// Augmentation ranges.
     pub augment: AugmentConfig,
+    /// Decode JPEG sources at 1/2, 1/4 or 1/8 resolution, and only the region the crops
+    /// reach, for crops whose warp reads pyramid level ≥ 1 (same geometry, a slightly different
+    /// low-pass filter than area averaging; much faster). PNG sources, and crops read at full
+    /// resolution, always use the full decode.
+    pub reduced_decode: bool,
 }
 
 impl Default for RenderParams {
@@ -152,6 +161,7 @@ impl Default for RenderParams {
             annotation_box_enlarge: 1.0,
             border: Border::Constant(0),
             augment: AugmentConfig::default(),
+            reduced_decode: true,
         }
     }
 }

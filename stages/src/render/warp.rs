@@ -22,89 +22,244 @@ impl Default for Border {
     }
 }
 
-/// One RGB8 image level, row-major, 3 bytes per pixel.
+/// One RGB8 image level, row-major, 3 bytes per pixel: the whole level of the source image, or
+/// a rectangle of it (a region decode). Level-k pixel (i, j) covers level-0 pixels
+/// [2^k·i, 2^k·(i+1))×[2^k·j, 2^k·(j+1)).
 #[derive(Debug, Clone)]
 pub struct Level {
-    /// Width in pixels.
+    /// Width of the stored rectangle in pixels.
     pub width: u32,
-    /// Height in pixels.
+    /// Height of the stored rectangle in pixels.
     pub height: u32,
+    /// Left edge of the stored rectangle in the level's pixel grid (0 for a whole level).
+    pub x0: u32,
+    /// Top edge of the stored rectangle in the level's pixel grid (0 for a whole level).
+    pub y0: u32,
+    /// Width of the whole level (⌈source width / 2^k⌉): where the image ends for the border.
+    pub full_width: u32,
+    /// Height of the whole level (⌈source height / 2^k⌉).
+    pub full_height: u32,
     /// `width × height × 3` bytes.
     pub data: Vec<u8>,
 }
 
 impl Level {
-    /// Halve a level by area averaging. Level-(k+1) pixel (i, j) covers level-k pixels
-    /// [2i, 2i+2)×[2j, 2j+2), so coordinates map exactly: level-(k+1) = level-k / 2. An odd
-    /// edge averages only the pixels that exist.
-    fn halved(&self) -> Level {
+    /// A whole level of `width × height` pixels.
+    pub fn whole(width: u32, height: u32, data: Vec<u8>) -> Self {
+        Level {
+            width,
+            height,
+            x0: 0,
+            y0: 0,
+            full_width: width,
+            full_height: height,
+            data,
+        }
+    }
+
+    /// Halve the part of a level inside `within` (global pixels of this level; the whole
+    /// stored rectangle when `None`) by area averaging. Level-(k+1) pixel (i, j) covers level-k
+    /// pixels [2i, 2i+2)×[2j, 2j+2), so coordinates map exactly: level-(k+1) = level-k / 2. A
+    /// pixel at an odd image edge (or at a stored edge that is not 2-aligned) averages only the
+    /// pixels that exist; regions are aligned so that this happens only at the image's edges.
+    fn halved(&self, within: Option<PixelRect>) -> Level {
         let (w, h) = (self.width as usize, self.height as usize);
-        let (hw, hh) = (w.div_ceil(2), h.div_ceil(2));
+        let (x0, y0) = (self.x0 as usize, self.y0 as usize);
+        let (mut rx0, mut ry0, mut rx1, mut ry1) = (x0, y0, x0 + w, y0 + h);
+        if let Some(r) = within {
+            rx0 = (r.x0 as usize).clamp(x0, x0 + w - 1);
+            ry0 = (r.y0 as usize).clamp(y0, y0 + h - 1);
+            rx1 = (r.x1 as usize).clamp(rx0 + 1, x0 + w);
+            ry1 = (r.y1 as usize).clamp(ry0 + 1, y0 + h);
+        }
+        // Global level-(k+1) rectangle touched by the level-k rectangle.
+        let (hx0, hy0) = (rx0 / 2, ry0 / 2);
+        let (hx1, hy1) = (rx1.div_ceil(2), ry1.div_ceil(2));
+        let (hw, hh) = (hx1 - hx0, hy1 - hy0);
         let mut data = vec![0u8; hw * hh * 3];
+        let stride = w * 3;
         for j in 0..hh {
-            let rows = [2 * j, (2 * j + 1).min(h - 1)];
-            let nr = if 2 * j + 1 < h { 2 } else { 1 };
+            // Local level-k rows of this output row, clipped to the stored pixels.
+            let r0 = (2 * (hy0 + j)).max(y0) - y0;
+            let r1 = (2 * (hy0 + j) + 2).min(y0 + h) - y0;
+            let out = &mut data[j * hw * 3..(j + 1) * hw * 3];
+            let (ra, rb) = (&self.data[r0 * stride..], &self.data[(r1 - 1) * stride..]);
             for i in 0..hw {
-                let cols = [2 * i, (2 * i + 1).min(w - 1)];
-                let nc = if 2 * i + 1 < w { 2 } else { 1 };
-                let count = (nr * nc) as u32;
+                let c0 = (2 * (hx0 + i)).max(x0) - x0;
+                let c1 = (2 * (hx0 + i) + 2).min(x0 + w) - x0;
+                if r1 - r0 == 2 && c1 - c0 == 2 {
+                    // The common case: a whole 2×2 block.
+                    let p = c0 * 3;
+                    for c in 0..3 {
+                        let sum = ra[p + c] as u32
+                            + ra[p + 3 + c] as u32
+                            + rb[p + c] as u32
+                            + rb[p + 3 + c] as u32;
+                        out[i * 3 + c] = ((sum + 2) >> 2) as u8;
+                    }
+                    continue;
+                }
+                let count = ((r1 - r0) * (c1 - c0)) as u32;
                 for c in 0..3 {
                     let mut sum = 0u32;
-                    for &r in &rows[..nr] {
-                        for &q in &cols[..nc] {
+                    for r in r0..r1 {
+                        for q in c0..c1 {
                             sum += self.data[(r * w + q) * 3 + c] as u32;
                         }
                     }
-                    data[(j * hw + i) * 3 + c] = ((sum + count / 2) / count) as u8;
+                    out[i * 3 + c] = ((sum + count / 2) / count) as u8;
                 }
             }
         }
         Level {
             width: hw as u32,
             height: hh as u32,
+            x0: hx0 as u32,
+            y0: hy0 as u32,
+            full_width: self.full_width.div_ceil(2),
+            full_height: self.full_height.div_ceil(2),
             data,
         }
     }
 }
 
 /// A source image with its area-averaged 2× pyramid, built lazily (only the levels a warp asks
-/// for).
+/// for). The first stored level is level 0 (a full decode) or a coarser level straight from a
+/// reduced-resolution decode ([`super::decode`]); finer levels are then not available.
 #[derive(Debug)]
 pub struct Pyramid {
+    /// Index of `levels[0]`.
+    first: usize,
     levels: Vec<Level>,
+    /// The part of the finest level that coarser levels are built from (all when `None`).
+    halving_region: Option<PixelRect>,
 }
 
 impl Pyramid {
     /// Wrap a decoded RGB8 image as level 0. `data.len()` must be `width × height × 3`.
     pub fn new(width: u32, height: u32, data: Vec<u8>) -> Self {
         debug_assert_eq!(data.len(), width as usize * height as usize * 3);
+        Pyramid::from_level(0, Level::whole(width, height, data))
+    }
+
+    /// A pyramid whose finest level is `level` (index `k`), e.g. a 1/2^k-scaled region decode.
+    pub fn from_level(k: usize, level: Level) -> Self {
+        debug_assert_eq!(
+            level.data.len(),
+            level.width as usize * level.height as usize * 3
+        );
         Pyramid {
-            levels: vec![Level {
-                width,
-                height,
-                data,
-            }],
+            first: k,
+            levels: vec![level],
+            halving_region: None,
         }
     }
 
-    /// Level 0 (the source image).
+    /// Build coarser levels only from `region` of the finest level (its global pixels): the
+    /// coarser levels then hold only what that region covers. For the values to equal those
+    /// of the whole image's pyramid up to level `first + t`, the region's edges must be
+    /// multiples of 2^t or the image's edges ([`super::decode::plan_decodes`] aligns them so).
+    pub fn limit_halving(&mut self, region: PixelRect) {
+        self.halving_region = Some(region);
+        self.levels.truncate(1);
+    }
+
+    /// Index of the finest level this pyramid holds.
+    pub fn first_level(&self) -> usize {
+        self.first
+    }
+
+    /// The finest level this pyramid holds (level 0 for a full decode).
     pub fn base(&self) -> &Level {
         &self.levels[0]
     }
 
-    /// Level `k` (each level halves the previous one), building missing levels; stops at 1×1.
+    /// Level `k` (each level halves the previous one), building missing levels. Returns the
+    /// level actually used: never finer than [`Self::first_level`], and it stops at 1×1.
     pub fn level(&mut self, k: usize) -> (usize, &Level) {
+        let k = k.max(self.first) - self.first;
         while self.levels.len() <= k {
             let last = &self.levels[self.levels.len() - 1];
-            if last.width <= 1 && last.height <= 1 {
+            if last.full_width <= 1 && last.full_height <= 1 {
                 break;
             }
-            let next = last.halved();
+            let within = if self.levels.len() == 1 {
+                self.halving_region
+            } else {
+                None
+            };
+            let next = last.halved(within);
             self.levels.push(next);
         }
         let k = k.min(self.levels.len() - 1);
-        (k, &self.levels[k])
+        (self.first + k, &self.levels[k])
     }
+}
+
+/// A rectangle of pixels [x0, x1)×[y0, y1) in some level's pixel grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PixelRect {
+    /// Left edge (inclusive).
+    pub x0: u32,
+    /// Top edge (inclusive).
+    pub y0: u32,
+    /// Right edge (exclusive).
+    pub x1: u32,
+    /// Bottom edge (exclusive).
+    pub y1: u32,
+}
+
+impl PixelRect {
+    /// The smallest rectangle holding both.
+    pub fn union(&self, other: &PixelRect) -> PixelRect {
+        PixelRect {
+            x0: self.x0.min(other.x0),
+            y0: self.y0.min(other.y0),
+            x1: self.x1.max(other.x1),
+            y1: self.y1.max(other.y1),
+        }
+    }
+}
+
+/// The pixels of pyramid level `k` that [`warp`] may read for a `size`×`size` crop by `m` of a
+/// `width`×`height` source: the bilinear taps of every output pixel, one pixel of slack for
+/// rounding, clamped into the level (never empty, so that the clamped reads of
+/// [`Border::Replicate`] stay inside). `None` when `m` is singular.
+pub fn reach(m: &Affine, size: u32, k: usize, width: u32, height: u32) -> Option<PixelRect> {
+    let inv = m.inverse()?;
+    let f = 1.0 / (1u64 << k) as f64;
+    let (fw, fh) = (
+        width.div_ceil(1 << k.min(31)) as i64,
+        height.div_ceil(1 << k.min(31)) as i64,
+    );
+    if fw == 0 || fh == 0 {
+        return None;
+    }
+    let lo = 0.5;
+    let hi = size as f64 - 0.5;
+    let (mut xmin, mut xmax, mut ymin, mut ymax) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    // The sample grid is the square [0.5, size − 0.5]²; its image under an affine map is the
+    // parallelogram spanned by the corners' images.
+    for (ox, oy) in [(lo, lo), (hi, lo), (lo, hi), (hi, hi)] {
+        let (sx, sy) = inv.apply(ox, oy);
+        let (x, y) = (sx * f - 0.5, sy * f - 0.5);
+        xmin = xmin.min(x);
+        xmax = xmax.max(x);
+        ymin = ymin.min(y);
+        ymax = ymax.max(y);
+    }
+    if !(xmin.is_finite() && xmax.is_finite() && ymin.is_finite() && ymax.is_finite()) {
+        return None;
+    }
+    // Taps floor(v) and floor(v) + 1, one more on each side for rounding: [⌊min⌋−1, ⌊max⌋+3).
+    let clamp = |lo: f64, hi: f64, n: i64| {
+        let a = (lo.floor() as i64 - 1).clamp(0, n - 1);
+        let b = (hi.floor() as i64 + 3).clamp(a + 1, n);
+        (a as u32, b as u32)
+    };
+    let (x0, x1) = clamp(xmin, xmax, fw);
+    let (y0, y1) = clamp(ymin, ymax, fh);
+    Some(PixelRect { x0, y0, x1, y1 })
 }
 
 /// The pyramid level for a warp whose output has `scale` output pixels per source pixel: the
@@ -115,6 +270,15 @@ pub fn level_for_scale(scale: f64) -> usize {
     }
     let k = (1.0 / scale).log2().round();
     if k <= 0.0 { 0 } else { k as usize }
+}
+
+/// ⌊v⌋ as an integer, without `f64::floor`: on the x86-64 baseline (no SSE4.1) that is a libm
+/// call, which cost the warp half its time. Equal to `v.floor() as i64` for every finite v
+/// within the i64 range (the only values a warp meets).
+#[inline]
+fn floor(v: f64) -> i64 {
+    let t = v as i64;
+    t - ((t as f64) > v) as i64
 }
 
 /// Render a `size`×`size` RGB8 crop: output pixel (i, j) = bilinear sample of the matching
@@ -128,25 +292,36 @@ pub fn warp(pyramid: &mut Pyramid, m: &Affine, size: u32, border: Border) -> Opt
     // Map output coords straight to level-k coords, and fold the −0.5 of the level's pixel
     // centres into the offset: the result is the fractional pixel index in the level.
     let [a, b, c, d, e, g] = inv.0;
-    let (a, b, c, d, e, g) = (a * f, b * f, c * f - 0.5, d * f, e * f, g * f - 0.5);
+    // The stored rectangle starts at (x0, y0) of the level: shift into its local indices.
+    let (ox0, oy0) = (level.x0 as f64, level.y0 as f64);
+    let (a, b, c, d, e, g) = (
+        a * f,
+        b * f,
+        c * f - 0.5 - ox0,
+        d * f,
+        e * f,
+        g * f - 0.5 - oy0,
+    );
     let (w, h) = (level.width as i64, level.height as i64);
+    // The image's extent in local indices (the border lies outside it, not outside the region).
+    let (bx0, by0) = (-(level.x0 as i64), -(level.y0 as i64));
+    let (bx1, by1) = (
+        bx0 + level.full_width as i64,
+        by0 + level.full_height as i64,
+    );
     let src = &level.data;
-    let fetch = |x: i64, y: i64, out: &mut [f32; 3], weight: f32| {
-        let (x, y) = match border {
-            Border::Replicate => (x.clamp(0, w - 1), y.clamp(0, h - 1)),
-            Border::Constant(v) => {
-                if x < 0 || y < 0 || x >= w || y >= h {
-                    let v = v as f32 * weight;
-                    out.iter_mut().for_each(|o| *o += v);
-                    return;
-                }
-                (x, y)
-            }
-        };
-        let p = ((y * w + x) * 3) as usize;
-        for ch in 0..3 {
-            out[ch] += src[p + ch] as f32 * weight;
+    // The value of one tap, border rules applied.
+    let fetch = |x: i64, y: i64| -> [f32; 3] {
+        if let Border::Constant(v) = border
+            && (x < bx0 || y < by0 || x >= bx1 || y >= by1)
+        {
+            return [v as f32; 3];
         }
+        // Replicate clamps to the image's edge; a region decode holds every pixel a warp can
+        // reach (see [`reach`]), so clamping into it changes nothing and only guards indices.
+        let (x, y) = (x.clamp(0, w - 1), y.clamp(0, h - 1));
+        let p = ((y * w + x) * 3) as usize;
+        [src[p] as f32, src[p + 1] as f32, src[p + 2] as f32]
     };
     let n = size as usize;
     let mut out = vec![0u8; n * n * 3];
@@ -156,17 +331,30 @@ pub fn warp(pyramid: &mut Pyramid, m: &Affine, size: u32, border: Border) -> Opt
             let ox = i as f64 + 0.5;
             let sx = a * ox + b * oy + c;
             let sy = d * ox + e * oy + g;
-            let (x0, y0) = (sx.floor(), sy.floor());
-            let (fx, fy) = ((sx - x0) as f32, (sy - y0) as f32);
-            let (x0, y0) = (x0 as i64, y0 as i64);
-            let mut acc = [0f32; 3];
-            fetch(x0, y0, &mut acc, (1.0 - fx) * (1.0 - fy));
-            fetch(x0 + 1, y0, &mut acc, fx * (1.0 - fy));
-            fetch(x0, y0 + 1, &mut acc, (1.0 - fx) * fy);
-            fetch(x0 + 1, y0 + 1, &mut acc, fx * fy);
+            let (x0, y0) = (floor(sx), floor(sy));
+            let (fx, fy) = ((sx - x0 as f64) as f32, (sy - y0 as f64) as f32);
             let p = (j * n + i) * 3;
+            // Taps inside the stored pixels (the common case) are read without border logic;
+            // both paths combine the taps with the same arithmetic, so a pixel's value never
+            // depends on how large the stored region is.
+            let [t00, t10, t01, t11] = if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
+                let q = ((y0 * w + x0) * 3) as usize;
+                let r = q + (w * 3) as usize;
+                let px = |k: usize| [src[k] as f32, src[k + 1] as f32, src[k + 2] as f32];
+                [px(q), px(q + 3), px(r), px(r + 3)]
+            } else {
+                [
+                    fetch(x0, y0),
+                    fetch(x0 + 1, y0),
+                    fetch(x0, y0 + 1),
+                    fetch(x0 + 1, y0 + 1),
+                ]
+            };
             for ch in 0..3 {
-                out[p + ch] = (acc[ch] + 0.5).clamp(0.0, 255.0) as u8;
+                let top = t00[ch] + (t10[ch] - t00[ch]) * fx;
+                let bottom = t01[ch] + (t11[ch] - t01[ch]) * fx;
+                let v = top + (bottom - top) * fy;
+                out[p + ch] = (v + 0.5).clamp(0.0, 255.0) as u8;
             }
         }
     }
@@ -185,6 +373,15 @@ mod tests {
             }
         }
         Pyramid::new(w, h, data)
+    }
+
+    #[test]
+    fn fast_floor_is_floor() {
+        for v in [
+            -2.5, -2.0, -1e-9, 0.0, 1e-9, 0.5, 1.0, 3.999_999, 1e12, -1e12,
+        ] {
+            assert_eq!(floor(v), v.floor() as i64, "{v}");
+        }
     }
 
     #[test]

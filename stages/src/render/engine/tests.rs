@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::*;
 use crate::face::{BBox, BoxSource};
+use crate::render::decode::SourceFile;
 use crate::render::{ShardStatus, contact_sheet, gc, index_shard_set, inspect};
 use crate::scheme::{self, Normaliser};
 
@@ -62,17 +63,17 @@ const DISC_RADIUS: f32 = 9.0;
 
 /// A black image with a pure red, green and blue disc centred on the three landmarks.
 fn disc_image(w: u32, h: u32) -> Pyramid {
+    Pyramid::new(w, h, disc_pixels(w, h, &DISC_POINTS, DISC_RADIUS))
+}
+
+/// RGB8 pixels of a black image with a pure red, green and blue disc of `radius` centred on
+/// each of `points`.
+fn disc_pixels(w: u32, h: u32, points: &[(f32, f32); 3], radius: f32) -> Vec<u8> {
     let mut data = vec![0u8; (w * h * 3) as usize];
     // Supersample each pixel 8×8 so disc edges are anti-aliased and centroids unbiased.
-    for (c, &(px, py)) in DISC_POINTS.iter().enumerate() {
-        let (x0, x1) = (
-            (px - DISC_RADIUS - 1.0) as u32,
-            (px + DISC_RADIUS + 1.0) as u32,
-        );
-        let (y0, y1) = (
-            (py - DISC_RADIUS - 1.0) as u32,
-            (py + DISC_RADIUS + 1.0) as u32,
-        );
+    for (c, &(px, py)) in points.iter().enumerate() {
+        let (x0, x1) = ((px - radius - 1.0) as u32, (px + radius + 1.0) as u32);
+        let (y0, y1) = ((py - radius - 1.0) as u32, (py + radius + 1.0) as u32);
         for y in y0..=y1 {
             for x in x0..=x1 {
                 let mut hits = 0;
@@ -82,23 +83,29 @@ fn disc_image(w: u32, h: u32) -> Pyramid {
                             x as f32 + (sx as f32 + 0.5) / 8.0,
                             y as f32 + (sy as f32 + 0.5) / 8.0,
                         );
-                        hits += (((fx - px).powi(2) + (fy - py).powi(2))
-                            <= DISC_RADIUS * DISC_RADIUS) as u32;
+                        hits += (((fx - px).powi(2) + (fy - py).powi(2)) <= radius * radius) as u32;
                     }
                 }
                 data[((y * w + x) * 3) as usize + c] = (hits * 255 / 64) as u8;
             }
         }
     }
-    Pyramid::new(w, h, data)
+    data
 }
 
 /// Intensity-weighted centroid of channel `c` in an S×S crop.
 fn centroid(image: &[u8], size: usize, c: usize) -> (f64, f64) {
+    centroid_above(image, size, c, 0)
+}
+
+/// Centroid of channel `c` weighted by the intensity above `floor`: JPEG leaves faint noise
+/// on the black background which, summed over the whole crop, would pull the centroid
+/// towards the crop's centre; subtracting a floor keeps a symmetric disc's centre.
+fn centroid_above(image: &[u8], size: usize, c: usize, floor: u8) -> (f64, f64) {
     let (mut sx, mut sy, mut sw) = (0.0, 0.0, 0.0);
     for y in 0..size {
         for x in 0..size {
-            let v = image[(y * size + x) * 3 + c] as f64;
+            let v = image[(y * size + x) * 3 + c].saturating_sub(floor) as f64;
             sx += v * (x as f64 + 0.5);
             sy += v * (y as f64 + 0.5);
             sw += v;
@@ -152,6 +159,147 @@ proptest! {
             }
         }
     }
+}
+
+/// The disc image at `factor`× size (points, radius and image scaled), JPEG-encoded at
+/// quality 98, and its faces' landmarks.
+fn disc_jpeg(factor: u32) -> (SourceFile, Vec<f32>) {
+    let f = factor as f32;
+    let points = DISC_POINTS.map(|(x, y)| (x * f, y * f));
+    let side = 400 * factor;
+    let px = disc_pixels(side, side, &points, DISC_RADIUS * f);
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 98)
+        .encode(&px, side, side, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    let lm = points.iter().flat_map(|&(x, y)| [x, y]).collect();
+    (SourceFile::from_bytes(Path::new("discs.jpg"), bytes), lm)
+}
+
+fn disc_jpegs() -> &'static [(SourceFile, Vec<f32>); 2] {
+    static FILES: std::sync::OnceLock<[(SourceFile, Vec<f32>); 2]> = std::sync::OnceLock::new();
+    FILES.get_or_init(|| [disc_jpeg(1), disc_jpeg(2)])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    #[test]
+    fn disc_centroids_match_with_reduced_jpeg_decoding(
+        big in any::<bool>(), rotation_deg in -45.0f64..45.0, tx in -0.1f64..0.1,
+        ty in -0.1f64..0.1, scale in 0.8f64..1.3, flip in any::<bool>(),
+        j in (-0.05f64..0.05, -0.05f64..0.05, 0.95f64..1.05, -5.0f64..5.0),
+    ) {
+        let scheme = tri_scheme();
+        let (file, lm) = &disc_jpegs()[big as usize];
+        let side = if big { 800 } else { 400 };
+        let f = face("s", "discs.jpg", &scheme, lm.clone(), side, side);
+        let aug = Augmentation {
+            rotation_deg, translate_x: tx, translate_y: ty, scale, flip,
+            stage2_translate_x: j.0, stage2_translate_y: j.1, stage2_scale: j.2, stage2_rotation_deg: j.3,
+            ..Augmentation::identity()
+        };
+        let params = geometric_params();
+        prop_assert!(params.reduced_decode);
+        let crops = [(&f, &aug, Stage::Stage1), (&f, &aug, Stage::Stage2)];
+        let rendered = render_image_crops(file, &crops, &scheme, &params).unwrap();
+        // The stage-1 crop is always read from a reduced decode at these scales.
+        let m1 = rendered[0].1;
+        let (requests, serving) = decode::plan_decodes(&[(m1, params.stage1_size)], side, side, true);
+        prop_assert!(requests[serving[0].unwrap()].level >= 1);
+        let radius = DISC_RADIUS as f64 * if big { 2.0 } else { 1.0 };
+        for ((crop, m), (stage, tol)) in rendered.iter().zip([(Stage::Stage1, 1.0), (Stage::Stage2, 0.5)]) {
+            let size = params.crop_size(stage) as usize;
+            for i in 0..3 {
+                let c = if flip { scheme.flip_permutation[i] } else { i };
+                let (lx, ly) = (crop.landmarks[2 * i] as f64, crop.landmarks[2 * i + 1] as f64);
+                let margin = radius * m.scale() + 1.0;
+                let s = size as f64;
+                if !(margin..s - margin).contains(&lx) || !(margin..s - margin).contains(&ly) {
+                    continue;
+                }
+                let (cx, cy) = centroid_above(&crop.image, size, c, 24);
+                let err = ((cx - lx).powi(2) + (cy - ly).powi(2)).sqrt();
+                prop_assert!(err <= tol, "{:?} point {} disc at ({:.2},{:.2}) landmark at ({:.2},{:.2})", stage, i, cx, cy, lx, ly);
+            }
+        }
+    }
+}
+
+#[test]
+fn reduced_decoding_is_a_render_param_and_changes_only_what_it_should() {
+    let scheme = tri_scheme();
+    let (file, lm) = &disc_jpegs()[1];
+    let f = face("s", "discs.jpg", &scheme, lm.clone(), 800, 800);
+    let aug = Augmentation::identity();
+    let crops = [(&f, &aug, Stage::Stage1)];
+    let on = geometric_params();
+    let off = RenderParams {
+        reduced_decode: false,
+        ..geometric_params()
+    };
+    assert_ne!(on.digest(), off.digest());
+    let a = render_image_crops(file, &crops, &scheme, &on).unwrap();
+    let b = render_image_crops(file, &crops, &scheme, &off).unwrap();
+    assert_eq!(a[0].1, b[0].1);
+    assert_eq!(a[0].0.landmarks, b[0].0.landmarks);
+    // Different low-pass filters, same picture: close but (on this sharp-edged image) not equal.
+    let diff: u64 = a[0]
+        .0
+        .image
+        .iter()
+        .zip(&b[0].0.image)
+        .map(|(x, y)| x.abs_diff(*y) as u64)
+        .sum();
+    let mean = diff as f64 / a[0].0.image.len() as f64;
+    assert!(diff > 0 && mean < 3.0, "mean difference {mean}");
+}
+
+#[test]
+fn a_crop_does_not_depend_on_the_other_crops_of_its_image() {
+    // Decode regions and levels are planned from all crops of an image; a crop's bytes must
+    // still be the same whatever else is rendered with it (worker splits, incremental runs).
+    let scheme = tri_scheme();
+    let (file, lm) = &disc_jpegs()[1];
+    let f = face("s", "discs.jpg", &scheme, lm.clone(), 800, 800);
+    let params = geometric_params();
+    let a = Augmentation {
+        rotation_deg: 11.0,
+        scale: 1.05,
+        ..Augmentation::identity()
+    };
+    let far = Augmentation {
+        rotation_deg: -30.0,
+        translate_x: 0.5,
+        translate_y: -0.4,
+        scale: 2.5,
+        ..Augmentation::identity()
+    };
+    let near = Augmentation {
+        scale: 0.5,
+        ..Augmentation::identity()
+    };
+    let alone = render_image_crops(file, &[(&f, &a, Stage::Stage1)], &scheme, &params).unwrap();
+    for off in [false, true] {
+        let params = RenderParams {
+            reduced_decode: !off,
+            ..params.clone()
+        };
+        let alone = render_image_crops(file, &[(&f, &a, Stage::Stage1)], &scheme, &params).unwrap();
+        let crowd = [
+            (&f, &far, Stage::Stage1),
+            (&f, &a, Stage::Stage2),
+            (&f, &a, Stage::Stage1),
+            (&f, &near, Stage::Stage1),
+            (&f, &far, Stage::Stage2),
+        ];
+        let together = render_image_crops(file, &crowd, &scheme, &params).unwrap();
+        assert_eq!(
+            alone[0].0.image, together[2].0.image,
+            "reduced_decode = {}",
+            !off
+        );
+    }
+    assert!(!alone[0].0.image.is_empty());
 }
 
 #[test]
