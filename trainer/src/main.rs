@@ -3,7 +3,7 @@
 //! Progress goes to stdout one line per event (`step 100/2000 epoch 3 loss … lr … images/s …`,
 //! `val step … nme …%`, `checkpoint step … PATH`), so a wrapper can pass it through or parse it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use trainer::eval::{EvalReport, Normaliser, evaluate_set, load_bins};
 use trainer::loss::LossKind;
 use trainer::model::{Arch, LandmarkNet, ModelConfig, images_to_input};
 use trainer::optim::{LrSchedule, Optimizer, OptimizerKind};
+use trainer::predict::{predict_set, save_predictions};
 use trainer::shards::ShardSet;
 use trainer::tensor_io::save_tensors;
 use trainer::train::{Progress, TRAINER_VERSION, TrainConfig, TrainLength, Trainer, read_record};
@@ -47,6 +48,9 @@ enum Command {
     Train(Box<TrainArgs>),
     /// Evaluate a checkpoint on one or more shard sets and write a JSON report.
     Evaluate(EvaluateArgs),
+    /// Predict the landmarks of every crop of a shard set and write them as safetensors
+    /// (`landmarks` f32 [N,L,2] in crop pixels, `sample_index` i64 [N], shard order).
+    Predict(PredictArgs),
     /// Measure training throughput (images/s) on random data.
     Bench {
         /// Network.
@@ -199,6 +203,25 @@ struct EvaluateArgs {
     device: String,
 }
 
+#[derive(clap::Args)]
+struct PredictArgs {
+    /// Weights file.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The shard set (a directory with index.json).
+    #[arg(long)]
+    shards: PathBuf,
+    /// Output safetensors file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
@@ -208,6 +231,7 @@ fn main() -> Result<()> {
         Command::Doctor { device } => doctor(&device),
         Command::Train(args) => train(*args),
         Command::Evaluate(args) => evaluate(args),
+        Command::Predict(args) => predict(&args),
         Command::Bench {
             arch,
             batch_size,
@@ -565,6 +589,40 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
         Some(path) => trainer::tensor_io::write_atomic(path, json.as_bytes())?,
         None => println!("{json}"),
     }
+    Ok(())
+}
+
+fn predict(args: &PredictArgs) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    let net = LandmarkNet::load(&args.checkpoint, device)?;
+    let set = Arc::new(ShardSet::open(&args.shards)?);
+    if let Ok(record) = read_record(&args.checkpoint)
+        && record.scheme != set.index().scheme
+    {
+        bail!(
+            "{} uses scheme {}, the checkpoint was trained on {}",
+            args.shards.display(),
+            set.index().scheme,
+            record.scheme
+        );
+    }
+    let metadata = BTreeMap::from([
+        (
+            "checkpoint".to_owned(),
+            args.checkpoint.display().to_string(),
+        ),
+        ("arch".to_owned(), net.config().arch.to_string()),
+        ("scheme".to_owned(), set.index().scheme.clone()),
+        ("crop_size".to_owned(), set.crop_size().to_string()),
+        ("trainer_version".to_owned(), TRAINER_VERSION.to_owned()),
+    ]);
+    let predictions = predict_set(&net, set, args.batch_size)?;
+    save_predictions(&args.out, &predictions, &metadata)?;
+    eprintln!(
+        "predicted {} samples: {}",
+        predictions.sample_index.size()[0],
+        args.out.display()
+    );
     Ok(())
 }
 
