@@ -1,6 +1,7 @@
 //! `wingflow`: the command-line front end. Parses arguments, draws progress, reads
 //! `wingflow.toml`, and calls the stage libraries; training is delegated to `wingflow-train`.
 
+mod ced;
 mod config;
 mod dag;
 mod experiment;

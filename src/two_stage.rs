@@ -27,9 +27,9 @@ use stages::render::shard::{
 };
 use stages::render::warp::{Pyramid, warp};
 use stages::render::{Affine, Augmentation, BoxRule, RenderParams};
-use stages::report::{CedSeries, plot_ced};
 use stages::scheme::{self, Scheme};
 
+use crate::ced::{CedSeries, plot_ced};
 use crate::metrics::{ErrorSummary, Normaliser, face_nme};
 use crate::trainer_bin::trainer_path;
 
@@ -885,6 +885,10 @@ pub struct PredictArgs {
     /// Device for the networks: auto, cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Take the crop sizes, box rule and border from this configuration's `[render]` (they
+    /// must be those the networks were trained with); default: the built-in render defaults.
+    #[arg(long, value_name = "TOML")]
+    pub config: Option<PathBuf>,
 }
 
 /// `wingflow predict`.
@@ -899,7 +903,10 @@ pub fn predict_command(args: &PredictArgs) -> Result<()> {
         stage2: args.stage2.clone(),
         device: args.device.clone(),
     };
-    let params = RenderParams::default();
+    let params = match &args.config {
+        Some(path) => crate::config::Config::load(path)?.render,
+        None => RenderParams::default(),
+    };
     let queries: Vec<FaceQuery> = faces
         .iter()
         .map(|(image, b)| FaceQuery {
@@ -1027,8 +1034,9 @@ mod tests {
         );
         assert_eq!((sq.cx, sq.cy, sq.side), (30.0, 60.0, 100.0));
         let m = stage1_matrix(&sq, &Augmentation::identity(), 64);
-        assert_eq!(m.apply(-20.0, 10.0), (0.0, 0.0));
-        assert_eq!(m.apply(80.0, 110.0), (64.0, 64.0));
+        let near = |(x, y): (f64, f64), (u, v): (f64, f64)| (x - u).abs() + (y - v).abs() < 1e-9;
+        assert!(near(m.apply(-20.0, 10.0), (0.0, 0.0)));
+        assert!(near(m.apply(80.0, 110.0), (64.0, 64.0)));
     }
 
     #[test]

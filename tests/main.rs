@@ -4,3 +4,4 @@
 mod common;
 mod dag;
 mod synth;
+mod two_stage;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand, ValueEnum};
 use tch::{Device, Kind, Tensor};
 
@@ -18,7 +18,7 @@ use trainer::loss::LossKind;
 use trainer::model::{Arch, LandmarkNet, ModelConfig, images_to_input};
 use trainer::optim::{LrSchedule, Optimizer, OptimizerKind};
 use trainer::predict::{predict_set, save_predictions};
-use trainer::shards::ShardSet;
+use trainer::shards::{Loader, LoaderConfig, LoaderPosition, SampleOrder, ShardSet};
 use trainer::tensor_io::save_tensors;
 use trainer::train::{Progress, TRAINER_VERSION, TrainConfig, TrainLength, Trainer, read_record};
 
@@ -65,6 +65,10 @@ enum Command {
         /// Device.
         #[arg(long, default_value = "auto")]
         device: String,
+        /// Also time the shard loader alone on this shard set (batches/s, shuffled, with the
+        /// prefetch thread), and the training step fed by it.
+        #[arg(long)]
+        shards: Option<PathBuf>,
     },
     /// Write weights, a batch and the network's predictions for the PyTorch parity test.
     #[command(hide = true)]
@@ -237,12 +241,17 @@ fn main() -> Result<()> {
             batch_size,
             steps,
             device,
+            shards,
         } => {
             let arch: Arch = arch.parse()?;
-            let ips = bench(arch, batch_size, steps, parse_device(&device)?)?;
+            let device = parse_device(&device)?;
+            let ips = bench(arch, batch_size, steps, device)?;
             println!(
                 "{arch} batch {batch_size}: {ips:.1} images/s (forward + backward + Adam step)"
             );
+            if let Some(dir) = shards {
+                bench_loader(&dir, arch, batch_size, steps, device)?;
+            }
             Ok(())
         }
         Command::ExportTestCase { dir } => export_test_case(&dir),
@@ -659,6 +668,82 @@ fn bench(arch: Arch, batch: i64, steps: u32, device: Device) -> Result<f64> {
         step(&mut opt);
     }
     Ok(f64::from(steps) * batch as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The loader alone (batches/s over at least two epochs' worth of batches, or 200) and the
+/// training step fed by the loader (images/s), on a real shard set.
+fn bench_loader(dir: &Path, arch: Arch, batch: i64, steps: u32, device: Device) -> Result<()> {
+    let set = Arc::new(ShardSet::open(dir)?);
+    let config = LoaderConfig {
+        batch_size: batch as usize,
+        order: SampleOrder::Shuffled {
+            seed: 0,
+            buffer: 65_536,
+        },
+        drop_last: true,
+        prefetch: 4,
+        epochs: None,
+    };
+    let per_epoch = config.batches_per_epoch(&set).max(1);
+    let count = (2 * per_epoch).max(200);
+    let start = Instant::now();
+    let mut checksum = 0i64;
+    for loaded in
+        Loader::start(set.clone(), config, LoaderPosition::default())?.take(count as usize)
+    {
+        checksum += loaded?.batch.sample_index.int64_value(&[0]);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "loader: {:.1} batches/s ({:.0} images/s), batch {batch}, shuffled, {} samples of {}² from {} (checksum {checksum})",
+        count as f64 / secs,
+        count as f64 * batch as f64 / secs,
+        set.len(),
+        set.crop_size(),
+        dir.display()
+    );
+    ensure!(
+        set.crop_size() == arch.input_size(),
+        "{} holds {}² crops; {arch} takes {}²",
+        dir.display(),
+        set.crop_size(),
+        arch.input_size()
+    );
+    let net = LandmarkNet::new(
+        ModelConfig {
+            arch,
+            num_points: set.num_points(),
+            batch_norm: false,
+        },
+        0,
+        device,
+    )?;
+    let mut opt = Optimizer::new(OptimizerKind::ADAM, net.parameters());
+    let mut loader = Loader::start(set, config, LoaderPosition::default())?;
+    let mut step = |opt: &mut Optimizer| -> Result<()> {
+        let batch = loader.next().context("the loader stopped")??.batch;
+        opt.zero_grad();
+        let pred = net.decode(&net.forward(&images_to_input(&batch.images, device), true));
+        let target = batch.landmarks.to_device(device);
+        let visible = batch.visible.to_device(device);
+        LossKind::WING
+            .batch_loss(&pred, &target, &visible)
+            .backward();
+        opt.step(1e-4);
+        Ok(())
+    };
+    for _ in 0..2 {
+        step(&mut opt)?;
+    }
+    let start = Instant::now();
+    for _ in 0..steps {
+        step(&mut opt)?;
+    }
+    println!(
+        "{arch} batch {batch} fed by the loader: {:.1} images/s",
+        f64::from(steps) * batch as f64 / start.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Cases for `python/tests/test_models.py`: for each, `<name>.safetensors` (weights) and

@@ -7,7 +7,6 @@
 //!
 //! Plots are drawn into memory and written atomically (temporary file + fsync + rename).
 
-mod ced;
 mod histogram;
 mod shapes;
 mod thumbnails;
@@ -17,7 +16,6 @@ use std::sync::OnceLock;
 
 use plotters::style::FontStyle;
 
-pub use ced::{CedSeries, ced_fraction, plot_ced};
 pub use histogram::plot_pose_histogram;
 pub use shapes::plot_shape_modes;
 pub use thumbnails::{BinExamples, ThumbnailStrip, plot_thumbnail_strip};

@@ -1,10 +1,16 @@
 //! Cumulative error distribution (CED) curves: the fraction of faces whose NME is at most x.
+//!
+//! Drawn with plotters like the stage plots of `stages::report`, whose font registration it
+//! shares ([`fonts_available`]); without the font the curves are drawn without text.
 
 use std::path::Path;
 
+use anyhow::{Context, Result, bail};
 use plotters::prelude::*;
+use stages::report::fonts_available;
 
-use super::{FAMILY, ReportError, draw_error, fonts_available, save_rgb};
+/// The family name `stages::report` registers its font under.
+const FAMILY: &str = "sans-serif";
 
 const WIDTH: u32 = 800;
 const HEIGHT: u32 = 560;
@@ -28,23 +34,16 @@ pub fn ced_fraction(sorted_nmes: &[f64], x: f64) -> f64 {
 
 /// Draw the CED of each series on [0, `max_nme`] (NME axis shown ×100, as papers do), with a
 /// legend, into a PNG.
-pub fn plot_ced(
-    path: &Path,
-    title: &str,
-    series: &[CedSeries],
-    max_nme: f64,
-) -> Result<(), ReportError> {
+pub fn plot_ced(path: &Path, title: &str, series: &[CedSeries], max_nme: f64) -> Result<()> {
     if series.iter().all(|s| s.nmes.is_empty()) || !(max_nme > 0.0) {
-        return Err(ReportError::Empty {
-            path: path.to_owned(),
-            reason: "no face errors",
-        });
+        bail!("{}: nothing to plot (no face errors)", path.display());
     }
     let text = fonts_available();
     let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
-        let err = |e: DrawingAreaErrorKind<_>| draw_error(path)(e.to_string());
+        let err =
+            |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("{}: drawing failed: {e}", path.display());
         root.fill(&WHITE).map_err(err)?;
         let mut builder = ChartBuilder::on(&root);
         builder.margin(15);
@@ -97,7 +96,14 @@ pub fn plot_ced(
         }
         root.present().map_err(err)?;
     }
-    save_rgb(path, WIDTH, HEIGHT, rgb)
+    let image = image::RgbImage::from_raw(WIDTH, HEIGHT, rgb).context("plot buffer size")?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut png, image::ImageFormat::Png)
+        .with_context(|| format!("cannot encode {}", path.display()))?;
+    manifests::write_atomic(path, png.get_ref())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -130,7 +136,6 @@ mod tests {
         plot_ced(&png, "test", &series, 0.1).unwrap();
         let img = image::open(&png).unwrap();
         assert_eq!((img.width(), img.height()), (WIDTH, HEIGHT));
-        super::super::tests::keep(&png);
         let empty = [CedSeries {
             label: "none".into(),
             nmes: vec![],
