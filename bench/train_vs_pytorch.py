@@ -105,7 +105,7 @@ def main() -> None:
             loader, fed = loader or ld, fed or fd
         step_batches = best_wf / args.batch
         rows.append((arch, best_wf, best_pt, loader, fed, step_batches))
-        print(f"{arch}: wingflow {best_wf:.1} img/s, pytorch {best_pt:.1} img/s", file=sys.stderr)
+        print(f"{arch}: wingflow {best_wf:.1f} img/s, pytorch {best_pt:.1f} img/s", file=sys.stderr)
 
     lines = [
         f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, "

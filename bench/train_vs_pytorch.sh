@@ -13,5 +13,5 @@ PYTHON=${PYTHON:-.venv/bin/python}
 "$BIN/wingflow" experiment losses "$WORK" --faces 300 --stage1-steps 1 --losses wing \
   --stage1-only --device cpu > "$WORK.log" 2>&1 || { cat "$WORK.log"; exit 1; }
 "$PYTHON" bench/train_vs_pytorch.py --trainer "$BIN/wingflow-train" \
-  --threads "${THREADS:-2}" --batch "${BATCH:-16}" --steps "${STEPS:-20}" \
+  --threads "${THREADS:-2}" --batch "${BATCH:-16}" --steps "${STEPS:-20}" --repeats "${REPEATS:-2}" \
   --shards1 "$WORK/work/pdb/shards/stage1/train" --shards2 "$WORK/work/pdb/shards/stage2/train"

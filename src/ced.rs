@@ -35,7 +35,9 @@ pub fn ced_fraction(sorted_nmes: &[f64], x: f64) -> f64 {
 /// Draw the CED of each series on [0, `max_nme`] (NME axis shown ×100, as papers do), with a
 /// legend, into a PNG.
 pub fn plot_ced(path: &Path, title: &str, series: &[CedSeries], max_nme: f64) -> Result<()> {
-    if series.iter().all(|s| s.nmes.is_empty()) || !(max_nme > 0.0) {
+    if series.iter().all(|s| s.nmes.is_empty())
+        || max_nme.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+    {
         bail!("{}: nothing to plot (no face errors)", path.display());
     }
     let text = fonts_available();

@@ -353,9 +353,9 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
         runs,
     };
     let json = serde_json::to_string_pretty(&results)?;
-    manifests::write_atomic(&out.join("results.json"), json.as_bytes())?;
+    manifests::write_atomic(out.join("results.json"), json.as_bytes())?;
     let table = results_markdown(&results);
-    manifests::write_atomic(&out.join("results.md"), table.as_bytes())?;
+    manifests::write_atomic(out.join("results.md"), table.as_bytes())?;
     for method in METHODS {
         let series: Vec<CedSeries> = results
             .settings

@@ -46,10 +46,12 @@ impl Normaliser {
             "box-sqrt" => return Ok(Normaliser::BoxSqrtArea),
             _ => {}
         }
-        let wanted = |n: &SchemeNormaliser| match (spec, n) {
-            ("inter-ocular", SchemeNormaliser::InterOcular { .. }) => true,
-            ("inter-pupil", SchemeNormaliser::InterPupil { .. }) => true,
-            _ => false,
+        let wanted = |n: &SchemeNormaliser| {
+            matches!(
+                (spec, n),
+                ("inter-ocular", SchemeNormaliser::InterOcular { .. })
+                    | ("inter-pupil", SchemeNormaliser::InterPupil { .. })
+            )
         };
         if wanted(&scheme.normaliser) {
             return Ok(from_scheme(&scheme.normaliser));

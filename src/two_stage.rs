@@ -279,7 +279,7 @@ pub fn write_crop_set(
         }],
     };
     let json = serde_json::to_vec_pretty(&index)?;
-    manifests::write_atomic(&dir.join("index.json"), &json)
+    manifests::write_atomic(dir.join("index.json"), &json)
         .with_context(|| format!("cannot write {}", dir.join("index.json").display()))?;
     Ok(())
 }
