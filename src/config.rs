@@ -53,20 +53,14 @@ pub struct AlignSection {
 impl Default for AlignSection {
     fn default() -> Self {
         let p = AlignParams::default();
-        AlignSection {
-            tolerance: p.tolerance,
-            max_iterations: p.max_iterations,
-        }
+        AlignSection { tolerance: p.tolerance, max_iterations: p.max_iterations }
     }
 }
 
 impl AlignSection {
     /// The library parameters.
     pub fn params(&self) -> AlignParams {
-        AlignParams {
-            tolerance: self.tolerance,
-            max_iterations: self.max_iterations,
-        }
+        AlignParams { tolerance: self.tolerance, max_iterations: self.max_iterations }
     }
 }
 
@@ -112,11 +106,7 @@ impl PcaSection {
             PoseChoice::Index(n) if *n >= 1 => PoseComponent::Index(*n),
             other => bail!("[pca] pose_component = {other:?}: expected \"auto\" or a number >= 1"),
         };
-        Ok(PcaParams {
-            components: self.components,
-            pose_component,
-            auto_candidates: self.auto_candidates,
-        })
+        Ok(PcaParams { components: self.components, pose_component, auto_candidates: self.auto_candidates })
     }
 }
 
@@ -193,10 +183,7 @@ impl Config {
         let base = base.as_path();
         config.output = base.join(&config.output);
         config.sources = config.sources.iter().map(|s| s.resolved(base)).collect();
-        config
-            .pca
-            .params()
-            .with_context(|| format!("{}", path.display()))?;
+        config.pca.params().with_context(|| format!("{}", path.display()))?;
         config
             .render
             .validate()
