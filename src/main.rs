@@ -1,10 +1,14 @@
 //! `wingflow`: the command-line front end. Parses arguments, draws progress, reads
 //! `wingflow.toml`, and calls the stage libraries; training is delegated to `wingflow-train`.
 
+mod ced;
 mod config;
 mod dag;
+mod experiment;
+mod metrics;
 mod progress;
 mod trainer_bin;
+mod two_stage;
 
 use std::path::PathBuf;
 
@@ -120,9 +124,23 @@ enum Command {
     /// frontal, few large yaws), rendered with shading, clutter, occluders, blur and JPEG
     /// artefacts. Same seed → byte-identical files, whatever the thread count.
     Synth(SynthArgs),
+    /// Locate the landmarks of faces in images with the trained networks: CNN-6 on the box's
+    /// 64² crop, then (with --stage2) CNN-7 on the 128² rotation-normalised crop.
+    Predict(two_stage::PredictArgs),
+    /// Experiments that reproduce the Wing-loss paper's studies on synthetic data.
+    #[command(subcommand)]
+    Experiment(ExperimentCommand),
     /// Check the installation: versions, libtorch, CUDA, threads, and one forward/backward pass
     /// of a small conv net through tch (run by `wingflow-train`).
     Doctor,
+}
+
+/// `wingflow experiment …`.
+#[derive(Subcommand, Debug)]
+enum ExperimentCommand {
+    /// The loss study: L2, L1, smooth L1 and Wing for CNN-6, CNN-6 + PDB, CNN-6/7 and
+    /// CNN-6/7 + PDB on a synthetic 300W-format benchmark; prints the paper's table.
+    Losses(experiment::LossStudyArgs),
 }
 
 /// Arguments of `wingflow synth`.
@@ -181,6 +199,10 @@ fn main() -> Result<()> {
         } => inspect(&shard_dir, contact_sheet.as_deref(), max),
         Command::Status { config, verify } => status(&config.config, verify),
         Command::Synth(args) => synth(&args),
+        Command::Predict(args) => two_stage::predict_command(&args),
+        Command::Experiment(ExperimentCommand::Losses(args)) => {
+            experiment::loss_study(&args).map(|_| ())
+        }
         Command::Doctor => doctor(),
     }
 }

@@ -6,3 +6,4 @@ mod dag;
 mod render;
 mod shapes;
 mod synth;
+mod two_stage;

@@ -4,7 +4,7 @@
 //!
 //! Module map: [`shards`] reads shard sets and streams batches; [`model`] holds the networks
 //! and their input/output contract; [`loss`] the losses; [`optim`] Adam/SGD and schedules;
-//! [`train`] the loop and checkpoints; [`eval`] the metrics; [`tensor_io`] safetensors files
+//! [`train`] the loop and checkpoints; [`eval`] the metrics; [`predict`] landmarks for a whole shard set; [`tensor_io`] safetensors files
 //! with metadata; [`testing`] synthetic shard sets for tests. The crate never links polars or
 //! the `stages` crate, so the `wingflow-train` binary stays small enough to ship to a GPU host.
 
@@ -13,6 +13,7 @@ pub mod eval;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod predict;
 pub mod shards;
 pub mod tensor_io;
 pub mod testing;

@@ -3,13 +3,13 @@
 //! Progress goes to stdout one line per event (`step 100/2000 epoch 3 loss … lr … images/s …`,
 //! `val step … nme …%`, `checkpoint step … PATH`), so a wrapper can pass it through or parse it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand, ValueEnum};
 use tch::{Device, Kind, Tensor};
 
@@ -17,7 +17,8 @@ use trainer::eval::{EvalReport, Normaliser, evaluate_set, load_bins};
 use trainer::loss::LossKind;
 use trainer::model::{Arch, LandmarkNet, ModelConfig, images_to_input};
 use trainer::optim::{LrSchedule, Optimizer, OptimizerKind};
-use trainer::shards::ShardSet;
+use trainer::predict::{predict_set, save_predictions};
+use trainer::shards::{Loader, LoaderConfig, LoaderPosition, SampleOrder, ShardSet};
 use trainer::tensor_io::save_tensors;
 use trainer::train::{Progress, TRAINER_VERSION, TrainConfig, TrainLength, Trainer, read_record};
 
@@ -47,6 +48,9 @@ enum Command {
     Train(Box<TrainArgs>),
     /// Evaluate a checkpoint on one or more shard sets and write a JSON report.
     Evaluate(EvaluateArgs),
+    /// Predict the landmarks of every crop of a shard set and write them as safetensors
+    /// (`landmarks` f32 [N,L,2] in crop pixels, `sample_index` i64 [N], shard order).
+    Predict(PredictArgs),
     /// Measure training throughput (images/s) on random data.
     Bench {
         /// Network.
@@ -61,6 +65,10 @@ enum Command {
         /// Device.
         #[arg(long, default_value = "auto")]
         device: String,
+        /// Also time the shard loader alone on this shard set (batches/s, shuffled, with the
+        /// prefetch thread), and the training step fed by it.
+        #[arg(long)]
+        shards: Option<PathBuf>,
     },
     /// Write weights, a batch and the network's predictions for the PyTorch parity test.
     #[command(hide = true)]
@@ -199,6 +207,25 @@ struct EvaluateArgs {
     device: String,
 }
 
+#[derive(clap::Args)]
+struct PredictArgs {
+    /// Weights file.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The shard set (a directory with index.json).
+    #[arg(long)]
+    shards: PathBuf,
+    /// Output safetensors file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
@@ -208,17 +235,23 @@ fn main() -> Result<()> {
         Command::Doctor { device } => doctor(&device),
         Command::Train(args) => train(*args),
         Command::Evaluate(args) => evaluate(args),
+        Command::Predict(args) => predict(&args),
         Command::Bench {
             arch,
             batch_size,
             steps,
             device,
+            shards,
         } => {
             let arch: Arch = arch.parse()?;
-            let ips = bench(arch, batch_size, steps, parse_device(&device)?)?;
+            let device = parse_device(&device)?;
+            let ips = bench(arch, batch_size, steps, device)?;
             println!(
                 "{arch} batch {batch_size}: {ips:.1} images/s (forward + backward + Adam step)"
             );
+            if let Some(dir) = shards {
+                bench_loader(&dir, arch, batch_size, steps, device)?;
+            }
             Ok(())
         }
         Command::ExportTestCase { dir } => export_test_case(&dir),
@@ -568,6 +601,40 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
     Ok(())
 }
 
+fn predict(args: &PredictArgs) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    let net = LandmarkNet::load(&args.checkpoint, device)?;
+    let set = Arc::new(ShardSet::open(&args.shards)?);
+    if let Ok(record) = read_record(&args.checkpoint)
+        && record.scheme != set.index().scheme
+    {
+        bail!(
+            "{} uses scheme {}, the checkpoint was trained on {}",
+            args.shards.display(),
+            set.index().scheme,
+            record.scheme
+        );
+    }
+    let metadata = BTreeMap::from([
+        (
+            "checkpoint".to_owned(),
+            args.checkpoint.display().to_string(),
+        ),
+        ("arch".to_owned(), net.config().arch.to_string()),
+        ("scheme".to_owned(), set.index().scheme.clone()),
+        ("crop_size".to_owned(), set.crop_size().to_string()),
+        ("trainer_version".to_owned(), TRAINER_VERSION.to_owned()),
+    ]);
+    let predictions = predict_set(&net, set, args.batch_size)?;
+    save_predictions(&args.out, &predictions, &metadata)?;
+    eprintln!(
+        "predicted {} samples: {}",
+        predictions.sample_index.size()[0],
+        args.out.display()
+    );
+    Ok(())
+}
+
 /// Images per second of forward + backward + Adam step on random data.
 fn bench(arch: Arch, batch: i64, steps: u32, device: Device) -> Result<f64> {
     tch::manual_seed(0);
@@ -601,6 +668,82 @@ fn bench(arch: Arch, batch: i64, steps: u32, device: Device) -> Result<f64> {
         step(&mut opt);
     }
     Ok(f64::from(steps) * batch as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The loader alone (batches/s over at least two epochs' worth of batches, or 200) and the
+/// training step fed by the loader (images/s), on a real shard set.
+fn bench_loader(dir: &Path, arch: Arch, batch: i64, steps: u32, device: Device) -> Result<()> {
+    let set = Arc::new(ShardSet::open(dir)?);
+    let config = LoaderConfig {
+        batch_size: batch as usize,
+        order: SampleOrder::Shuffled {
+            seed: 0,
+            buffer: 65_536,
+        },
+        drop_last: true,
+        prefetch: 4,
+        epochs: None,
+    };
+    let per_epoch = config.batches_per_epoch(&set).max(1);
+    let count = (2 * per_epoch).max(200);
+    let start = Instant::now();
+    let mut checksum = 0i64;
+    for loaded in
+        Loader::start(set.clone(), config, LoaderPosition::default())?.take(count as usize)
+    {
+        checksum += loaded?.batch.sample_index.int64_value(&[0]);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "loader: {:.1} batches/s ({:.0} images/s), batch {batch}, shuffled, {} samples of {}² from {} (checksum {checksum})",
+        count as f64 / secs,
+        count as f64 * batch as f64 / secs,
+        set.len(),
+        set.crop_size(),
+        dir.display()
+    );
+    ensure!(
+        set.crop_size() == arch.input_size(),
+        "{} holds {}² crops; {arch} takes {}²",
+        dir.display(),
+        set.crop_size(),
+        arch.input_size()
+    );
+    let net = LandmarkNet::new(
+        ModelConfig {
+            arch,
+            num_points: set.num_points(),
+            batch_norm: false,
+        },
+        0,
+        device,
+    )?;
+    let mut opt = Optimizer::new(OptimizerKind::ADAM, net.parameters());
+    let mut loader = Loader::start(set, config, LoaderPosition::default())?;
+    let mut step = |opt: &mut Optimizer| -> Result<()> {
+        let batch = loader.next().context("the loader stopped")??.batch;
+        opt.zero_grad();
+        let pred = net.decode(&net.forward(&images_to_input(&batch.images, device), true));
+        let target = batch.landmarks.to_device(device);
+        let visible = batch.visible.to_device(device);
+        LossKind::WING
+            .batch_loss(&pred, &target, &visible)
+            .backward();
+        opt.step(1e-4);
+        Ok(())
+    };
+    for _ in 0..2 {
+        step(&mut opt)?;
+    }
+    let start = Instant::now();
+    for _ in 0..steps {
+        step(&mut opt)?;
+    }
+    println!(
+        "{arch} batch {batch} fed by the loader: {:.1} images/s",
+        f64::from(steps) * batch as f64 / start.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Cases for `python/tests/test_models.py`: for each, `<name>.safetensors` (weights) and

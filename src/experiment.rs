@@ -1,0 +1,847 @@
+//! `wingflow experiment losses`: the Wing-loss paper's loss study on a synthetic 300W-format
+//! benchmark.
+//!
+//! Steps, all as library calls except training: `stages::synth` writes a 300W tree (its `ibug`
+//! folder, the challenging split, gets the hardest poses) → ingest → align (GPA of the training
+//! shapes) → pca (pose component) → balance twice, with pose-based data balancing and without
+//! it (replication off: `max_replication = 1`) → render both plans → `wingflow-train train`
+//! subprocesses for CNN-6 and CNN-7 with L2, L1, smooth L1 and Wing, the same steps, batch and
+//! seeds for all → evaluation of every CNN-6 alone and of every CNN-6/7 pair through the
+//! two-stage inference path ([`crate::two_stage::evaluate_two_stage`]) on the `full` test split
+//! (common + challenging), in original image coordinates.
+//!
+//! Outputs in OUT_DIR: `results.json` (every run's NMEs), `results.md` (the paper's table
+//! layout: rows CNN-6, CNN-6 + PDB, CNN-6/7, CNN-6/7 + PDB; columns L2, L1, smooth L1, Wing;
+//! NME ×100 mean ± std over seeds), one CED PNG per row, and the data, shards and runs under
+//! `data/`, `work/`, `runs/`. Finished training runs are reused when the command is run again
+//! (a long full-budget run can be interrupted and continued).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::ValueEnum;
+use serde::Serialize;
+use stages::align::{AlignParams, align_shapes};
+use stages::balance::{BalanceParams, BalanceSample, TRAIN, balance};
+use stages::face::FaceRecord;
+use stages::faces_table::write_faces_parquet;
+use stages::ingest::{IngestPolicy, SourceConfig, SourceKind, ingest};
+use stages::pca::{PcaParams, fit_shape_model};
+use stages::plan_table::{write_plan_parquet, write_summary_json};
+use stages::render::geometry::{stage1_box, stage1_matrix};
+use stages::render::{Augmentation, RenderInputs, RenderParams, render_shards};
+use stages::scheme::{self, Scheme};
+use stages::synth::{SynthConfig, SynthFormat, generate};
+
+use crate::ced::{CedSeries, plot_ced};
+use crate::metrics::{ErrorSummary, Normaliser, face_nme};
+use crate::trainer_bin::trainer_path;
+use crate::two_stage::{EvalRequest, Models, crop_to_image, evaluate_two_stage, image_to_crop};
+
+/// How much compute the study spends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+pub enum Budget {
+    /// Minutes on a 2-core CPU (about 8): 240 faces, 150 CNN-6 / 25 CNN-7 steps, one seed. Its differences are
+    /// within noise; it shows the machinery, not the result.
+    Quick,
+    /// 3 seeds, 1500 faces, 6000 CNN-6 / 3000 CNN-7 steps of batch 8: about a day on 2 CPU cores,
+    /// minutes on a GPU.
+    Full,
+}
+
+/// The settings a budget stands for (each can be overridden on the command line).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StudySettings {
+    /// The budget named.
+    pub budget: Budget,
+    /// Synthetic faces (all splits).
+    pub faces: usize,
+    /// Image side range of the synthetic images.
+    pub image_size: (u32, u32),
+    /// Seeds (training seeds 0..seeds; the data is the same for all).
+    pub seeds: u32,
+    /// CNN-6 optimiser steps per run.
+    pub stage1_steps: u64,
+    /// CNN-7 optimiser steps per run.
+    pub stage2_steps: u64,
+    /// Batch size of every run.
+    pub batch_size: usize,
+    /// Initial learning rate (Adam, cosine to 1/100 of it) of every run.
+    pub lr: f64,
+    /// Losses compared (`l2`, `l1`, `smooth-l1`, `wing`).
+    pub losses: Vec<String>,
+}
+
+impl StudySettings {
+    /// The defaults of a budget.
+    pub fn for_budget(budget: Budget) -> Self {
+        let losses = ["l2", "l1", "smooth-l1", "wing"]
+            .map(str::to_owned)
+            .to_vec();
+        match budget {
+            Budget::Quick => StudySettings {
+                budget,
+                faces: 240,
+                image_size: (160, 220),
+                seeds: 1,
+                stage1_steps: 150,
+                stage2_steps: 25,
+                batch_size: 8,
+                lr: 1e-3,
+                losses,
+            },
+            Budget::Full => StudySettings {
+                budget,
+                faces: 1500,
+                image_size: (240, 400),
+                seeds: 3,
+                stage1_steps: 6000,
+                stage2_steps: 3000,
+                batch_size: 8,
+                lr: 1e-3,
+                losses,
+            },
+        }
+    }
+}
+
+/// Arguments of `wingflow experiment losses`.
+#[derive(clap::Args, Debug)]
+pub struct LossStudyArgs {
+    /// Output folder (data, shards, runs, results.json, results.md, CED plots).
+    pub out_dir: PathBuf,
+    /// Compute budget.
+    #[arg(long, value_enum, default_value = "quick")]
+    pub budget: Budget,
+    /// Seeds (default: 1 for quick, 3 for full).
+    #[arg(long)]
+    pub seeds: Option<u32>,
+    /// Synthetic faces (overrides the budget's).
+    #[arg(long)]
+    pub faces: Option<usize>,
+    /// CNN-6 steps per run (overrides the budget's).
+    #[arg(long)]
+    pub stage1_steps: Option<u64>,
+    /// CNN-7 steps per run (overrides the budget's).
+    #[arg(long)]
+    pub stage2_steps: Option<u64>,
+    /// Batch size (overrides the budget's).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Only these losses (comma-separated: l2,l1,smooth-l1,wing).
+    #[arg(long, value_delimiter = ',')]
+    pub losses: Vec<String>,
+    /// Skip CNN-7 (rows CNN-6 and CNN-6 + PDB only).
+    #[arg(long)]
+    pub stage1_only: bool,
+    /// Skip the PDB variant (rows without PDB only).
+    #[arg(long)]
+    pub no_pdb_variant: bool,
+    /// libtorch threads of each training run.
+    #[arg(long)]
+    pub threads: Option<u32>,
+    /// Device of the training runs: auto, cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+/// One prepared data variant (with or without PDB): its output root and what it holds.
+struct Variant {
+    pdb: bool,
+    root: PathBuf,
+    train_rows: usize,
+}
+
+impl Variant {
+    fn name(&self) -> &'static str {
+        if self.pdb { "pdb" } else { "no-pdb" }
+    }
+}
+
+/// One evaluated model.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// Table row: `CNN-6`, `CNN-6 + PDB`, `CNN-6/7`, `CNN-6/7 + PDB`.
+    pub method: String,
+    /// Loss name.
+    pub loss: String,
+    /// Training seed.
+    pub seed: u32,
+    /// NME ×100 on `full` (common + challenging).
+    pub full: ErrorSummary,
+    /// NME ×100 on `common`.
+    pub common: ErrorSummary,
+    /// NME ×100 on `challenging` (the large poses).
+    pub challenging: ErrorSummary,
+    /// NME ×100 per |yaw| bin.
+    pub per_yaw_bin: BTreeMap<String, ErrorSummary>,
+    /// Per-face NMEs on `full` (fractions), for the CED.
+    #[serde(skip)]
+    pub nmes: Vec<f64>,
+}
+
+/// Everything `results.json` holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct StudyResults {
+    /// The settings used.
+    pub settings: StudySettings,
+    /// NME normaliser.
+    pub normaliser: String,
+    /// Test faces per split.
+    pub test_faces: BTreeMap<String, usize>,
+    /// Training rows without and with PDB.
+    pub train_rows: BTreeMap<String, usize>,
+    /// The mean-shape baseline (mean training shape placed in each test face's stage-1 box).
+    pub mean_shape_baseline: ErrorSummary,
+    /// Every evaluated model.
+    pub runs: Vec<RunResult>,
+}
+
+/// The paper's rows, in order.
+pub const METHODS: [&str; 4] = ["CNN-6", "CNN-6 + PDB", "CNN-6/7", "CNN-6/7 + PDB"];
+
+/// `wingflow experiment losses`.
+pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
+    let mut s = StudySettings::for_budget(args.budget);
+    if let Some(v) = args.seeds {
+        s.seeds = v;
+    }
+    if let Some(v) = args.faces {
+        s.faces = v;
+    }
+    if let Some(v) = args.stage1_steps {
+        s.stage1_steps = v;
+    }
+    if let Some(v) = args.stage2_steps {
+        s.stage2_steps = v;
+    }
+    if let Some(v) = args.batch_size {
+        s.batch_size = v;
+    }
+    if !args.losses.is_empty() {
+        s.losses = args.losses.clone();
+    }
+    ensure!(s.seeds >= 1, "--seeds must be at least 1");
+    ensure!(s.faces >= 40, "--faces must be at least 40");
+    let started = Instant::now();
+    let out = &args.out_dir;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    if s.budget == Budget::Quick {
+        println!(
+            "quick budget: {} faces, {} CNN-6 / {} CNN-7 steps, {} seed(s). Differences between \
+             losses at this budget are within noise: it shows the machinery, not the result \
+             (use --budget full).",
+            s.faces, s.stage1_steps, s.stage2_steps, s.seeds
+        );
+    }
+
+    let data = out.join("data");
+    if data.join(stages::synth::TRUTH_FILE).exists() {
+        println!("reusing the synthetic set in {}", data.display());
+    } else {
+        let mut config = SynthConfig::new(SynthFormat::W300);
+        config.count = s.faces;
+        config.seed = 2018;
+        config.image_size = s.image_size;
+        let t = Instant::now();
+        let summary = generate(&config, &data, &|| {})?;
+        println!(
+            "synth: {} faces in {:.1}s ({:?})",
+            summary.faces,
+            t.elapsed().as_secs_f64(),
+            summary.per_split
+        );
+    }
+    let source = SourceConfig {
+        kind: SourceKind::W300,
+        path: std::path::absolute(&data)?,
+        scheme: None,
+        dataset: None,
+        images: None,
+        split: None,
+    };
+    let faces = ingest(&[source], &IngestPolicy::default())?.faces;
+    let scheme = scheme::by_name(&faces[0].scheme)?;
+    let params = RenderParams::default();
+    let coefficients = pose_coefficients(&faces, scheme)?;
+    let mut variants = Vec::new();
+    for pdb in [false, true] {
+        if pdb && args.no_pdb_variant {
+            continue;
+        }
+        variants.push(prepare_variant(
+            out,
+            &faces,
+            &coefficients,
+            scheme,
+            &params,
+            pdb,
+        )?);
+    }
+    let normaliser = Normaliser::parse(None, scheme)?;
+    let test: Vec<&FaceRecord> = faces
+        .iter()
+        .filter(|f| f.split == "common" || f.split == "challenging")
+        .collect();
+    ensure!(!test.is_empty(), "the synthetic set has no test faces");
+    let baseline = mean_shape_baseline(&faces, &test, &params, &normaliser)?;
+    println!(
+        "mean-shape baseline on full: NME {:.2} (×100)",
+        baseline.mean_nme_percent
+    );
+
+    let mut runs = Vec::new();
+    for seed in 0..s.seeds {
+        for loss in &s.losses {
+            for v in &variants {
+                let suffix = if v.pdb { " + PDB" } else { "" };
+                let run6 = out
+                    .join("runs")
+                    .join(v.name())
+                    .join(format!("cnn6-{loss}-s{seed}"));
+                train(args, &s, v, 1, loss, seed, &run6)?;
+                let w6 = run6.join("last.safetensors");
+                runs.push(evaluate(
+                    args,
+                    v,
+                    &params,
+                    &w6,
+                    None,
+                    &format!("CNN-6{suffix}"),
+                    loss,
+                    seed,
+                )?);
+                if args.stage1_only {
+                    continue;
+                }
+                let run7 = out
+                    .join("runs")
+                    .join(v.name())
+                    .join(format!("cnn7-{loss}-s{seed}"));
+                train(args, &s, v, 2, loss, seed, &run7)?;
+                let w7 = run7.join("last.safetensors");
+                runs.push(evaluate(
+                    args,
+                    v,
+                    &params,
+                    &w6,
+                    Some(&w7),
+                    &format!("CNN-6/7{suffix}"),
+                    loss,
+                    seed,
+                )?);
+            }
+        }
+    }
+    let mut test_faces = BTreeMap::new();
+    for f in &test {
+        *test_faces.entry(f.split.clone()).or_insert(0) += 1;
+    }
+    let results = StudyResults {
+        settings: s,
+        normaliser: normaliser.to_string(),
+        test_faces,
+        train_rows: variants
+            .iter()
+            .map(|v| (v.name().to_owned(), v.train_rows))
+            .collect(),
+        mean_shape_baseline: baseline,
+        runs,
+    };
+    let json = serde_json::to_string_pretty(&results)?;
+    manifests::write_atomic(out.join("results.json"), json.as_bytes())?;
+    let table = results_markdown(&results);
+    manifests::write_atomic(out.join("results.md"), table.as_bytes())?;
+    for method in METHODS {
+        let series: Vec<CedSeries> = results
+            .settings
+            .losses
+            .iter()
+            .filter_map(|loss| {
+                let nmes: Vec<f64> = results
+                    .runs
+                    .iter()
+                    .filter(|r| r.method == method && &r.loss == loss)
+                    .flat_map(|r| r.nmes.iter().copied())
+                    .collect();
+                (!nmes.is_empty()).then(|| CedSeries {
+                    label: loss.clone(),
+                    nmes,
+                })
+            })
+            .collect();
+        if series.is_empty() {
+            continue;
+        }
+        let png = out.join(format!("ced-{}.png", slug(method)));
+        plot_ced(
+            &png,
+            &format!("CED on full, {method} (all seeds pooled)"),
+            &series,
+            ced_range(&series),
+        )?;
+    }
+    println!("{table}");
+    println!(
+        "results: {} and {}; CED plots: {}/ced-*.png ({:.0}s in all)",
+        out.join("results.json").display(),
+        out.join("results.md").display(),
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(results)
+}
+
+/// The NME range of a CED plot: the field's usual 0–0.10, widened (up to 0.5) when most faces
+/// lie beyond it, as they do after a quick budget.
+fn ced_range(series: &[CedSeries]) -> f64 {
+    let mut all: Vec<f64> = series.iter().flat_map(|s| s.nmes.iter().copied()).collect();
+    all.sort_by(f64::total_cmp);
+    let p90 = all.get(all.len() * 9 / 10).copied().unwrap_or(0.0);
+    (p90 * 1.1).clamp(0.10, 0.5)
+}
+
+fn slug(method: &str) -> String {
+    method
+        .to_ascii_lowercase()
+        .replace(" + ", "-")
+        .replace(['/', ' '], "-")
+}
+
+/// The pose coefficient of every face: GPA + PCA of the training shapes, then the projection of
+/// every face (training or not) on the pose component.
+fn pose_coefficients(faces: &[FaceRecord], scheme: &Scheme) -> Result<Vec<f64>> {
+    let l = scheme.num_points();
+    let train: Vec<usize> = (0..faces.len())
+        .filter(|&i| faces[i].split == TRAIN)
+        .collect();
+    let shapes: Vec<f32> = train
+        .iter()
+        .flat_map(|&i| faces[i].landmarks.iter().copied())
+        .collect();
+    let alignment = align_shapes(
+        &shapes,
+        l,
+        &AlignParams::default(),
+        Some(&scheme.flip_permutation),
+    )?;
+    let fit = fit_shape_model(&alignment, &scheme.flip_permutation, &PcaParams::default())?;
+    println!(
+        "pca: pose component PC{} (flip score {:.3}, {:.0}% of the variance)",
+        fit.model.pose_component + 1,
+        fit.model.pose_flip_score(),
+        100.0 * fit.model.explained_variance_ratio[fit.model.pose_component]
+    );
+    let mut out: Vec<f64> = faces
+        .iter()
+        .map(|f| fit.model.pose_coefficient(&f.landmarks).unwrap_or(f64::NAN))
+        .collect();
+    for (k, &i) in train.iter().enumerate() {
+        out[i] = fit.coefficients[k];
+    }
+    Ok(out)
+}
+
+/// Balance (with or without PDB) and render one data variant under `out/work/<name>/`, in the
+/// DAG's layout (faces.parquet, plan.parquet, balance.json, shards/).
+fn prepare_variant(
+    out: &Path,
+    faces: &[FaceRecord],
+    coefficients: &[f64],
+    scheme: &Scheme,
+    params: &RenderParams,
+    pdb: bool,
+) -> Result<Variant> {
+    let root = out.join("work").join(if pdb { "pdb" } else { "no-pdb" });
+    std::fs::create_dir_all(&root)?;
+    let samples: Vec<BalanceSample> = faces
+        .iter()
+        .zip(coefficients)
+        .map(|(f, &c)| BalanceSample {
+            sample_id: f.sample_id.clone(),
+            split: f.split.clone(),
+            pose_coefficient: c.is_finite().then_some(c),
+        })
+        .collect();
+    let balance_params = BalanceParams {
+        max_replication: if pdb { None } else { Some(1) },
+        num_points: scheme.num_points(),
+        crop_stage1: params.stage1_size,
+        crop_stage2: params.stage2_size,
+        ..BalanceParams::default()
+    };
+    let plan = balance(&samples, &balance_params)?;
+    write_faces_parquet(&root.join("faces.parquet"), faces)?;
+    write_plan_parquet(&root.join("plan.parquet"), &plan.rows)?;
+    write_summary_json(&root.join("balance.json"), &plan.summary)?;
+    let train_rows = plan.rows.iter().filter(|r| r.split == TRAIN).count();
+    let t = Instant::now();
+    // The benchmark's images never change inside one output folder, so the path stands for
+    // the content in the shards' incremental keys.
+    let digest = |path: &str| path.to_owned();
+    let report = render_shards(
+        &RenderInputs {
+            faces,
+            plan: &plan.rows,
+            scheme,
+            params,
+            source_digest: &digest,
+        },
+        &root,
+        None,
+        &|_| {},
+    )?;
+    println!(
+        "{}: {} training rows; rendered {} crops ({} shards, {} fresh) in {:.1}s",
+        if pdb { "PDB" } else { "no PDB" },
+        train_rows,
+        report.crops_rendered,
+        report.rendered.len(),
+        report.fresh.len(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(Variant {
+        pdb,
+        root,
+        train_rows,
+    })
+}
+
+/// Whether a run folder holds a finished run (its `last.json` says step = total_steps).
+fn finished(run: &Path) -> Option<bool> {
+    let text = std::fs::read_to_string(run.join("last.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(v.get("step")? == v.get("total_steps")?)
+}
+
+/// Train one network with `wingflow-train train` (stdout to `<run>/train.out`), resuming an
+/// unfinished run and reusing a finished one.
+#[allow(clippy::too_many_arguments)]
+fn train(
+    args: &LossStudyArgs,
+    s: &StudySettings,
+    v: &Variant,
+    stage: u8,
+    loss: &str,
+    seed: u32,
+    run: &Path,
+) -> Result<()> {
+    let label = format!("{} stage {stage} {loss} seed {seed}", v.name());
+    match finished(run) {
+        Some(true) => {
+            println!("  {label}: finished earlier, reused");
+            return Ok(());
+        }
+        Some(false) => println!("  {label}: resuming"),
+        None => {}
+    }
+    std::fs::create_dir_all(run)?;
+    let steps = if stage == 1 {
+        s.stage1_steps
+    } else {
+        s.stage2_steps
+    };
+    let mut cmd = Command::new(trainer_path()?);
+    if let Some(t) = args.threads {
+        cmd.args(["--threads", &t.to_string()]);
+    }
+    cmd.arg("train").arg("--out").arg(run);
+    cmd.args(["--steps", &steps.to_string(), "--device", &args.device]);
+    if finished(run) == Some(false) {
+        cmd.arg("--resume");
+    } else {
+        let stage_dir = if stage == 1 { "stage1" } else { "stage2" };
+        cmd.arg("--shards")
+            .arg(v.root.join("shards").join(stage_dir))
+            .args(["--stage", &stage.to_string(), "--loss", loss])
+            .args(["--batch-size", &s.batch_size.to_string()])
+            .args([
+                "--lr",
+                &s.lr.to_string(),
+                "--final-lr",
+                &(s.lr / 100.0).to_string(),
+            ])
+            .args(["--seed", &seed.to_string(), "--no-val"])
+            .args(["--log-every", &(steps / 10).max(1).to_string()])
+            .args(["--checkpoint-every", &(steps / 4).max(1).to_string()]);
+    }
+    let log = std::fs::File::create(run.join("train.out"))?;
+    let t = Instant::now();
+    let status = cmd
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .status()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!(
+            "training {label} failed ({status}); see {}",
+            run.join("train.out").display()
+        );
+    }
+    println!(
+        "  {label}: {steps} steps in {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Evaluate one model on `full` through the two-stage path and split the result by split.
+#[allow(clippy::too_many_arguments)]
+fn evaluate(
+    args: &LossStudyArgs,
+    v: &Variant,
+    params: &RenderParams,
+    stage1: &Path,
+    stage2: Option<&Path>,
+    method: &str,
+    loss: &str,
+    seed: u32,
+) -> Result<RunResult> {
+    let models = Models {
+        stage1: stage1.to_owned(),
+        stage2: stage2.map(Path::to_owned),
+        device: args.device.clone(),
+    };
+    let report = evaluate_two_stage(&EvalRequest {
+        out_root: &v.root,
+        models: &models,
+        split: "full",
+        normaliser: None,
+        params,
+    })?;
+    let name = format!("eval-{}", slug(method));
+    let dir = stage2.unwrap_or(stage1).parent().unwrap_or(Path::new("."));
+    report.write(
+        &dir.join(format!("{name}.json")),
+        &dir.join(format!("{name}-ced.png")),
+    )?;
+    let of = |split: &str| -> Vec<f64> {
+        report
+            .per_face
+            .iter()
+            .filter(|f| f.split == split)
+            .map(|f| f.nme_percent / 100.0)
+            .collect()
+    };
+    let result = RunResult {
+        method: method.to_owned(),
+        loss: loss.to_owned(),
+        seed,
+        full: report.summary.clone(),
+        common: ErrorSummary::new(&of("common")),
+        challenging: ErrorSummary::new(&of("challenging")),
+        per_yaw_bin: report.per_yaw_bin.clone(),
+        nmes: report.nmes(),
+    };
+    println!(
+        "  {method:<14} {loss:<9} seed {seed}: NME full {:.2}, common {:.2}, challenging {:.2}",
+        result.full.mean_nme_percent,
+        result.common.mean_nme_percent,
+        result.challenging.mean_nme_percent
+    );
+    Ok(result)
+}
+
+/// The mean-shape baseline: the mean of the training faces' landmarks in their stage-1 crops,
+/// placed in each test face's stage-1 crop and mapped back to the image.
+pub fn mean_shape_baseline(
+    faces: &[FaceRecord],
+    test: &[&FaceRecord],
+    params: &RenderParams,
+    normaliser: &Normaliser,
+) -> Result<ErrorSummary> {
+    let matrix = |f: &FaceRecord| {
+        stage1_box(f, params.box_rule, params.box_enlarge)
+            .map(|b| stage1_matrix(&b, &Augmentation::identity(), params.stage1_size))
+    };
+    let mut sum: Vec<f64> = Vec::new();
+    let mut count: Vec<f64> = Vec::new();
+    for f in faces.iter().filter(|f| f.split == TRAIN) {
+        let Some(m) = matrix(f) else { continue };
+        let crop = image_to_crop(&m, &f.landmarks);
+        if sum.is_empty() {
+            sum = vec![0.0; crop.len()];
+            count = vec![0.0; crop.len()];
+        }
+        for (k, v) in crop.iter().enumerate() {
+            if v.is_finite() {
+                sum[k] += f64::from(*v);
+                count[k] += 1.0;
+            }
+        }
+    }
+    ensure!(!sum.is_empty(), "no training faces for the mean shape");
+    let mean: Vec<f32> = sum
+        .iter()
+        .zip(&count)
+        .map(|(s, c)| (s / c.max(1.0)) as f32)
+        .collect();
+    let mut nmes = Vec::new();
+    for f in test {
+        let Some(m) = matrix(f) else { continue };
+        let Some(pred) = crop_to_image(&m, &mean) else {
+            continue;
+        };
+        if let Some(nme) = face_nme(&pred, &f.landmarks, &f.visible, normaliser) {
+            nmes.push(nme);
+        }
+    }
+    Ok(ErrorSummary::new(&nmes))
+}
+
+/// Mean and sample standard deviation.
+fn mean_std(values: &[f64]) -> (f64, Option<f64>) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n.max(1.0);
+    let std = (values.len() > 1)
+        .then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+    (mean, std)
+}
+
+/// The results as markdown: one table per test split in the paper's layout.
+pub fn results_markdown(r: &StudyResults) -> String {
+    let s = &r.settings;
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Loss study on a synthetic 300W-format benchmark\n\n\
+         Budget `{:?}`: {} faces ({}), {} seed(s); CNN-6 {} steps, CNN-7 {} steps, batch {}, \
+         Adam lr {} cosine to {}. Training rows: {}. NME ×100, normalised by {}, in original \
+         image coordinates, mean ± std over seeds. Mean-shape baseline (full): {:.2}.\n",
+        s.budget,
+        s.faces,
+        r.test_faces
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+            + " test",
+        s.seeds,
+        s.stage1_steps,
+        s.stage2_steps,
+        s.batch_size,
+        s.lr,
+        s.lr / 100.0,
+        r.train_rows
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.normaliser,
+        r.mean_shape_baseline.mean_nme_percent
+    );
+    if s.budget == Budget::Quick {
+        md.push_str(
+            "**Quick budget: the differences below are within noise.** It shows that the \
+             machinery runs end to end; use `--budget full` for an ordering that means \
+             something.\n\n",
+        );
+    }
+    let names = |l: &str| match l {
+        "l2" => "L2".to_owned(),
+        "l1" => "L1".to_owned(),
+        "smooth-l1" => "smooth L1".to_owned(),
+        "wing" => "Wing".to_owned(),
+        other => other.to_owned(),
+    };
+    type Pick = fn(&RunResult) -> f64;
+    let tables: [(&str, Pick); 3] = [
+        ("full (common + challenging)", |r| r.full.mean_nme_percent),
+        ("common", |r| r.common.mean_nme_percent),
+        ("challenging (large poses)", |r| {
+            r.challenging.mean_nme_percent
+        }),
+    ];
+    for (title, pick) in tables {
+        let _ = writeln!(md, "## {title}\n");
+        let _ = writeln!(
+            md,
+            "| method | {} |",
+            s.losses
+                .iter()
+                .map(|l| names(l))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+        let _ = writeln!(md, "|---|{}", "---|".repeat(s.losses.len()));
+        for method in METHODS {
+            if !r.runs.iter().any(|x| x.method == method) {
+                continue;
+            }
+            let cells: Vec<String> = s
+                .losses
+                .iter()
+                .map(|loss| {
+                    let v: Vec<f64> = r
+                        .runs
+                        .iter()
+                        .filter(|x| x.method == method && &x.loss == loss)
+                        .map(pick)
+                        .collect();
+                    match mean_std(&v) {
+                        _ if v.is_empty() => "–".to_owned(),
+                        (m, Some(sd)) => format!("{m:.2} ± {sd:.2}"),
+                        (m, None) => format!("{m:.2}"),
+                    }
+                })
+                .collect();
+            let _ = writeln!(md, "| {method} | {} |", cells.join(" | "));
+        }
+        md.push('\n');
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_std_over_seeds() {
+        let (m, sd) = mean_std(&[1.0, 2.0, 3.0]);
+        assert_eq!(m, 2.0);
+        assert!((sd.unwrap() - 1.0).abs() < 1e-12);
+        assert_eq!(mean_std(&[4.0]), (4.0, None));
+        assert_eq!(slug("CNN-6/7 + PDB"), "cnn-6-7-pdb");
+    }
+
+    #[test]
+    fn table_has_the_papers_layout() {
+        let summary = |v: f64| ErrorSummary::new(&[v / 100.0]);
+        let run = |method: &str, loss: &str, seed: u32, v: f64| RunResult {
+            method: method.into(),
+            loss: loss.into(),
+            seed,
+            full: summary(v),
+            common: summary(v - 1.0),
+            challenging: summary(v + 1.0),
+            per_yaw_bin: BTreeMap::new(),
+            nmes: vec![],
+        };
+        let mut settings = StudySettings::for_budget(Budget::Full);
+        settings.losses = vec!["l2".into(), "wing".into()];
+        let r = StudyResults {
+            settings,
+            normaliser: "inter-ocular:36,45".into(),
+            test_faces: BTreeMap::from([("common".into(), 10)]),
+            train_rows: BTreeMap::new(),
+            mean_shape_baseline: summary(20.0),
+            runs: vec![
+                run("CNN-6", "l2", 0, 5.0),
+                run("CNN-6", "l2", 1, 7.0),
+                run("CNN-6", "wing", 0, 4.0),
+                run("CNN-6/7 + PDB", "wing", 0, 3.0),
+            ],
+        };
+        let md = results_markdown(&r);
+        assert!(md.contains("| method | L2 | Wing |"), "{md}");
+        assert!(md.contains("| CNN-6 | 6.00 ± 1.41 | 4.00 |"), "{md}");
+        assert!(md.contains("| CNN-6/7 + PDB | – | 3.00 |"), "{md}");
+        assert!(!md.contains("| CNN-6 + PDB |"));
+        assert!(!md.contains("within noise"));
+    }
+}
