@@ -481,119 +481,73 @@ fn checkpoint_of(model: &Path) -> PathBuf {
     }
 }
 
-/// sample_index → pose bin label of one shard set, from the pose coefficients and the balance
-/// histogram's edges (every split is binned the way `train` was).
-fn pose_bins(
-    set: &Path,
-    table: &PoseTable,
-    summary: &BalanceSummary,
-) -> Result<BTreeMap<String, String>, BoxError> {
-    let coefficient: HashMap<&str, f64> = table
-        .coefficients
+/// The splits to evaluate: every evaluation split that has faces (val, and the source's own
+/// test splits), plus `full` (= common + challenging) for 300W.
+fn evaluation_splits(plan: &[stages::plan::PlanRow]) -> Vec<String> {
+    let mut splits: Vec<String> = plan
         .iter()
-        .filter_map(|(id, c)| c.map(|c| (id.as_str(), c)))
+        .filter(|r| r.split != TRAIN)
+        .map(|r| r.split.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
-    let edges = &summary.bin_edges;
-    let mut bins = BTreeMap::new();
-    if edges.len() < 2 {
-        return Ok(bins);
+    if splits.iter().any(|s| s == "common") && splits.iter().any(|s| s == "challenging") {
+        splits.push("full".into());
     }
-    for (index, id) in stages::render::read_sample_ids(set)?.iter().enumerate() {
-        if let Some(&c) = coefficient.get(id.as_str()) {
-            let v = if summary.histogram_of_absolute {
-                c.abs()
-            } else {
-                c
-            };
-            let k = edges[1..edges.len() - 1]
-                .iter()
-                .take_while(|&&e| v >= e)
-                .count();
-            bins.insert(index.to_string(), format!("bin{k}"));
-        }
-    }
-    Ok(bins)
+    splits
 }
 
 fn evaluate_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
     let stage_layout = Layout::new(&layout.root);
     Stage::new("evaluate", code_version::EVALUATE, move |_ctx| {
+        use crate::two_stage::{EvalRequest, Models, evaluate_two_stage};
         let layout = &stage_layout;
         let reports = layout.reports();
         std::fs::create_dir_all(&reports)?;
-        let table = read_pose_table(&layout.pca())?;
-        let summary: BalanceSummary =
-            serde_json::from_slice(&std::fs::read(layout.balance_summary())?)?;
-        let mut results: BTreeMap<String, BTreeMap<String, serde_json::Value>> = BTreeMap::new();
-        for stage in [1u8, 2] {
-            let checkpoint = checkpoint_of(&layout.model(stage));
-            let mut sets: Vec<PathBuf> = std::fs::read_dir(layout.stage_shards(stage))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.join("index.json").exists() && !p.ends_with(TRAIN))
-                .collect();
-            sets.sort();
-            for set in sets {
-                let split = set
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let bins_path = reports.join(format!("bins-stage{stage}-{split}.json"));
-                manifests::write_atomic(
-                    &bins_path,
-                    serde_json::to_string(&pose_bins(&set, &table, &summary)?)?.as_bytes(),
-                )?;
-                let out = reports.join(format!("stage{stage}-{split}.json"));
-                let mut args = vec![
-                    "evaluate".to_owned(),
-                    "--checkpoint".into(),
-                    checkpoint.display().to_string(),
-                    "--shards".into(),
-                    set.display().to_string(),
-                    "--bins".into(),
-                    bins_path.display().to_string(),
-                    "--out".into(),
-                    out.display().to_string(),
-                    "--device".into(),
-                    config.train.device.clone(),
-                ];
-                if let Some(n) = &config.train.normaliser {
-                    args.extend(["--normaliser".into(), n.clone()]);
-                }
-                crate::trainer_bin::run_trainer(&args).map_err(|e| e.to_string())?;
-                let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out)?)?;
-                let split_report = &report["splits"][0];
-                results
-                    .entry(format!("stage{stage}"))
-                    .or_default()
-                    .insert(split, split_report["summary"].clone());
-            }
-        }
-        let mut text = String::from("NME ×100 on crops (mean over faces), per split:\n");
-        for (stage, splits) in &results {
-            for (split, s) in splits {
-                text.push_str(&format!(
-                    "  {stage} {split:<12} faces {:>5}  NME {:>6.2}  median {:>6.2}\n",
-                    s["faces"],
-                    s["mean_nme_percent"].as_f64().unwrap_or(f64::NAN),
-                    s["median_nme_percent"].as_f64().unwrap_or(f64::NAN)
+        let plan = read_plan_parquet(&layout.plan())?;
+        let stage1 = checkpoint_of(&layout.model(1));
+        let stage2 = checkpoint_of(&layout.model(2));
+        let device = config.train.device.clone();
+        let variants = [
+            ("cnn6", Models { stage1: stage1.clone(), stage2: None, device: device.clone() }),
+            ("cnn6-7", Models { stage1, stage2: Some(stage2), device }),
+        ];
+        let mut table = String::from(
+            "NME ×100 in original image coordinates (two-stage inference path):\n  split          model    faces    NME  median  fail@0.08 fail@0.10\n",
+        );
+        let mut results: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        for split in evaluation_splits(&plan) {
+            for (name, models) in &variants {
+                let report = evaluate_two_stage(&EvalRequest {
+                    out_root: &layout.root,
+                    models,
+                    split: &split,
+                    normaliser: config.train.normaliser.as_deref(),
+                    params: &config.render,
+                })
+                .map_err(|e| format!("{e:#}"))?;
+                let json = reports.join(format!("{name}-{split}.json"));
+                let ced = reports.join(format!("ced-{name}-{split}.png"));
+                report.write(&json, &ced).map_err(|e| format!("{e:#}"))?;
+                let s = &report.summary;
+                let fail = |k: usize| s.thresholds.get(k).map_or(f64::NAN, |t| 100.0 * t.failure_rate);
+                table.push_str(&format!(
+                    "  {split:<14} {name:<7} {:>6} {:>6.2} {:>7.2} {:>9.1}% {:>8.1}%\n",
+                    s.faces, s.mean_nme_percent, s.median_nme_percent, fail(0), fail(1)
                 ));
+                results.insert(format!("{name}/{split}"), serde_json::to_value(s)?);
             }
         }
-        eprint!("{text}");
-        manifests::write_atomic(
-            reports.join("evaluation.json"),
-            serde_json::to_string_pretty(&results)?.as_bytes(),
-        )?;
-        Ok::<_, BoxError>(
-            StageReport::new().rows("sets", results.values().map(|s| s.len() as u64).sum()),
-        )
+        eprint!("{table}");
+        manifests::write_atomic(reports.join("evaluation.txt"), table.as_bytes())?;
+        manifests::write_atomic(reports.join("evaluation.json"), serde_json::to_string_pretty(&results)?.as_bytes())?;
+        Ok::<_, BoxError>(StageReport::new().rows("reports", results.len() as u64))
     })
-    .params(json!({ "normaliser": config.train.normaliser, "device": config.train.device }))
+    .params(json!({ "normaliser": config.train.normaliser, "device": config.train.device, "render": config.render }))
     .input(layout.model(1))
     .input(layout.model(2))
-    .input(layout.shards())
-    .input(layout.pca())
+    .input(layout.faces())
+    .input(layout.plan())
     .input(layout.balance_summary())
     .output(layout.reports())
 }
