@@ -41,7 +41,7 @@ mod code_version {
     pub const BALANCE: &str = "1";
     pub const PLOTS: &str = "1";
     pub const RENDER: &str = "1";
-    pub const TRAIN: &str = "1";
+    pub const TRAIN: &str = "2";
     pub const EVALUATE: &str = "1";
 }
 
@@ -464,6 +464,10 @@ fn train_stage<'a>(config: &'a Config, layout: &Layout, stage: u8) -> Stage<'a> 
             std::fs::remove_dir_all(&out)?;
         }
         std::fs::rename(&tmp, &out)?;
+        let curve = out.join("loss-curve.png");
+        crate::loss_curve::plot_loss_curve(&out.join("train_log.csv"), &curve)
+            .map_err(|e| format!("{e:#}"))?;
+        eprintln!("    {name}: loss curve {}", curve.display());
         Ok::<_, BoxError>(StageReport::new().rows("steps", t.steps))
     })
     .params(params)

@@ -5,6 +5,7 @@ mod ced;
 mod config;
 mod dag;
 mod experiment;
+mod loss_curve;
 mod metrics;
 mod progress;
 mod trainer_bin;
