@@ -1,5 +1,5 @@
 //! The loss curve of a training run: `train_log.csv` (written by `wingflow-train`) drawn as a
-//! PNG, training loss on the left (log scale) and validation NME on the right.
+//! PNG, training loss on the left and validation NME on the right.
 
 use std::path::Path;
 
@@ -84,7 +84,7 @@ pub fn plot_loss_curve(csv: &Path, png: &Path) -> Result<()> {
                 .y_label_area_size(60);
         }
         let mut chart = builder
-            .build_cartesian_2d(0.0..max_step, (lo * 0.9..hi * 1.1).log_scale())
+            .build_cartesian_2d(0.0..max_step, (lo * 0.9)..(hi * 1.05))
             .map_err(err)?;
         if text {
             chart
