@@ -12,6 +12,10 @@ TORCH_STAMP   := $(VENV)/.wingflow-torch-$(TORCH_VERSION).stamp
 TARGET_DIR    := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 BIN_DIR       := $(TARGET_DIR)/debug
 DEMO_DIR      ?= $(CURDIR)/demo-out
+# Shards written by the Rust renderer for the Python reader's tests. Written with the workspace's
+# own test binaries (already built by `cargo test --workspace`); `cargo test -p stages` alone
+# would unify features differently and rebuild polars.
+SHARD_FIXTURE := $(TARGET_DIR)/python-shard-fixture
 
 # tch's build script finds libtorch through the venv's `python` (torch-sys: LIBTORCH_USE_PYTORCH).
 export LIBTORCH_USE_PYTORCH := 1
@@ -45,7 +49,9 @@ build: $(TORCH_STAMP) sysdeps
 
 test: build
 	cargo test --workspace
-	$(VENV)/bin/python -m pytest -q python/tests
+	rm -rf $(SHARD_FIXTURE) && mkdir -p $(SHARD_FIXTURE)
+	WINGFLOW_SHARD_FIXTURE=$(SHARD_FIXTURE) cargo test --workspace --lib write_python_fixture -- --ignored
+	WINGFLOW_SHARD_FIXTURE=$(SHARD_FIXTURE) $(VENV)/bin/python -m pytest -q python/tests
 
 demo: build
 	WINGFLOW_BIN_DIR=$(BIN_DIR) ./scripts/demo.sh $(DEMO_DIR)
