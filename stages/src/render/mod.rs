@@ -34,7 +34,7 @@ pub use engine::{
 };
 pub use geometry::{Affine, BoxRule};
 pub use inspect::{InspectReport, ShardCheck, ShardStatus, contact_sheet, inspect};
-pub use shard::{ShardIndex, Stage, gc, index_shard_set, read_sample_ids};
+pub use shard::{ShardIndex, Stage, gc, index_shard_set};
 pub use warp::Border;
 
 /// Errors of the render stage. Each carries the file, sample or shard it concerns.
@@ -64,7 +64,7 @@ pub enum RenderError {
         /// The cause.
         source: serde_json::Error,
     },
-    /// `samples.parquet` could not be written or read.
+    /// `samples.parquet` could not be written.
     #[error("{path}: {source}")]
     Parquet {
         /// The file.

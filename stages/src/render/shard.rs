@@ -675,29 +675,6 @@ pub fn gc(out_root: &Path, plan: &[PlanRow]) -> Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
-/// The `sample_id` of every row of a shard set's `samples.parquet`, in row order (a shard's
-/// `sample_index` tensor points into it).
-pub fn read_sample_ids(dir: &Path) -> Result<Vec<String>> {
-    let path = dir.join("samples.parquet");
-    let file = fs::File::open(&path).map_err(io_err(&path))?;
-    let polars = |source| RenderError::Parquet {
-        path: path.clone(),
-        source,
-    };
-    let df = ParquetReader::new(file)
-        .with_columns(Some(vec!["sample_id".into()]))
-        .finish()
-        .map_err(polars)?;
-    let ids = df
-        .column("sample_id")
-        .and_then(|c| c.str().cloned())
-        .map_err(polars)?;
-    Ok(ids
-        .iter()
-        .map(|v| v.unwrap_or_default().to_owned())
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
