@@ -129,16 +129,20 @@ impl Optimizer {
                         let [m, v] = slots.as_mut_slice() else {
                             unreachable!("Adam has two slots")
                         };
-                        let _ = m.g_mul_scalar_(beta1);
-                        let _ = m.g_add_(&g.multiply_scalar(1.0 - beta1));
+                        // PyTorch's single-tensor Adam, in place: two temporaries per parameter
+                        // ((1−β2)·g and the denominator) instead of one per operation.
+                        //   m ← m + (1−β1)(g − m);  v ← β2·v + (1−β2)·g²
+                        //   p ← p − lr/(1−β1ᵗ) · m / (√v / √(1−β2ᵗ) + ε)
+                        let _ = m.lerp_(&g, 1.0 - beta1);
                         let _ = v.g_mul_scalar_(beta2);
                         let _ = v.addcmul_(&g, &g.multiply_scalar(1.0 - beta2));
-                        let m_hat = m.divide_scalar(1.0 - beta1.powi(t));
-                        let denom = v
-                            .divide_scalar(1.0 - beta2.powi(t))
-                            .sqrt()
-                            .g_add_scalar(eps);
-                        let _ = p.g_sub_(&(m_hat / denom).multiply_scalar(lr));
+                        let step_size = lr / (1.0 - beta1.powi(t));
+                        let mut denom = v.sqrt();
+                        let _ = denom.g_div_scalar_((1.0 - beta2.powi(t)).sqrt());
+                        let _ = denom.g_add_scalar_(eps);
+                        // p + m / (denom · (−1/step)) = p − step · m / denom.
+                        let _ = denom.g_mul_scalar_(-1.0 / step_size);
+                        let _ = p.addcdiv_(m, &denom);
                     }
                     OptimizerKind::Sgd {
                         momentum,
