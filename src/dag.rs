@@ -41,7 +41,7 @@ mod code_version {
     pub const BALANCE: &str = "1";
     pub const PLOTS: &str = "1";
     pub const RENDER: &str = "1";
-    pub const TRAIN: &str = "2";
+    pub const TRAIN: &str = "3";
     pub const EVALUATE: &str = "1";
 }
 
