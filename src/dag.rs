@@ -40,7 +40,7 @@ mod code_version {
     pub const PCA: &str = "1";
     pub const BALANCE: &str = "1";
     pub const PLOTS: &str = "1";
-    pub const RENDER: &str = "1";
+    pub const RENDER: &str = "2";
     pub const TRAIN: &str = "3";
     pub const EVALUATE: &str = "1";
 }

@@ -24,8 +24,8 @@ use super::decode::{self, SourceFile};
 use super::geometry::{self, Affine, BoxRule};
 use super::photometric;
 use super::shard::{
-    self, FORMAT_VERSION, RenderedCrop, SampleRecord, ShardIndex, ShardLayout, Sidecar, Stage,
-    io_err, set_dir,
+    self, FORMAT_VERSION, PIXEL_VERSION, RenderedCrop, SampleRecord, ShardIndex, ShardLayout,
+    Sidecar, Stage, io_err, set_dir,
 };
 use super::warp::{self, Pyramid};
 use super::{RenderError, RenderParams, Result};
@@ -593,6 +593,7 @@ fn shard_key(
     let mut h = blake3::Hasher::new();
     let head = serde_json::json!({
         "format_version": FORMAT_VERSION,
+        "pixel_version": PIXEL_VERSION,
         "params": params,
         "stage": s.stage,
         "split": s.split,
