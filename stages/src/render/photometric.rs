@@ -134,47 +134,23 @@ fn half_kernel(sigma: f64) -> Vec<f32> {
     full.iter().map(|&k| (k / total) as f32).collect()
 }
 
-/// Lanes summed together: eight floats (two SSE or one AVX register), so the accumulators stay
-/// in registers across the taps.
-const LANES: usize = 8;
-
 /// `out[i] = k[0]·rows[r][i] + Σ_t k[t]·(rows[r−t][i] + rows[r+t][i])` for a symmetric kernel of
-/// radius r = `k.len() − 1` (`rows` holds the 2r + 1 tap slices, each as long as `out`). Every
-/// element adds its taps in the same order whatever its position, so the result does not depend
-/// on how the loop is blocked or vectorised.
+/// radius r = `k.len() − 1` (`rows` holds the 2r + 1 tap slices, each as long as `out`). One
+/// whole-row pass per tap pair (plain zipped loops, which the compiler vectorises; the row stays
+/// in L1). Every element adds its taps in the same order, so vectorisation cannot change a bit.
 #[inline(always)]
 fn symmetric_taps(out: &mut [f32], rows: &[&[f32]], k: &[f32]) {
     let r = k.len() - 1;
     let len = out.len();
-    let blocked = len - len % LANES;
-    // Fixed-size blocks: one bounds check per tap and block, and plain array arithmetic that the
-    // compiler turns into vector instructions.
-    let block = |row: &[f32], i: usize| -> [f32; LANES] {
-        let mut b = [0f32; LANES];
-        b.copy_from_slice(&row[i..i + LANES]);
-        b
-    };
-    for (i, dst) in out[..blocked].chunks_exact_mut(LANES).enumerate() {
-        let i = i * LANES;
-        let centre = block(rows[r], i);
-        let mut acc = [0f32; LANES];
-        for l in 0..LANES {
-            acc[l] = k[0] * centre[l];
-        }
-        for t in 1..=r {
-            let (lo, hi) = (block(rows[r - t], i), block(rows[r + t], i));
-            for l in 0..LANES {
-                acc[l] += k[t] * (lo[l] + hi[l]);
-            }
-        }
-        dst.copy_from_slice(&acc);
+    for (o, &c) in out.iter_mut().zip(&rows[r][..len]) {
+        *o = k[0] * c;
     }
-    for (i, o) in out.iter_mut().enumerate().skip(blocked) {
-        let mut acc = k[0] * rows[r][i];
-        for t in 1..=r {
-            acc += k[t] * (rows[r - t][i] + rows[r + t][i]);
+    for t in 1..=r {
+        let kt = k[t];
+        let pairs = rows[r - t][..len].iter().zip(&rows[r + t][..len]);
+        for (o, (&lo, &hi)) in out.iter_mut().zip(pairs) {
+            *o += kt * (lo + hi);
         }
-        *o = acc;
     }
 }
 
