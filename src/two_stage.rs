@@ -21,11 +21,13 @@ use stages::face::{BBox, BoxSource, FaceRecord, landmarks_bbox};
 use stages::faces_table::read_faces_parquet;
 use stages::formats::pts::write_pts;
 use stages::plan_table::{BalanceSummary, read_plan_parquet};
+use stages::render::decode::SourceFile;
+use stages::render::engine::{decode_for_crops, source_size};
 use stages::render::geometry::{SquareBox, stage1_box, stage1_matrix, stage2_matrix};
 use stages::render::shard::{
     FORMAT_VERSION, IndexEntry, RenderedCrop, ShardIndex, ShardLayout, file_digest, shard_file_name,
 };
-use stages::render::warp::{Pyramid, warp};
+use stages::render::warp::warp;
 use stages::render::{Affine, Augmentation, BoxRule, RenderParams};
 use stages::scheme::{self, Scheme};
 
@@ -170,22 +172,26 @@ pub fn stage2_matrix_for(
     )
 }
 
-/// Decode `image` and warp one crop per matrix (same order).
+/// Decode `image` and warp one crop per matrix (same order), decoding exactly as the render
+/// stage does for training shards (reduced-resolution region decodes when
+/// [`RenderParams::reduced_decode`] allows them), so the network sees pixels made the same way.
 fn render_crops(
     image: &Path,
     matrices: &[Affine],
     size: u32,
     params: &RenderParams,
 ) -> Result<Vec<Vec<u8>>> {
-    let rgb = image::open(image)
-        .with_context(|| format!("cannot decode {}", image.display()))?
-        .to_rgb8();
-    let (w, h) = rgb.dimensions();
-    let mut pyramid = Pyramid::new(w, h, rgb.into_raw());
+    let file = SourceFile::read(image)?;
+    let (dims, full) = source_size(&file)?;
+    let crops: Vec<(Affine, u32)> = matrices.iter().map(|&m| (m, size)).collect();
+    let (mut pyramids, serving) = decode_for_crops(&file, full, dims, &crops, params)?;
     matrices
         .iter()
-        .map(|m| {
-            warp(&mut pyramid, m, size, params.border)
+        .zip(serving)
+        .map(|(m, serve)| {
+            serve
+                .and_then(|i| pyramids.get_mut(i))
+                .and_then(|pyramid| warp(pyramid, m, size, params.border))
                 .with_context(|| format!("{}: degenerate crop matrix {m:?}", image.display()))
         })
         .collect()

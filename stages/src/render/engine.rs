@@ -168,25 +168,55 @@ pub fn render_crop(
     })
 }
 
-/// Every crop of one source image, decoded the way [`RenderParams::reduced_decode`] allows:
-/// each crop is served by the decode its own warp level selects ([`decode::plan_decodes`]), so
-/// its bytes never depend on the other crops rendered in the same run.
+/// The size of a source image, and its full decode when the file allows no reduced decode (so
+/// that [`decode_for_crops`] need not decode it again).
+pub fn source_size(file: &SourceFile) -> Result<((u32, u32), Option<Pyramid>)> {
+    match file.reduced_jpeg() {
+        Some(info) => Ok(((info.width, info.height), None)),
+        None => {
+            let p = file.decode_full()?;
+            Ok(((p.base().width, p.base().height), Some(p)))
+        }
+    }
+}
+
+/// The decodes of one `size.0`×`size.1` source that serve `crops` ((matrix, side) each), made
+/// the way [`RenderParams::reduced_decode`] allows ([`decode::plan_decodes`]): one pyramid per
+/// decode and, per crop, the index of the pyramid serving it (`None` for a singular matrix).
+/// Each crop's bytes depend only on its own matrix and side, never on the other crops. `full`
+/// is the full decode [`source_size`] returned, if any.
+pub fn decode_for_crops(
+    file: &SourceFile,
+    mut full: Option<Pyramid>,
+    size: (u32, u32),
+    crops: &[(Affine, u32)],
+    params: &RenderParams,
+) -> Result<(Vec<Pyramid>, Vec<Option<usize>>)> {
+    let reduced = params.reduced_decode && file.reduced_jpeg().is_some();
+    let (requests, serving) = decode::plan_decodes(crops, size.0, size.1, reduced);
+    let mut pyramids = Vec::with_capacity(requests.len());
+    for req in &requests {
+        // Only a file that allows no reduced decode was decoded already: one level-0 request.
+        pyramids.push(match (req.level, full.take()) {
+            (0, Some(mut p)) => {
+                p.limit_halving(req.region);
+                p
+            }
+            _ => req.decode(file)?,
+        });
+    }
+    Ok((pyramids, serving))
+}
+
+/// Every crop of one source image, decoded by [`decode_for_crops`] (training shards and the
+/// two-stage inference path decode the same way).
 pub fn render_image_crops(
     file: &SourceFile,
     crops: &[(&FaceRecord, &Augmentation, Stage)],
     scheme: &Scheme,
     params: &RenderParams,
 ) -> Result<Vec<(RenderedCrop, Affine)>> {
-    let mut full = None;
-    let (w, h) = match file.reduced_jpeg() {
-        Some(info) => (info.width, info.height),
-        None => {
-            let p = file.decode_full()?;
-            let dims = (p.base().width, p.base().height);
-            full = Some(p);
-            dims
-        }
-    };
+    let ((w, h), full) = source_size(file)?;
     let mut matrices = Vec::with_capacity(crops.len());
     for &(face, aug, stage) in crops {
         if (face.image_width, face.image_height) != (w, h) {
@@ -201,19 +231,7 @@ pub fn render_image_crops(
         let m = crop_matrix(face, scheme, params, aug, stage)?;
         matrices.push((m, params.crop_size(stage)));
     }
-    let reduced = params.reduced_decode && file.reduced_jpeg().is_some();
-    let (requests, serving) = decode::plan_decodes(&matrices, w, h, reduced);
-    let mut pyramids = Vec::with_capacity(requests.len());
-    for req in &requests {
-        // Only a file that allows no reduced decode was decoded already: one level-0 request.
-        pyramids.push(match (req.level, full.take()) {
-            (0, Some(mut p)) => {
-                p.limit_halving(req.region);
-                p
-            }
-            _ => req.decode(file)?,
-        });
-    }
+    let (mut pyramids, serving) = decode_for_crops(file, full, (w, h), &matrices, params)?;
     let mut out = Vec::with_capacity(crops.len());
     for (&(face, aug, stage), ((m, _), serve)) in crops.iter().zip(matrices.iter().zip(serving)) {
         let pyramid = &mut pyramids[serve.ok_or_else(|| degenerate(face))?];

@@ -78,27 +78,18 @@ impl Level {
         let (hw, hh) = (hx1 - hx0, hy1 - hy0);
         let mut data = vec![0u8; hw * hh * 3];
         let stride = w * 3;
+        // Output columns whose 2×2 block lies wholly in the stored columns: [i_lo, i_hi).
+        let i_lo = (x0.div_ceil(2).saturating_sub(hx0)).min(hw);
+        let i_hi = ((x0 + w) / 2).saturating_sub(hx0).clamp(i_lo, hw);
         for j in 0..hh {
             // Local level-k rows of this output row, clipped to the stored pixels.
             let r0 = (2 * (hy0 + j)).max(y0) - y0;
             let r1 = (2 * (hy0 + j) + 2).min(y0 + h) - y0;
             let out = &mut data[j * hw * 3..(j + 1) * hw * 3];
-            let (ra, rb) = (&self.data[r0 * stride..], &self.data[(r1 - 1) * stride..]);
-            for i in 0..hw {
+            // A block clipped by an edge averages only the pixels that exist.
+            let partial = |i: usize, out: &mut [u8]| {
                 let c0 = (2 * (hx0 + i)).max(x0) - x0;
                 let c1 = (2 * (hx0 + i) + 2).min(x0 + w) - x0;
-                if r1 - r0 == 2 && c1 - c0 == 2 {
-                    // The common case: a whole 2×2 block.
-                    let p = c0 * 3;
-                    for c in 0..3 {
-                        let sum = ra[p + c] as u32
-                            + ra[p + 3 + c] as u32
-                            + rb[p + c] as u32
-                            + rb[p + 3 + c] as u32;
-                        out[i * 3 + c] = ((sum + 2) >> 2) as u8;
-                    }
-                    continue;
-                }
                 let count = ((r1 - r0) * (c1 - c0)) as u32;
                 for c in 0..3 {
                     let mut sum = 0u32;
@@ -108,6 +99,28 @@ impl Level {
                         }
                     }
                     out[i * 3 + c] = ((sum + count / 2) / count) as u8;
+                }
+            };
+            if r1 - r0 < 2 || i_lo == i_hi {
+                (0..hw).for_each(|i| partial(i, out));
+                continue;
+            }
+            (0..i_lo).for_each(|i| partial(i, out));
+            (i_hi..hw).for_each(|i| partial(i, out));
+            // The common case, whole 2×2 blocks: a straight pass over two rows.
+            let first = (2 * (hx0 + i_lo) - x0) * 3;
+            let len = (i_hi - i_lo) * 6;
+            let top = &self.data[r0 * stride + first..r0 * stride + first + len];
+            let bottom = &self.data[(r0 + 1) * stride + first..(r0 + 1) * stride + first + len];
+            let dst = &mut out[i_lo * 3..i_hi * 3];
+            for ((o, a), b) in dst
+                .chunks_exact_mut(3)
+                .zip(top.chunks_exact(6))
+                .zip(bottom.chunks_exact(6))
+            {
+                for c in 0..3 {
+                    let sum = a[c] as u16 + a[c + 3] as u16 + b[c] as u16 + b[c + 3] as u16;
+                    o[c] = ((sum + 2) >> 2) as u8;
                 }
             }
         }
@@ -463,6 +476,80 @@ mod tests {
         let (k, top) = p.level(10);
         assert_eq!((top.width, top.height), (1, 1));
         assert!(k < 10);
+    }
+
+    /// Level-(k+1) pixel (i, j) by definition: the rounded mean of the level-k pixels of
+    /// [2i, 2i+2)×[2j, 2j+2) that the stored rectangle holds.
+    fn naive_halved(l: &Level, within: Option<PixelRect>) -> Level {
+        let halved = l.halved(within);
+        let mut expected = Vec::new();
+        for j in 0..halved.height as usize {
+            for i in 0..halved.width as usize {
+                let (gx, gy) = (2 * (halved.x0 as usize + i), 2 * (halved.y0 as usize + j));
+                for c in 0..3 {
+                    let (mut sum, mut count) = (0u32, 0u32);
+                    for y in gy..gy + 2 {
+                        for x in gx..gx + 2 {
+                            let (lx, ly) =
+                                (x.wrapping_sub(l.x0 as usize), y.wrapping_sub(l.y0 as usize));
+                            if lx < l.width as usize && ly < l.height as usize {
+                                sum += l.data[(ly * l.width as usize + lx) * 3 + c] as u32;
+                                count += 1;
+                            }
+                        }
+                    }
+                    expected.push(((sum + count / 2) / count) as u8);
+                }
+            }
+        }
+        Level {
+            data: expected,
+            ..halved
+        }
+    }
+
+    #[test]
+    fn halving_equals_the_area_mean_for_odd_offsets_sizes_and_regions() {
+        for (w, h, x0, y0) in [
+            (9u32, 7u32, 0u32, 0u32),
+            (10, 6, 3, 5),
+            (1, 1, 4, 4),
+            (13, 2, 1, 0),
+        ] {
+            let data: Vec<u8> = (0..w * h * 3).map(|v| (v * 97 % 251) as u8).collect();
+            let level = Level {
+                width: w,
+                height: h,
+                x0,
+                y0,
+                full_width: x0 + w + 1,
+                full_height: y0 + h,
+                data,
+            };
+            for within in [
+                None,
+                Some(PixelRect {
+                    x0: x0 + 1,
+                    y0,
+                    x1: x0 + w,
+                    y1: y0 + h,
+                }),
+                Some(PixelRect {
+                    x0: x0 + 2,
+                    y0: y0 + 1,
+                    x1: x0 + w - 1,
+                    y1: y0 + h,
+                }),
+            ] {
+                let fast = level.halved(within);
+                let slow = naive_halved(&level, within);
+                assert_eq!(
+                    (fast.x0, fast.y0, fast.width, fast.height),
+                    (slow.x0, slow.y0, slow.width, slow.height)
+                );
+                assert_eq!(fast.data, slow.data, "{w}×{h} at ({x0},{y0}), {within:?}");
+            }
+        }
     }
 
     #[test]
