@@ -73,29 +73,22 @@ fn to_byte(v: f32) -> u8 {
 }
 
 /// Apply the photometric part of `aug` to a `size`×`size` RGB8 crop, in a fixed order:
-/// colour (brightness, contrast, saturation, grey; one fused pass, see [`ColourMap`]), blur,
-/// occlusion, JPEG. Blur sigma is given in 64×64-crop pixels and scaled to `size`.
+/// colour (brightness, contrast, saturation, grey; one fused pass, see [`ColourMap`], rounded
+/// to bytes), blur (integer, see [`gaussian_blur`]), occlusion, JPEG. Blur sigma is given in 64×64-crop pixels and scaled to `size`.
 pub fn apply(crop: &mut [u8], size: u32, aug: &Augmentation) -> Result<(), image::ImageError> {
     if !aug.has_photometric() {
         return Ok(());
     }
-    let colour = ColourMap::new(crop, aug);
-    if aug.blur_sigma > 0.0 {
-        let mut px: Vec<f32> = match &colour {
-            Some(map) => crop.chunks_exact(3).flat_map(|p| map.apply(p)).collect(),
-            None => crop.iter().map(|&v| v as f32).collect(),
-        };
-        gaussian_blur(&mut px, size as usize, aug.blur_sigma * size as f64 / 64.0);
-        for (dst, &v) in crop.iter_mut().zip(&px) {
-            *dst = to_byte(v);
-        }
-    } else if let Some(map) = &colour {
+    if let Some(map) = ColourMap::new(crop, aug) {
         for p in crop.chunks_exact_mut(3) {
             let v = map.apply(p);
             for ch in 0..3 {
                 p[ch] = to_byte(v[ch]);
             }
         }
+    }
+    if aug.blur_sigma > 0.0 {
+        gaussian_blur(crop, size as usize, aug.blur_sigma * size as f64 / 64.0);
     }
     let n = size as usize;
     for o in &aug.occlusions {
@@ -123,86 +116,159 @@ pub fn apply(crop: &mut [u8], size: u32, aug: &Augmentation) -> Result<(), image
     Ok(())
 }
 
-/// The normalised half kernel of a Gaussian: `k[0]` for the centre, `k[t]` for offsets ±t,
-/// truncated at 3σ.
-fn half_kernel(sigma: f64) -> Vec<f32> {
+/// Fractional bits of the blur weights: the weights of a kernel sum to exactly 2^8, so a
+/// horizontal sum of bytes stays within u16 (≤ 255 · 256).
+const BLUR_BITS: u32 = 8;
+
+/// The half kernel of a Gaussian truncated at 3σ, in integer weights: `w[0]` for the centre,
+/// `w[t]` for offsets ±t, with `w[0] + 2·Σ w[t] = 2^8` exactly (the centre takes the rounding
+/// remainder, so flat regions stay flat).
+fn half_kernel(sigma: f64) -> Vec<u16> {
     let radius = (3.0 * sigma).ceil().max(1.0) as i64;
-    let full: Vec<f64> = (0..=radius)
+    let gauss: Vec<f64> = (0..=radius)
         .map(|t| (-(t * t) as f64 / (2.0 * sigma * sigma)).exp())
         .collect();
-    let total = full[0] + 2.0 * full[1..].iter().sum::<f64>();
-    full.iter().map(|&k| (k / total) as f32).collect()
+    let total = gauss[0] + 2.0 * gauss[1..].iter().sum::<f64>();
+    let one = 1i64 << BLUR_BITS;
+    let mut w: Vec<i64> = gauss
+        .iter()
+        .map(|g| (g / total * one as f64).round() as i64)
+        .collect();
+    // Rounding can leave the centre too little; take it back from the outermost taps.
+    let mut t = w.len() - 1;
+    while t > 0 && one - 2 * w[1..].iter().sum::<i64>() < w[1] {
+        if w[t] > 0 {
+            w[t] -= 1;
+        } else {
+            t -= 1;
+        }
+    }
+    w[0] = one - 2 * w[1..].iter().sum::<i64>();
+    // Drop the taps that rounded to zero (they add nothing).
+    while w.len() > 1 && w[w.len() - 1] == 0 {
+        w.pop();
+    }
+    w.into_iter().map(|v| v as u16).collect()
 }
 
-/// `out[i] = k[0]·rows[r][i] + Σ_t k[t]·(rows[r−t][i] + rows[r+t][i])` for a symmetric kernel of
-/// radius r = `k.len() − 1` (`rows` holds the 2r + 1 tap slices, each as long as `out`). One
-/// whole-row pass per tap pair (plain zipped loops, which the compiler vectorises; the row stays
-/// in L1). Every element adds its taps in the same order, so vectorisation cannot change a bit.
+/// Horizontal taps: `out[i] = w[0]·rows[r][i] + Σ_t w[t]·(rows[r−t][i] + rows[r+t][i])` with
+/// `rows` the 2r + 1 tap slices of u16 pixel values ≤ 255 (r = `w.len() − 1`). Exact: the sum is
+/// at most 255 · 2^8. Whole-row passes per tap pair (zipped loops the compiler vectorises).
 #[inline(always)]
-fn symmetric_taps(out: &mut [f32], rows: &[&[f32]], k: &[f32]) {
-    let r = k.len() - 1;
+fn horizontal_taps(out: &mut [u16], rows: &[&[u16]], w: &[u16]) {
+    let r = w.len() - 1;
     let len = out.len();
     for (o, &c) in out.iter_mut().zip(&rows[r][..len]) {
-        *o = k[0] * c;
+        *o = w[0] * c;
     }
     for t in 1..=r {
-        let kt = k[t];
+        let wt = w[t];
         let pairs = rows[r - t][..len].iter().zip(&rows[r + t][..len]);
         for (o, (&lo, &hi)) in out.iter_mut().zip(pairs) {
-            *o += kt * (lo + hi);
+            *o += wt * (lo + hi);
         }
     }
 }
 
-/// [`symmetric_taps`] compiled for AVX2 (8 lanes per instruction). No FMA: the products and
-/// sums round exactly as in the baseline build, so the bytes are the same on every machine.
+/// Vertical taps over rows of [`horizontal_taps`] output, into `acc` (u32: at most
+/// 255 · 2^16), then rounded back to bytes in `out`.
+#[inline(always)]
+fn vertical_taps(out: &mut [u8], acc: &mut [u32], rows: &[&[u16]], w: &[u16]) {
+    let r = w.len() - 1;
+    let len = out.len();
+    for (o, &c) in acc.iter_mut().zip(&rows[r][..len]) {
+        *o = w[0] as u32 * c as u32;
+    }
+    for t in 1..=r {
+        let wt = w[t] as u32;
+        let pairs = rows[r - t][..len].iter().zip(&rows[r + t][..len]);
+        for (o, (&lo, &hi)) in acc.iter_mut().zip(pairs) {
+            *o += wt * (lo as u32 + hi as u32);
+        }
+    }
+    let half = 1u32 << (2 * BLUR_BITS - 1);
+    for (o, &a) in out.iter_mut().zip(acc.iter()) {
+        *o = ((a + half) >> (2 * BLUR_BITS)) as u8;
+    }
+}
+
+/// The taps compiled for AVX2 (16 u16 or 8 u32 lanes per instruction). Integer arithmetic: the
+/// bytes are the same on every machine.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn symmetric_taps_avx2(out: &mut [f32], rows: &[&[f32]], k: &[f32]) {
-    symmetric_taps(out, rows, k);
+fn horizontal_taps_avx2(out: &mut [u16], rows: &[&[u16]], w: &[u16]) {
+    horizontal_taps(out, rows, w);
 }
 
-/// [`symmetric_taps`] with the widest vector unit this CPU has.
-fn convolve(out: &mut [f32], rows: &[&[f32]], k: &[f32]) {
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn vertical_taps_avx2(out: &mut [u8], acc: &mut [u32], rows: &[&[u16]], w: &[u16]) {
+    vertical_taps(out, acc, rows, w);
+}
+
+/// Whether this CPU runs the AVX2 builds of the taps.
+fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { symmetric_taps_avx2(out, rows, k) };
-    }
-    symmetric_taps(out, rows, k);
+    return std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
-/// Separable Gaussian blur of an interleaved RGB `n`×`n` float image, edges replicated.
-fn gaussian_blur(px: &mut [f32], n: usize, sigma: f64) {
-    let k = half_kernel(sigma);
-    let r = k.len() - 1;
+/// Separable Gaussian blur of an interleaved RGB8 `n`×`n` image in place, edges replicated, in
+/// exact integer arithmetic (weights of 1/2^8, see [`half_kernel`]; one rounding at the end).
+fn gaussian_blur(px: &mut [u8], n: usize, sigma: f64) {
+    let w = half_kernel(sigma);
+    let r = w.len() - 1;
+    if r == 0 {
+        return; // All weight on the centre: the blur is the identity.
+    }
+    let avx2 = has_avx2();
     let row_len = n * 3;
-    let mut tmp = vec![0f32; px.len()];
-    // Horizontal: one row at a time, with its border replicated `r` pixels on each side.
-    let mut padded = vec![0f32; (n + 2 * r) * 3];
+    let mut tmp = vec![0u16; px.len()];
+    // Horizontal: one row at a time, widened to u16 with its border replicated `r` pixels on
+    // each side.
+    let mut padded = vec![0u16; (n + 2 * r) * 3];
     for y in 0..n {
         let row = &px[y * row_len..(y + 1) * row_len];
         for i in 0..r {
-            padded[i * 3..i * 3 + 3].copy_from_slice(&row[..3]);
-            let right = (r + n + i) * 3;
-            padded[right..right + 3].copy_from_slice(&row[row_len - 3..]);
+            for c in 0..3 {
+                padded[i * 3 + c] = row[c] as u16;
+                padded[(r + n + i) * 3 + c] = row[row_len - 3 + c] as u16;
+            }
         }
-        padded[r * 3..(r + n) * 3].copy_from_slice(row);
-        let rows: Vec<&[f32]> = (0..=2 * r)
+        for (d, &v) in padded[r * 3..(r + n) * 3].iter_mut().zip(row) {
+            *d = v as u16;
+        }
+        let rows: Vec<&[u16]> = (0..=2 * r)
             .map(|t| &padded[t * 3..t * 3 + row_len])
             .collect();
-        convolve(&mut tmp[y * row_len..(y + 1) * row_len], &rows, &k);
+        let out = &mut tmp[y * row_len..(y + 1) * row_len];
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU supports AVX2 (`has_avx2`).
+            unsafe { horizontal_taps_avx2(out, &rows, &w) };
+            continue;
+        }
+        horizontal_taps(out, &rows, &w);
     }
     // Vertical: whole rows, the rows beyond the edges replicated.
     let last = n as i64 - 1;
-    let mut rows: Vec<&[f32]> = Vec::with_capacity(2 * r + 1);
+    let mut acc = vec![0u32; row_len];
+    let mut rows: Vec<&[u16]> = Vec::with_capacity(2 * r + 1);
     for y in 0..n {
         rows.clear();
         rows.extend((0..=2 * r).map(|t| {
             let sy = (y as i64 + t as i64 - r as i64).clamp(0, last) as usize;
             &tmp[sy * row_len..(sy + 1) * row_len]
         }));
-        convolve(&mut px[y * row_len..(y + 1) * row_len], &rows, &k);
+        let out = &mut px[y * row_len..(y + 1) * row_len];
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU supports AVX2 (`has_avx2`).
+            unsafe { vertical_taps_avx2(out, &mut acc, &rows, &w) };
+            continue;
+        }
+        vertical_taps(out, &mut acc, &rows, &w);
     }
 }
 
@@ -211,20 +277,20 @@ mod tests {
     use super::*;
     use crate::render::augment::Occlusion;
 
-    /// The plain per-pixel form the row-wise, vectorised blur must equal bit for bit.
-    fn per_pixel_blur(px: &mut [f32], n: usize, sigma: f64) {
-        let k = half_kernel(sigma);
-        let r = (k.len() - 1) as i64;
+    /// The plain per-pixel form of the integer blur.
+    fn per_pixel_blur(px: &mut [u8], n: usize, sigma: f64) {
+        let w = half_kernel(sigma);
+        let r = (w.len() - 1) as i64;
         let last = n as i64 - 1;
         let at = |v: i64| v.clamp(0, last) as usize;
-        let mut tmp = vec![0f32; px.len()];
+        let mut tmp = vec![0u32; px.len()];
         for y in 0..n {
             for x in 0..n {
                 for ch in 0..3 {
-                    let v = |sx: i64| px[(y * n + at(sx)) * 3 + ch];
-                    let mut acc = k[0] * v(x as i64);
-                    for t in 1..=r {
-                        acc += k[t as usize] * (v(x as i64 - t) + v(x as i64 + t));
+                    let v = |sx: i64| px[(y * n + at(sx)) * 3 + ch] as u32;
+                    let mut acc = 0;
+                    for t in -r..=r {
+                        acc += w[t.unsigned_abs() as usize] as u32 * v(x as i64 + t);
                     }
                     tmp[(y * n + x) * 3 + ch] = acc;
                 }
@@ -234,18 +300,18 @@ mod tests {
             for x in 0..n {
                 for ch in 0..3 {
                     let v = |sy: i64| tmp[(at(sy) * n + x) * 3 + ch];
-                    let mut acc = k[0] * v(y as i64);
-                    for t in 1..=r {
-                        acc += k[t as usize] * (v(y as i64 - t) + v(y as i64 + t));
+                    let mut acc = 0;
+                    for t in -r..=r {
+                        acc += w[t.unsigned_abs() as usize] as u32 * v(y as i64 + t);
                     }
-                    px[(y * n + x) * 3 + ch] = acc;
+                    px[(y * n + x) * 3 + ch] = ((acc + (1 << 15)) >> 16) as u8;
                 }
             }
         }
     }
 
     #[test]
-    fn row_wise_blur_equals_the_per_pixel_form_bit_for_bit() {
+    fn row_wise_blur_equals_the_per_pixel_form() {
         for (n, sigma) in [
             (1usize, 0.3),
             (7, 0.5),
@@ -254,30 +320,49 @@ mod tests {
             (9, 4.0),
             (13, 1.0),
         ] {
-            let original: Vec<f32> = (0..n * n * 3).map(|i| ((i * 7919) % 256) as f32).collect();
+            let original: Vec<u8> = (0..n * n * 3).map(|i| ((i * 7919) % 256) as u8).collect();
             let (mut fast, mut slow) = (original.clone(), original);
             gaussian_blur(&mut fast, n, sigma);
             per_pixel_blur(&mut slow, n, sigma);
-            assert!(
-                fast.iter()
-                    .zip(&slow)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "n {n}, sigma {sigma}"
-            );
+            assert_eq!(fast, slow, "n {n}, sigma {sigma}");
         }
     }
 
     #[test]
-    fn baseline_and_avx2_taps_agree_bit_for_bit() {
-        let k = half_kernel(2.4);
-        let data: Vec<f32> = (0..500).map(|i| ((i * 37) % 251) as f32 * 0.731).collect();
-        let rows: Vec<&[f32]> = (0..k.len() * 2 - 1)
+    fn kernels_sum_to_one_and_keep_flat_regions_flat() {
+        for sigma in [0.1, 0.3, 0.6, 1.0, 1.5, 2.4, 4.0, 8.0] {
+            let w = half_kernel(sigma);
+            let total: u32 = w[0] as u32 + 2 * w[1..].iter().map(|&v| v as u32).sum::<u32>();
+            assert_eq!(total, 256, "sigma {sigma}: {w:?}");
+            assert!(w.windows(2).all(|p| p[0] >= p[1]), "sigma {sigma}: {w:?}");
+            let mut flat = vec![201u8; 10 * 10 * 3];
+            gaussian_blur(&mut flat, 10, sigma);
+            assert!(flat.iter().all(|&v| v == 201), "sigma {sigma}");
+        }
+    }
+
+    #[test]
+    fn baseline_and_avx2_taps_agree() {
+        let w = half_kernel(2.4);
+        let data: Vec<u16> = (0..500).map(|i| ((i * 37) % 256) as u16).collect();
+        let rows: Vec<&[u16]> = (0..w.len() * 2 - 1)
             .map(|t| &data[t * 3..t * 3 + 363])
             .collect();
-        let (mut a, mut b) = (vec![0f32; 363], vec![0f32; 363]);
-        symmetric_taps(&mut a, &rows, &k);
-        convolve(&mut b, &rows, &k);
-        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+        let (mut a, mut b) = (vec![0u16; 363], vec![0u16; 363]);
+        horizontal_taps(&mut a, &rows, &w);
+        if has_avx2() {
+            // SAFETY: checked just above.
+            unsafe { horizontal_taps_avx2(&mut b, &rows, &w) };
+            assert_eq!(a, b);
+        }
+        let (mut x, mut y) = (vec![0u8; 363], vec![0u8; 363]);
+        let (mut acc1, mut acc2) = (vec![0u32; 363], vec![0u32; 363]);
+        vertical_taps(&mut x, &mut acc1, &rows, &w);
+        if has_avx2() {
+            // SAFETY: checked just above.
+            unsafe { vertical_taps_avx2(&mut y, &mut acc2, &rows, &w) };
+            assert_eq!(x, y);
+        }
     }
 
     #[test]

@@ -23,8 +23,9 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// Version of the pixel code (decode, warp, photometric operations): part of every shard's key,
 /// so shards rendered by code that computes different pixels for the same parameters are stale.
-/// Bump it with any such change. 2: fixed-point warp, fused colour map, symmetric blur taps.
-pub const PIXEL_VERSION: u32 = 2;
+/// Bump it with any such change. 2: fixed-point warp, fused colour map, symmetric blur taps;
+/// 3: integer blur after the colour map's rounding.
+pub const PIXEL_VERSION: u32 = 3;
 
 /// Which crop a shard set holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
