@@ -24,7 +24,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Version of the pixel code (decode, warp, photometric operations): part of every shard's key,
 /// so shards rendered by code that computes different pixels for the same parameters are stale.
 /// Bump it with any such change. 2: fixed-point warp, fused colour map, symmetric blur taps;
-/// 3: integer blur after the colour map's rounding.
+/// 3: fixed-point colour map, integer blur.
 pub const PIXEL_VERSION: u32 = 3;
 
 /// Which crop a shard set holds.
