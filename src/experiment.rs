@@ -225,6 +225,9 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
     if !args.losses.is_empty() {
         s.losses = args.losses.clone();
     }
+    if args.stage1_only {
+        s.stage2_steps = 0; // No CNN-7 is trained (the report says so).
+    }
     ensure!(s.seeds >= 1, "--seeds must be at least 1");
     ensure!(s.faces >= 40, "--faces must be at least 40");
     let started = Instant::now();
@@ -709,7 +712,7 @@ pub fn results_markdown(r: &StudyResults) -> String {
     let _ = writeln!(
         md,
         "# Loss study on a synthetic 300W-format benchmark\n\n\
-         Budget `{:?}`: {} faces ({}), {} seed(s); CNN-6 {} steps, CNN-7 {} steps, batch {}, \
+         Budget `{:?}`: {} faces ({}), {} seed(s); CNN-6 {} steps, {}, batch {}, \
          Adam lr {} cosine to {}. Training rows: {}. NME ×100, normalised by {}, in original \
          image coordinates, mean ± std over seeds. Mean-shape baseline (full): {:.2}.\n",
         s.budget,
@@ -722,7 +725,10 @@ pub fn results_markdown(r: &StudyResults) -> String {
             + " test",
         s.seeds,
         s.stage1_steps,
-        s.stage2_steps,
+        match s.stage2_steps {
+            0 => "CNN-7 not trained".to_owned(),
+            n => format!("CNN-7 {n} steps"),
+        },
         s.batch_size,
         s.lr,
         s.lr / 100.0,
