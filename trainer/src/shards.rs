@@ -25,43 +25,10 @@ use tch::Tensor;
 
 use crate::error::{Result, TrainerError, ensure_config, io_err};
 
-/// The shard format version this loader reads (`format_version` in `index.json` and in each
-/// shard's `__metadata__`).
-pub const SHARD_FORMAT_VERSION: u32 = 1;
-
-/// `index.json` of a shard set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ShardIndex {
-    /// Shard format version; must equal [`SHARD_FORMAT_VERSION`].
-    pub format_version: u32,
-    /// Landmark scheme name, e.g. `ibug68`.
-    pub scheme: String,
-    /// Side S of the square crops, in pixels.
-    pub crop_size: u32,
-    /// Split name, e.g. `train`.
-    pub split: String,
-    /// Sum of the shards' sample counts.
-    pub total_samples: u64,
-    /// Digest of the configuration that produced the set.
-    pub config_digest: String,
-    /// Digest (or version string) of the wingflow that wrote the set.
-    pub wingflow_version: String,
-    /// The shards, in shard-id order.
-    pub shards: Vec<ShardEntry>,
-}
-
-/// One shard in [`ShardIndex::shards`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ShardEntry {
-    /// File name inside the set directory.
-    pub file: String,
-    /// Number of samples in the shard.
-    pub samples: u64,
-    /// File size in bytes.
-    pub bytes: u64,
-    /// blake3 of the file (hex); not checked by the loader, which only checks the size.
-    pub blake3: String,
-}
+use shard_format::tensor as tensor_name;
+pub use shard_format::{
+    FORMAT_VERSION as SHARD_FORMAT_VERSION, IndexEntry as ShardEntry, ShardIndex,
+};
 
 /// One memory-mapped shard with the byte ranges of its tensors.
 #[derive(Debug)]
@@ -377,14 +344,14 @@ fn open_shard(
         let (a, b) = info.data_offsets;
         Ok((info.shape.clone(), data_start + a..data_start + b))
     };
-    let (image_shape, images) = tensor("images", Dtype::U8)?;
+    let (image_shape, images) = tensor(tensor_name::IMAGES, Dtype::U8)?;
     if image_shape != [n, s, s, 3] {
         return Err(shard_err(
             path,
             format!("tensor `images` has shape {image_shape:?}, expected [{n}, {s}, {s}, 3]"),
         ));
     }
-    let (lm_shape, landmarks) = tensor("landmarks", Dtype::F32)?;
+    let (lm_shape, landmarks) = tensor(tensor_name::LANDMARKS, Dtype::F32)?;
     if lm_shape.len() != 3 || lm_shape[2] != 2 {
         return Err(shard_err(
             path,
@@ -395,7 +362,7 @@ fn open_shard(
     if l == 0 {
         return Err(shard_err(path, "tensor `landmarks` has no points"));
     }
-    for name in ["visible", "in_crop"] {
+    for name in [tensor_name::VISIBLE, tensor_name::IN_CROP] {
         let (shape, _) = tensor(name, Dtype::U8)?;
         if shape != [n, l] {
             return Err(shard_err(
@@ -404,9 +371,9 @@ fn open_shard(
             ));
         }
     }
-    let (_, visible) = tensor("visible", Dtype::U8)?;
-    let (_, in_crop) = tensor("in_crop", Dtype::U8)?;
-    let (si_shape, sample_index) = tensor("sample_index", Dtype::I64)?;
+    let (_, visible) = tensor(tensor_name::VISIBLE, Dtype::U8)?;
+    let (_, in_crop) = tensor(tensor_name::IN_CROP, Dtype::U8)?;
+    let (si_shape, sample_index) = tensor(tensor_name::SAMPLE_INDEX, Dtype::I64)?;
     if si_shape != [n] {
         return Err(shard_err(
             path,

@@ -18,8 +18,8 @@ use super::geometry::Affine;
 use super::{RenderError, Result};
 use crate::plan::PlanRow;
 
-/// Version of the shard layout (tensor names, dtypes, metadata keys, index fields).
-pub const FORMAT_VERSION: u32 = 1;
+use shard_format::tensor;
+pub use shard_format::{FORMAT_VERSION, IndexEntry, ShardIndex};
 
 /// Version of the pixel code (decode, warp, photometric operations): part of every shard's key,
 /// so shards rendered by code that computes different pixels for the same parameters are stale.
@@ -120,11 +120,11 @@ impl ShardLayout {
     ) -> Result<Self> {
         let (n, s, l) = (samples, size, points);
         let tensors: [(&str, &str, Vec<usize>, usize); 5] = [
-            ("sample_index", "I64", vec![n], 8 * n),
-            ("landmarks", "F32", vec![n, l, 2], 4 * n * l * 2),
-            ("images", "U8", vec![n, s, s, 3], n * s * s * 3),
-            ("in_crop", "U8", vec![n, l], n * l),
-            ("visible", "U8", vec![n, l], n * l),
+            (tensor::SAMPLE_INDEX, "I64", vec![n], 8 * n),
+            (tensor::LANDMARKS, "F32", vec![n, l, 2], 4 * n * l * 2),
+            (tensor::IMAGES, "U8", vec![n, s, s, 3], n * s * s * 3),
+            (tensor::IN_CROP, "U8", vec![n, l], n * l),
+            (tensor::VISIBLE, "U8", vec![n, l], n * l),
         ];
         let meta = serde_json::to_string(metadata).map_err(|source| RenderError::Json {
             path: PathBuf::new(),
@@ -346,40 +346,6 @@ pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool> {
 pub fn read_sidecar(path: &Path) -> Option<Sidecar> {
     let bytes = fs::read(path).ok()?;
     serde_json::from_slice(&bytes).ok()
-}
-
-/// The per-set `index.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ShardIndex {
-    /// Layout version.
-    pub format_version: u32,
-    /// Scheme name.
-    pub scheme: String,
-    /// Crop side.
-    pub crop_size: u32,
-    /// Split name.
-    pub split: String,
-    /// Samples over all shards.
-    pub total_samples: u64,
-    /// blake3 of the render parameters.
-    pub config_digest: String,
-    /// Version of the stages library that wrote the shards.
-    pub wingflow_version: String,
-    /// Every shard in id order.
-    pub shards: Vec<IndexEntry>,
-}
-
-/// One shard of an [`ShardIndex`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IndexEntry {
-    /// File name (relative to the set directory).
-    pub file: String,
-    /// Sample count.
-    pub samples: u64,
-    /// File size.
-    pub bytes: u64,
-    /// blake3 of the file.
-    pub blake3: String,
 }
 
 fn list_sidecars(dir: &Path) -> Result<BTreeMap<u32, Sidecar>> {
