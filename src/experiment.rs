@@ -303,10 +303,13 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
         for loss in &s.losses {
             for v in &variants {
                 let suffix = if v.pdb { " + PDB" } else { "" };
-                let run6 = out
-                    .join("runs")
-                    .join(v.name())
-                    .join(format!("cnn6-{loss}-s{seed}"));
+                let run6 = out.join("runs").join(v.name()).join(run_name(
+                    "cnn6",
+                    loss,
+                    s.stage1_steps,
+                    &s,
+                    seed,
+                ));
                 train(args, &s, v, 1, loss, seed, &run6)?;
                 let w6 = run6.join("last.safetensors");
                 runs.push(evaluate(
@@ -322,10 +325,13 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
                 if args.stage1_only {
                     continue;
                 }
-                let run7 = out
-                    .join("runs")
-                    .join(v.name())
-                    .join(format!("cnn7-{loss}-s{seed}"));
+                let run7 = out.join("runs").join(v.name()).join(run_name(
+                    "cnn7",
+                    loss,
+                    s.stage2_steps,
+                    &s,
+                    seed,
+                ));
                 train(args, &s, v, 2, loss, seed, &run7)?;
                 let w7 = run7.join("last.safetensors");
                 runs.push(evaluate(
@@ -513,6 +519,13 @@ fn prepare_variant(
         root,
         train_rows,
     })
+}
+
+/// A training run's folder name: network, loss, steps × batch, learning rate and seed. Runs
+/// with other settings (another budget) get other folders, so a finished run is reused, or an
+/// unfinished one resumed, only for exactly the settings it was started with.
+fn run_name(arch: &str, loss: &str, steps: u64, s: &StudySettings, seed: u32) -> String {
+    format!("{arch}-{loss}-{steps}x{}-lr{}-s{seed}", s.batch_size, s.lr)
 }
 
 /// Whether a run folder holds a finished run (its `last.json` says step = total_steps).

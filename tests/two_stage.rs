@@ -72,7 +72,8 @@ fn trained_cnn6_beats_the_mean_shape_and_predict_finds_faces_in_image_coordinate
     );
 
     // A few CNN-7 steps: enough to run the second stage, not to be accurate.
-    let run6 = out.join("runs/no-pdb/cnn6-wing-s0");
+    // The study names a run by its settings: net, loss, steps × batch, lr, seed.
+    let run6 = out.join("runs/no-pdb/cnn6-wing-300x8-lr0.001-s0");
     let run7 = tmp.path().join("cnn7");
     ok(std::process::Command::new(&trainer)
         .args(["--threads", "2", "train", "--stage", "2", "--steps", "2"])
