@@ -303,13 +303,12 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
         for loss in &s.losses {
             for v in &variants {
                 let suffix = if v.pdb { " + PDB" } else { "" };
-                let run6 = out.join("runs").join(v.name()).join(run_name(
-                    "cnn6",
-                    loss,
-                    s.stage1_steps,
-                    &s,
-                    seed,
-                ));
+                let run_dir = |stage| {
+                    out.join("runs")
+                        .join(v.name())
+                        .join(run_name(stage, loss, &s, seed))
+                };
+                let run6 = run_dir(1);
                 train(args, &s, v, 1, loss, seed, &run6)?;
                 let w6 = run6.join("last.safetensors");
                 runs.push(evaluate(
@@ -325,13 +324,7 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
                 if args.stage1_only {
                     continue;
                 }
-                let run7 = out.join("runs").join(v.name()).join(run_name(
-                    "cnn7",
-                    loss,
-                    s.stage2_steps,
-                    &s,
-                    seed,
-                ));
+                let run7 = run_dir(2);
                 train(args, &s, v, 2, loss, seed, &run7)?;
                 let w7 = run7.join("last.safetensors");
                 runs.push(evaluate(
@@ -524,7 +517,12 @@ fn prepare_variant(
 /// A training run's folder name: network, loss, steps × batch, learning rate and seed. Runs
 /// with other settings (another budget) get other folders, so a finished run is reused, or an
 /// unfinished one resumed, only for exactly the settings it was started with.
-fn run_name(arch: &str, loss: &str, steps: u64, s: &StudySettings, seed: u32) -> String {
+fn run_name(stage: u8, loss: &str, s: &StudySettings, seed: u32) -> String {
+    let (arch, steps) = if stage == 1 {
+        ("cnn6", s.stage1_steps)
+    } else {
+        ("cnn7", s.stage2_steps)
+    };
     format!("{arch}-{loss}-{steps}x{}-lr{}-s{seed}", s.batch_size, s.lr)
 }
 

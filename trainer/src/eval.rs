@@ -15,6 +15,7 @@ use tch::{Device, Kind};
 
 use crate::error::{Result, TorchContext, TrainerError, io_err};
 use crate::model::LandmarkNet;
+use crate::predict::ensure_set_fits;
 use crate::shards::{Loader, LoaderConfig, LoaderPosition, SampleOrder, ShardSet};
 
 /// Thresholds at which AUC and failure rate are reported.
@@ -452,17 +453,7 @@ pub fn evaluate_set(
     bins: Option<&HashMap<i64, String>>,
     batch_size: usize,
 ) -> Result<SplitReport> {
-    let input_size = net.config().arch.input_size();
-    if set.crop_size() != input_size || set.num_points() != net.config().num_points {
-        return Err(TrainerError::Config(format!(
-            "{} has {}×{} crops with {} points; the network takes {input_size}×{input_size} with {}",
-            set.dir().display(),
-            set.crop_size(),
-            set.crop_size(),
-            set.num_points(),
-            net.config().num_points
-        )));
-    }
+    ensure_set_fits(net, &set)?;
     if let Some(max) = normaliser.max_index().filter(|&m| m >= set.num_points()) {
         return Err(TrainerError::Config(format!(
             "normaliser {normaliser} uses point {max}, but {} has {} points",

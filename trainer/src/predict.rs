@@ -28,12 +28,8 @@ pub struct Predictions {
     pub sample_index: Tensor,
 }
 
-/// Run `net` over every sample of `set` (sequential order, inference mode).
-pub fn predict_set(
-    net: &LandmarkNet,
-    set: Arc<ShardSet>,
-    batch_size: usize,
-) -> Result<Predictions> {
+/// Check that `set`'s crops and landmark count are what `net` takes.
+pub fn ensure_set_fits(net: &LandmarkNet, set: &ShardSet) -> Result<()> {
     let size = net.config().arch.input_size();
     if set.crop_size() != size || set.num_points() != net.config().num_points {
         return Err(TrainerError::Config(format!(
@@ -44,6 +40,16 @@ pub fn predict_set(
             s = set.crop_size(),
         )));
     }
+    Ok(())
+}
+
+/// Run `net` over every sample of `set` (sequential order, inference mode).
+pub fn predict_set(
+    net: &LandmarkNet,
+    set: Arc<ShardSet>,
+    batch_size: usize,
+) -> Result<Predictions> {
+    ensure_set_fits(net, &set)?;
     let config = LoaderConfig {
         batch_size: batch_size.max(1),
         order: SampleOrder::Sequential,

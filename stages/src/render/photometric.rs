@@ -166,20 +166,20 @@ fn half_kernel(sigma: f64) -> Vec<u16> {
     w.into_iter().map(|v| v as u16).collect()
 }
 
-/// Horizontal taps: `out[i] = w[0]·rows[r][i] + Σ_t w[t]·(rows[r−t][i] + rows[r+t][i])` with
-/// `rows` the 2r + 1 tap slices of u16 pixel values ≤ 255 (r = `w.len() − 1`). Exact: the sum is
-/// at most 255 · 2^8. Whole-row passes per tap pair (zipped loops the compiler vectorises).
+/// Horizontal taps over one row padded by r = `w.len() − 1` replicated pixels on each side
+/// (u16 values ≤ 255, interleaved RGB): `out[i] = w[0]·c[i] + Σ_t w[t]·(c[i−3t] + c[i+3t])`
+/// with `c = padded[3r..]`. Exact: the sum is at most 255 · 2^8. Whole-row passes per tap pair
+/// (zipped loops the compiler vectorises).
 #[inline(always)]
-fn horizontal_taps(out: &mut [u16], rows: &[&[u16]], w: &[u16]) {
+fn horizontal_taps(out: &mut [u16], padded: &[u16], w: &[u16]) {
     let r = w.len() - 1;
     let len = out.len();
-    for (o, &c) in out.iter_mut().zip(&rows[r][..len]) {
+    let at = |t: usize| &padded[3 * t..3 * t + len];
+    for (o, &c) in out.iter_mut().zip(at(r)) {
         *o = w[0] * c;
     }
-    for t in 1..=r {
-        let wt = w[t];
-        let pairs = rows[r - t][..len].iter().zip(&rows[r + t][..len]);
-        for (o, (&lo, &hi)) in out.iter_mut().zip(pairs) {
+    for (t, &wt) in w.iter().enumerate().skip(1) {
+        for (o, (&lo, &hi)) in out.iter_mut().zip(at(r - t).iter().zip(at(r + t))) {
             *o += wt * (lo + hi);
         }
     }
@@ -211,8 +211,8 @@ fn vertical_taps(out: &mut [u8], acc: &mut [u32], rows: &[&[u16]], w: &[u16]) {
 /// bytes are the same on every machine.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn horizontal_taps_avx2(out: &mut [u16], rows: &[&[u16]], w: &[u16]) {
-    horizontal_taps(out, rows, w);
+fn horizontal_taps_avx2(out: &mut [u16], padded: &[u16], w: &[u16]) {
+    horizontal_taps(out, padded, w);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -254,17 +254,14 @@ fn gaussian_blur(px: &mut [u8], n: usize, sigma: f64) {
         for (d, &v) in padded[r * 3..(r + n) * 3].iter_mut().zip(row) {
             *d = v as u16;
         }
-        let rows: Vec<&[u16]> = (0..=2 * r)
-            .map(|t| &padded[t * 3..t * 3 + row_len])
-            .collect();
         let out = &mut tmp[y * row_len..(y + 1) * row_len];
         #[cfg(target_arch = "x86_64")]
         if avx2 {
             // SAFETY: the CPU supports AVX2 (`has_avx2`).
-            unsafe { horizontal_taps_avx2(out, &rows, &w) };
+            unsafe { horizontal_taps_avx2(out, &padded, &w) };
             continue;
         }
-        horizontal_taps(out, &rows, &w);
+        horizontal_taps(out, &padded, &w);
     }
     // Vertical: whole rows, the rows beyond the edges replicated.
     let last = n as i64 - 1;
@@ -364,10 +361,10 @@ mod tests {
             .map(|t| &data[t * 3..t * 3 + 363])
             .collect();
         let (mut a, mut b) = (vec![0u16; 363], vec![0u16; 363]);
-        horizontal_taps(&mut a, &rows, &w);
+        horizontal_taps(&mut a, &data, &w);
         if has_avx2() {
             // SAFETY: checked just above.
-            unsafe { horizontal_taps_avx2(&mut b, &rows, &w) };
+            unsafe { horizontal_taps_avx2(&mut b, &data, &w) };
             assert_eq!(a, b);
         }
         let (mut x, mut y) = (vec![0u8; 363], vec![0u8; 363]);
