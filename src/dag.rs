@@ -421,10 +421,16 @@ fn train_stage<'a>(config: &'a Config, layout: &Layout, stage: u8) -> Stage<'a> 
         // half-trained model where a finished one is expected.
         let parent = out.parent().ok_or("model folder has no parent")?;
         std::fs::create_dir_all(parent)?;
-        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)?;
+        // A killed run leaves its folder behind under its own pid: remove every such folder
+        // (the run lock guarantees no other run is training now).
+        let prefix = format!(".{name}.tmp-");
+        for entry in std::fs::read_dir(parent)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                std::fs::remove_dir_all(entry.path())?;
+            }
         }
+        let tmp = parent.join(format!("{prefix}{}", std::process::id()));
         let t = &config.train;
         let mut args: Vec<String> = vec!["train".into(), "--shards".into()];
         args.push(shards.display().to_string());

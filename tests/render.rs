@@ -205,9 +205,13 @@ fn a_run_killed_midway_completes_on_the_next_run() {
                 );
             }
         }
+        let leftovers: Vec<_> = again
+            .keys()
+            .filter(|p| p.to_string_lossy().contains(".tmp-"))
+            .collect();
         assert!(
-            !again.keys().any(|p| p.to_string_lossy().contains(".tmp-")),
-            "temporary files left after kill at {delay_ms} ms and a re-run"
+            leftovers.is_empty(),
+            "temporary files left after kill at {delay_ms} ms and a re-run: {leftovers:?}"
         );
     }
 }

@@ -589,7 +589,7 @@ pub(crate) mod synthetic {
     ) -> SynthSet {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let face = symmetric_points(perm, &mut rng);
-        debug_assert_eq!(face, self::face(perm, seed));
+        assert_eq!(face, self::face(perm, seed));
         let noise = Normal::new(0.0, 0.01).expect("valid sd");
         let expression = Normal::new(0.0, expression_sd.max(1e-12)).expect("valid sd");
         let mut out = SynthSet {

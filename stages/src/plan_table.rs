@@ -7,7 +7,6 @@
 //! Writes are atomic: a temporary file beside the target, fsync, rename.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
@@ -18,6 +17,9 @@ use crate::plan::{PlanRow, ShardCounts};
 /// Why the plan table could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanTableError {
+    /// The atomic write (temporary file, fsync, rename) failed; the message names the file.
+    #[error(transparent)]
+    Write(#[from] manifests::Error),
     /// File system error.
     #[error("{path}: {source}")]
     Io {
@@ -99,27 +101,6 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PlanTableError + '_ {
     }
 }
 
-/// Write `bytes` to `path` atomically (temporary file in the same folder, fsync, rename), so
-/// a reader never sees a half-written file.
-pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        // Best effort: the error that matters is the one returned.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// Write the plan rows to `path` as Parquet, atomically.
 pub fn write_plan_parquet(path: &Path, rows: &[PlanRow]) -> Result<(), PlanTableError> {
     let columns = vec![
@@ -165,7 +146,7 @@ pub fn write_plan_parquet(path: &Path, rows: &[PlanRow]) -> Result<(), PlanTable
     ParquetWriter::new(&mut bytes)
         .finish(&mut df)
         .map_err(polars_error)?;
-    write_file_atomically(path, &bytes).map_err(io_error(path))
+    Ok(manifests::write_atomic(path, &bytes)?)
 }
 
 /// Read `plan.parquet` back into rows (file order).
@@ -241,7 +222,7 @@ pub fn write_summary_json(path: &Path, summary: &BalanceSummary) -> Result<(), P
         path: path.to_owned(),
         source,
     })?;
-    write_file_atomically(path, &json).map_err(io_error(path))
+    Ok(manifests::write_atomic(path, &json)?)
 }
 
 #[cfg(test)]

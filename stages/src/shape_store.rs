@@ -12,11 +12,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::align::{Alignment, Similarity};
 use crate::pca::ShapeModel;
-use crate::plan_table::write_file_atomically;
 
 /// Errors reading or writing the shape stages' files.
 #[derive(Debug, thiserror::Error)]
 pub enum ShapeStoreError {
+    /// The atomic write (temporary file, fsync, rename) failed; the message names the file.
+    #[error(transparent)]
+    Write(#[from] manifests::Error),
     /// File system error.
     #[error("{path}: {source}")]
     Io {
@@ -103,10 +105,7 @@ pub fn write_alignment(path: &Path, stored: &StoredAlignment) -> Result<(), Shap
         ],
         &metadata,
     );
-    write_file_atomically(path, &bytes).map_err(|source| ShapeStoreError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    Ok(manifests::write_atomic(path, &bytes)?)
 }
 
 /// A safetensors file of f64 tensors with a header in sorted key order (the safetensors crate
@@ -223,10 +222,7 @@ pub fn write_pose_table(path: &Path, table: &PoseTable) -> Result<(), ShapeStore
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
-    write_file_atomically(path, &text).map_err(|source| ShapeStoreError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    Ok(manifests::write_atomic(path, &text)?)
 }
 
 /// Read `pca.json`.

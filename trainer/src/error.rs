@@ -5,6 +5,9 @@ use std::path::PathBuf;
 /// Everything that can go wrong in the trainer library.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainerError {
+    /// An atomic write (temporary file, fsync, rename) failed; the message names the file.
+    #[error(transparent)]
+    Write(#[from] manifests::Error),
     /// A file could not be read, written or mapped.
     #[error("{path}: {source}")]
     Io {

@@ -6,7 +6,6 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors, View};
@@ -68,24 +67,16 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
     })
 }
 
-/// Write `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// reader never sees a half-written file (a crash mid-checkpoint leaves the old one intact).
+/// Write `bytes` to `path` atomically ([`manifests::write_atomic`]: a temporary file named as
+/// wingflow's temporary files are, fsync, rename), creating the folder if needed, so a reader
+/// never sees a half-written file (a crash mid-checkpoint leaves the old one intact).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-    file.write_all(bytes).map_err(io_err(&tmp))?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(io_err(path))
+    Ok(manifests::write_atomic(path, bytes)?)
 }
 
 /// Save named tensors (any device) and string metadata as one safetensors file, atomically.

@@ -7,6 +7,7 @@
 //! - [`warp`]: inverse warp with bilinear sampling from an area-averaged pyramid.
 //! - [`photometric`]: colour, blur, occlusion, JPEG on the small crop.
 //! - [`shard`]: the on-disk format (shards, sidecars, `index.json`, `samples.parquet`), `gc`.
+//! - `simd`: run-time choice of the AVX2 builds of the pixel loops (same bytes either way).
 //! - [`engine`]: [`render_shards`], decoding each source image once.
 //! - [`inspect`]: shard-set checks and contact sheets.
 //!
@@ -20,6 +21,7 @@ pub mod geometry;
 pub mod inspect;
 pub mod photometric;
 pub mod shard;
+mod simd;
 pub mod warp;
 
 use std::path::PathBuf;

@@ -29,6 +29,9 @@ const FAMILY: &str = "sans-serif";
 /// Why a plot could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
+    /// The atomic write (temporary file, fsync, rename) failed; the message names the file.
+    #[error(transparent)]
+    Write(#[from] manifests::Error),
     /// Drawing failed.
     #[error("{path}: drawing failed: {message}")]
     Draw {
@@ -44,14 +47,6 @@ pub enum ReportError {
         path: PathBuf,
         /// The image crate's error.
         source: image::ImageError,
-    },
-    /// Writing the file failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The plot file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
     },
     /// Nothing to plot.
     #[error("{path}: nothing to plot: {reason}")]
@@ -97,12 +92,7 @@ fn save_rgb(path: &Path, width: u32, height: u32, rgb: Vec<u8>) -> Result<(), Re
             path: path.to_owned(),
             source,
         })?;
-    crate::plan_table::write_file_atomically(path, png.get_ref()).map_err(|source| {
-        ReportError::Io {
-            path: path.to_owned(),
-            source,
-        }
-    })
+    Ok(manifests::write_atomic(path, png.get_ref())?)
 }
 
 /// A short number for axis labels.
