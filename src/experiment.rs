@@ -48,9 +48,10 @@ pub enum Budget {
     /// Minutes on a 2-core CPU (about 8): 240 faces, 150 CNN-6 / 25 CNN-7 steps, one seed. Its differences are
     /// within noise; it shows the machinery, not the result.
     Quick,
-    /// 3 seeds, 1500 faces, 6000 CNN-6 / 3000 CNN-7 steps of batch 8: about 10 hours on 2 CPU
-    /// cores (CNN-6 trains at ≈ 110 images/s there, CNN-7 at ≈ 22), minutes on a GPU. Finished
-    /// runs are reused, so it can be run in several sittings.
+    /// 3 seeds, 1500 faces, 1000 CNN-6 / 1500 CNN-7 steps of batch 16: about 10 hours on 2 CPU
+    /// cores (CNN-6 trains at ≈ 110 images/s there, CNN-7 at ≈ 20), minutes on a GPU. Finished
+    /// runs are reused and unfinished ones resume from their last checkpoint, so it can be run
+    /// in several sittings.
     Full,
 }
 
@@ -71,8 +72,11 @@ pub struct StudySettings {
     pub stage2_steps: u64,
     /// Batch size of every run.
     pub batch_size: usize,
-    /// Initial learning rate (Adam, cosine to 1/100 of it) of every run.
+    /// Initial learning rate (Adam, cosine to 1/100 of it) of the CNN-6 runs.
     pub lr: f64,
+    /// Initial learning rate of the CNN-7 runs. Lower than CNN-6's: at 1e-3 CNN-7 sticks near
+    /// the mean shape for hundreds of steps (bench/README-losses.md, run 3).
+    pub stage2_lr: f64,
     /// Losses compared (`l2`, `l1`, `smooth-l1`, `wing`).
     pub losses: Vec<String>,
 }
@@ -93,6 +97,7 @@ impl StudySettings {
                 stage2_steps: 25,
                 batch_size: 8,
                 lr: 1e-3,
+                stage2_lr: 1e-3,
                 losses,
             },
             Budget::Full => StudySettings {
@@ -100,10 +105,11 @@ impl StudySettings {
                 faces: 1500,
                 image_size: (240, 400),
                 seeds: 3,
-                stage1_steps: 6000,
-                stage2_steps: 3000,
-                batch_size: 8,
+                stage1_steps: 1000,
+                stage2_steps: 1500,
+                batch_size: 16,
                 lr: 1e-3,
+                stage2_lr: 3e-4,
                 losses,
             },
         }
@@ -133,6 +139,12 @@ pub struct LossStudyArgs {
     /// Batch size (overrides the budget's).
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Initial learning rate of the CNN-6 runs (overrides the budget's).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Initial learning rate of the CNN-7 runs (overrides the budget's).
+    #[arg(long)]
+    pub stage2_lr: Option<f64>,
     /// Only these losses (comma-separated: l2,l1,smooth-l1,wing).
     #[arg(long, value_delimiter = ',')]
     pub losses: Vec<String>,
@@ -222,6 +234,12 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
     }
     if let Some(v) = args.batch_size {
         s.batch_size = v;
+    }
+    if let Some(v) = args.lr {
+        s.lr = v;
+    }
+    if let Some(v) = args.stage2_lr {
+        s.stage2_lr = v;
     }
     if !args.losses.is_empty() {
         s.losses = args.losses.clone();
@@ -518,12 +536,12 @@ fn prepare_variant(
 /// with other settings (another budget) get other folders, so a finished run is reused, or an
 /// unfinished one resumed, only for exactly the settings it was started with.
 fn run_name(stage: u8, loss: &str, s: &StudySettings, seed: u32) -> String {
-    let (arch, steps) = if stage == 1 {
-        ("cnn6", s.stage1_steps)
+    let (arch, steps, lr) = if stage == 1 {
+        ("cnn6", s.stage1_steps, s.lr)
     } else {
-        ("cnn7", s.stage2_steps)
+        ("cnn7", s.stage2_steps, s.stage2_lr)
     };
-    format!("{arch}-{loss}-{steps}x{}-lr{}-s{seed}", s.batch_size, s.lr)
+    format!("{arch}-{loss}-{steps}x{}-lr{lr}-s{seed}", s.batch_size)
 }
 
 /// Whether a run folder holds a finished run (its `last.json` says step = total_steps).
@@ -555,10 +573,10 @@ fn train(
         None => {}
     }
     std::fs::create_dir_all(run)?;
-    let steps = if stage == 1 {
-        s.stage1_steps
+    let (steps, lr) = if stage == 1 {
+        (s.stage1_steps, s.lr)
     } else {
-        s.stage2_steps
+        (s.stage2_steps, s.stage2_lr)
     };
     let mut cmd = Command::new(trainer_path()?);
     if let Some(t) = args.threads {
@@ -576,9 +594,9 @@ fn train(
             .args(["--batch-size", &s.batch_size.to_string()])
             .args([
                 "--lr",
-                &s.lr.to_string(),
+                &lr.to_string(),
                 "--final-lr",
-                &(s.lr / 100.0).to_string(),
+                &(lr / 100.0).to_string(),
             ])
             .args(["--seed", &seed.to_string(), "--no-val"])
             .args(["--log-every", &(steps / 10).max(1).to_string()])
@@ -725,7 +743,7 @@ pub fn results_markdown(r: &StudyResults) -> String {
         md,
         "# Loss study on a synthetic 300W-format benchmark\n\n\
          Budget `{:?}`: {} faces ({}), {} seed(s); CNN-6 {} steps, {}, batch {}, \
-         Adam lr {} cosine to {}. Training rows: {}. NME ×100, normalised by {}, in original \
+         Adam with cosine decay to 1/100 of the initial learning rate ({}). Training rows: {}. NME ×100, normalised by {}, in original \
          image coordinates, mean ± std over seeds. Mean-shape baseline (full): {:.2}.\n",
         s.budget,
         s.faces,
@@ -742,8 +760,10 @@ pub fn results_markdown(r: &StudyResults) -> String {
             n => format!("CNN-7 {n} steps"),
         },
         s.batch_size,
-        s.lr,
-        s.lr / 100.0,
+        match s.stage2_steps {
+            0 => format!("CNN-6 {}", s.lr),
+            _ => format!("CNN-6 {}, CNN-7 {}", s.lr, s.stage2_lr),
+        },
         r.train_rows
             .iter()
             .map(|(k, v)| format!("{k} {v}"))
