@@ -38,7 +38,7 @@ use stages::scheme::{self, Scheme};
 use stages::synth::{SynthConfig, SynthFormat, generate};
 
 use crate::ced::{CedSeries, plot_ced};
-use crate::metrics::{ErrorSummary, Normaliser, face_nme};
+use crate::metrics::{ErrorSummary, Normaliser, face_nme, normaliser_for, points};
 use crate::trainer_bin::trainer_path;
 use crate::two_stage::{EvalRequest, Models, crop_to_image, evaluate_two_stage, image_to_crop};
 
@@ -304,7 +304,7 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
             pdb,
         )?);
     }
-    let normaliser = Normaliser::parse(None, scheme)?;
+    let normaliser = normaliser_for(None, scheme)?;
     let test: Vec<&FaceRecord> = faces
         .iter()
         .filter(|f| f.split == "common" || f.split == "challenging")
@@ -719,7 +719,12 @@ pub fn mean_shape_baseline(
         let Some(pred) = crop_to_image(&m, &mean) else {
             continue;
         };
-        if let Some(nme) = face_nme(&pred, &f.landmarks, &f.visible, normaliser) {
+        if let Some(nme) = face_nme(
+            &points(&pred),
+            &points(&f.landmarks),
+            &f.visible,
+            normaliser,
+        ) {
             nmes.push(nme);
         }
     }

@@ -32,7 +32,7 @@ use stages::render::{Affine, Augmentation, BoxRule, RenderParams};
 use stages::scheme::{self, Scheme};
 
 use crate::ced::{CedSeries, plot_ced};
-use crate::metrics::{ErrorSummary, Normaliser, face_nme};
+use crate::metrics::{ErrorSummary, face_nme, normaliser_for, points};
 use crate::trainer_bin::trainer_path;
 
 /// The trained networks and how to run them.
@@ -645,7 +645,7 @@ pub fn evaluate_two_stage(req: &EvalRequest<'_>) -> Result<TwoStageReport> {
         chosen[0].scheme,
         scheme.name
     );
-    let normaliser = Normaliser::parse(req.normaliser, scheme)?;
+    let normaliser = normaliser_for(req.normaliser, scheme)?;
     let enlarge = match req.params.box_rule {
         BoxRule::Landmarks => req.params.box_enlarge,
         BoxRule::Annotation => req.params.annotation_box_enlarge,
@@ -666,7 +666,12 @@ pub fn evaluate_two_stage(req: &EvalRequest<'_>) -> Result<TwoStageReport> {
     let mut by_pose: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut by_yaw: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for (f, p) in chosen.iter().zip(&predictions) {
-        let Some(nme) = face_nme(&p.landmarks, &f.landmarks, &f.visible, &normaliser) else {
+        let Some(nme) = face_nme(
+            &points(&p.landmarks),
+            &points(&f.landmarks),
+            &f.visible,
+            &normaliser,
+        ) else {
             skipped += 1;
             continue;
         };

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand, ValueEnum};
 use tch::{Device, Kind, Tensor};
 
-use trainer::eval::{EvalReport, Normaliser, evaluate_set, load_bins};
+use trainer::eval::{EvalReport, default_normaliser, evaluate_set, load_bins, parse_normaliser};
 use trainer::loss::LossKind;
 use trainer::model::{Arch, LandmarkNet, ModelConfig, images_to_input};
 use trainer::optim::{LrSchedule, Optimizer, OptimizerKind};
@@ -454,7 +454,7 @@ fn train(args: TrainArgs) -> Result<()> {
         let normaliser = args
             .normaliser
             .as_deref()
-            .map(|n| Normaliser::parse(n, &scheme))
+            .map(|n| parse_normaliser(n, &scheme))
             .transpose()?;
         let config = TrainConfig {
             val_shards,
@@ -566,8 +566,8 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
             );
         }
         let normaliser = match &args.normaliser {
-            Some(n) => Normaliser::parse(n, &scheme)?,
-            None => Normaliser::default_for_scheme(&scheme),
+            Some(n) => parse_normaliser(n, &scheme)?,
+            None => default_normaliser(&scheme),
         };
         let split = evaluate_set(&net, set, &normaliser, bins.as_ref(), args.batch_size)?;
         let at = |t: f64| {

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Result, TrainerError, ensure_config, io_err};
-use crate::eval::{Normaliser, evaluate_set};
+use crate::eval::{Normaliser, default_normaliser, evaluate_set};
 use crate::loss::LossKind;
 use crate::model::{Arch, LandmarkNet, ModelConfig, images_to_input};
 use crate::optim::{LrSchedule, Optimizer, OptimizerKind};
@@ -294,7 +294,7 @@ impl Trainer {
         let normaliser = config
             .normaliser
             .clone()
-            .unwrap_or_else(|| Normaliser::default_for_scheme(&train_set.index().scheme));
+            .unwrap_or_else(|| default_normaliser(&train_set.index().scheme));
         let loader = loader_config(&config, None);
         let total_steps = match config.length {
             TrainLength::Steps(n) => n,
@@ -373,7 +373,7 @@ impl Trainer {
         let normaliser = config
             .normaliser
             .clone()
-            .unwrap_or_else(|| Normaliser::default_for_scheme(&train_set.index().scheme));
+            .unwrap_or_else(|| default_normaliser(&train_set.index().scheme));
         truncate_log(&out_dir.join("train_log.csv"), record.step)?;
         let elapsed_before = last_elapsed(&out_dir.join("train_log.csv"));
         Ok(Self {
