@@ -11,7 +11,7 @@ use std::path::Path;
 use rayon::prelude::*;
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Entries, Location, Origin, ReadError, SourcedFace, image_dimensions, path_text};
+use super::{Entries, Location, Origin, ReadError, SourcedFace, image_facts};
 use crate::face::{BBox, BoxSource, FaceRecord};
 use crate::scheme::{AFLW21_EARS, AFLW21_FEATURES, Scheme};
 
@@ -34,6 +34,22 @@ pub struct AflwSqlite<'a> {
     pub split: &'a str,
     /// `aflw19` (the ears, feature ids 13 and 17, are dropped) or `aflw21`.
     pub scheme: &'a Scheme,
+}
+
+/// Columns 1..=n of a row as numbers; on a bad value, the face records the problem and `None`.
+fn row_values(
+    face: &mut FaceRows,
+    row: &rusqlite::Row<'_>,
+    n: usize,
+    table: &str,
+) -> Option<Vec<f64>> {
+    match (1..=n).map(|i| row.get::<_, f64>(i)).collect() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            face.problem = Some(format!("{table}: {e}"));
+            None
+        }
+    }
 }
 
 /// Everything the tables say about one face before its image is looked at.
@@ -120,116 +136,120 @@ impl AflwSqlite<'_> {
         Ok(())
     }
 
+    /// Run `sql`, whose first column is a face_id, and hand each row to `each` with that face's
+    /// rows: every face seen when `add_faces`, else only faces already known (rows of other
+    /// faces are ignored).
+    fn for_each_face_row(
+        &self,
+        db: &Connection,
+        table: &str,
+        sql: &str,
+        faces: &mut HashMap<i64, FaceRows>,
+        add_faces: bool,
+        mut each: impl FnMut(&mut FaceRows, &rusqlite::Row<'_>),
+    ) -> Result<(), ReadError> {
+        let doing = format!("reading {table}");
+        let mut stmt = db.prepare(sql).map_err(|e| self.sqlite(&doing, e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.sqlite(&doing, e))?;
+        while let Some(row) = rows.next().map_err(|e| self.sqlite(&doing, e))? {
+            let face_id: i64 = row.get(0).map_err(|e| self.sqlite(&doing, e))?;
+            let face = if add_faces {
+                Some(faces.entry(face_id).or_default())
+            } else {
+                faces.get_mut(&face_id)
+            };
+            if let Some(face) = face {
+                each(face, row);
+            }
+        }
+        Ok(())
+    }
+
     /// Gather every table's rows per face.
     fn face_rows(&self, db: &Connection) -> Result<Vec<(i64, FaceRows)>, ReadError> {
         let mut faces: HashMap<i64, FaceRows> = HashMap::new();
-
-        let doing = "reading Faces and FaceImages";
-        let mut stmt = db
-            .prepare(
-                "SELECT Faces.face_id, FaceImages.filepath FROM Faces \
-                 LEFT JOIN FaceImages ON Faces.file_id = FaceImages.file_id",
-            )
-            .map_err(|e| self.sqlite(doing, e))?;
-        let mut rows = stmt.query([]).map_err(|e| self.sqlite(doing, e))?;
-        while let Some(row) = rows.next().map_err(|e| self.sqlite(doing, e))? {
-            let face_id: i64 = row.get(0).map_err(|e| self.sqlite(doing, e))?;
-            let face = faces.entry(face_id).or_default();
-            match row.get::<_, Option<String>>(1) {
+        self.for_each_face_row(
+            db,
+            "Faces and FaceImages",
+            "SELECT Faces.face_id, FaceImages.filepath FROM Faces \
+             LEFT JOIN FaceImages ON Faces.file_id = FaceImages.file_id",
+            &mut faces,
+            true,
+            |face, row| match row.get::<_, Option<String>>(1) {
                 Ok(Some(path)) => {
                     face.image_rows += 1;
                     face.filepath = Some(path);
                 }
                 Ok(None) => {}
                 Err(e) => face.problem = Some(format!("FaceImages.filepath: {e}")),
-            }
-        }
-
-        let doing = "reading FaceRect";
-        let mut stmt = db
-            .prepare("SELECT face_id, x, y, w, h FROM FaceRect ORDER BY face_id, annot_type_id")
-            .map_err(|e| self.sqlite(doing, e))?;
-        let mut rows = stmt.query([]).map_err(|e| self.sqlite(doing, e))?;
-        while let Some(row) = rows.next().map_err(|e| self.sqlite(doing, e))? {
-            let face_id: i64 = row.get(0).map_err(|e| self.sqlite(doing, e))?;
-            let Some(face) = faces.get_mut(&face_id) else {
-                continue;
-            };
-            if face.rect.is_some() {
-                continue;
-            }
-            match (1..5)
-                .map(|i| row.get::<_, f64>(i))
-                .collect::<Result<Vec<f64>, _>>()
-            {
-                Ok(v) => face.rect = Some([v[0], v[1], v[2], v[3]]),
-                Err(e) => face.problem = Some(format!("FaceRect: {e}")),
-            }
-        }
-
-        let doing = "reading FacePose";
-        let mut stmt = db
-            .prepare(
-                "SELECT face_id, roll, pitch, yaw FROM FacePose ORDER BY face_id, annot_type_id",
-            )
-            .map_err(|e| self.sqlite(doing, e))?;
-        let mut rows = stmt.query([]).map_err(|e| self.sqlite(doing, e))?;
-        while let Some(row) = rows.next().map_err(|e| self.sqlite(doing, e))? {
-            let face_id: i64 = row.get(0).map_err(|e| self.sqlite(doing, e))?;
-            let Some(face) = faces.get_mut(&face_id) else {
-                continue;
-            };
-            if face.pose.is_some() {
-                continue;
-            }
-            match (1..4)
-                .map(|i| row.get::<_, f64>(i))
-                .collect::<Result<Vec<f64>, _>>()
-            {
-                Ok(v) => face.pose = Some([v[0], v[1], v[2]]),
-                Err(e) => face.problem = Some(format!("FacePose: {e}")),
-            }
-        }
-
-        let doing = "reading FeatureCoords";
-        let mut stmt = db
-            .prepare("SELECT face_id, feature_id, x, y FROM FeatureCoords")
-            .map_err(|e| self.sqlite(doing, e))?;
-        let mut rows = stmt.query([]).map_err(|e| self.sqlite(doing, e))?;
-        while let Some(row) = rows.next().map_err(|e| self.sqlite(doing, e))? {
-            let face_id: i64 = row.get(0).map_err(|e| self.sqlite(doing, e))?;
-            let Some(face) = faces.get_mut(&face_id) else {
-                continue;
-            };
-            let values = (
-                row.get::<_, i64>(1),
-                row.get::<_, f64>(2),
-                row.get::<_, f64>(3),
-            );
-            let (feature, x, y) = match values {
-                (Ok(f), Ok(x), Ok(y)) => (f, x, y),
-                (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
-                    face.problem = Some(format!("FeatureCoords: {e}"));
-                    continue;
+            },
+        )?;
+        // The first row of each face (lowest annotation type) wins.
+        self.for_each_face_row(
+            db,
+            "FaceRect",
+            "SELECT face_id, x, y, w, h FROM FaceRect ORDER BY face_id, annot_type_id",
+            &mut faces,
+            false,
+            |face, row| {
+                if face.rect.is_none()
+                    && let Some(v) = row_values(face, row, 4, "FaceRect")
+                {
+                    face.rect = Some([v[0], v[1], v[2], v[3]]);
                 }
-            };
-            let slot = usize::try_from(feature)
-                .ok()
-                .and_then(|f| f.checked_sub(1))
-                .and_then(|i| face.coords.get_mut(i));
-            match slot {
-                Some(slot @ None) => *slot = Some((x, y)),
-                Some(Some(_)) => {
-                    face.problem =
-                        Some(format!("FeatureCoords: feature_id {feature} appears twice"));
+            },
+        )?;
+        self.for_each_face_row(
+            db,
+            "FacePose",
+            "SELECT face_id, roll, pitch, yaw FROM FacePose ORDER BY face_id, annot_type_id",
+            &mut faces,
+            false,
+            |face, row| {
+                if face.pose.is_none()
+                    && let Some(v) = row_values(face, row, 3, "FacePose")
+                {
+                    face.pose = Some([v[0], v[1], v[2]]);
                 }
-                None => {
-                    face.problem = Some(format!(
-                        "FeatureCoords: feature_id {feature} is not in 1..=21"
-                    ));
+            },
+        )?;
+        self.for_each_face_row(
+            db,
+            "FeatureCoords",
+            "SELECT face_id, feature_id, x, y FROM FeatureCoords",
+            &mut faces,
+            false,
+            |face, row| {
+                let values = (
+                    row.get::<_, i64>(1),
+                    row.get::<_, f64>(2),
+                    row.get::<_, f64>(3),
+                );
+                let (feature, x, y) = match values {
+                    (Ok(f), Ok(x), Ok(y)) => (f, x, y),
+                    (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
+                        face.problem = Some(format!("FeatureCoords: {e}"));
+                        return;
+                    }
+                };
+                let slot = usize::try_from(feature)
+                    .ok()
+                    .and_then(|f| f.checked_sub(1))
+                    .and_then(|i| face.coords.get_mut(i));
+                match slot {
+                    Some(slot @ None) => *slot = Some((x, y)),
+                    Some(Some(_)) => {
+                        face.problem =
+                            Some(format!("FeatureCoords: feature_id {feature} appears twice"));
+                    }
+                    None => {
+                        face.problem = Some(format!(
+                            "FeatureCoords: feature_id {feature} is not in 1..=21"
+                        ));
+                    }
                 }
-            }
-        }
+            },
+        )?;
 
         let mut faces: Vec<(i64, FaceRows)> = faces.into_iter().collect();
         faces.sort_by_key(|(id, _)| *id);
@@ -266,12 +286,7 @@ impl AflwSqlite<'_> {
             )));
         }
         let image = self.images.join(&filepath);
-        let (width, height) = image_dimensions(&image).map_err(|source| ReadError::Image {
-            path: self.path.into(),
-            location: origin.location.clone(),
-            image: image.clone(),
-            source,
-        })?;
+        let (image_path, width, height) = image_facts(&image, &origin)?;
         let mut landmarks = Vec::with_capacity(2 * keep.len());
         let mut visible = Vec::with_capacity(keep.len());
         for &i in keep {
@@ -292,7 +307,7 @@ impl AflwSqlite<'_> {
             dataset: "aflw".to_owned(),
             scheme: self.scheme.name.to_owned(),
             split: self.split.to_owned(),
-            image_path: path_text(&image, &origin)?,
+            image_path,
             image_width: width,
             image_height: height,
             landmarks,

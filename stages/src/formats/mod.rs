@@ -206,6 +206,18 @@ pub(crate) fn image_dimensions(image: &Path) -> Result<(u32, u32), Box<image::Im
     dims().map_err(Box::new)
 }
 
+/// An annotated face's image as stored in `faces.parquet`: its path as UTF-8 text, width and
+/// height (from the header only). Errors name the annotation record at `origin`.
+pub(crate) fn image_facts(image: &Path, origin: &Origin) -> Result<(String, u32, u32), ReadError> {
+    let (width, height) = image_dimensions(image).map_err(|source| ReadError::Image {
+        path: origin.path.clone(),
+        location: origin.location.clone(),
+        image: image.to_owned(),
+        source,
+    })?;
+    Ok((path_text(image, origin)?, width, height))
+}
+
 /// A path as UTF-8 text (it is stored in `faces.parquet`), or a record error naming it.
 pub(crate) fn path_text(path: &Path, origin: &Origin) -> Result<String, ReadError> {
     path.to_str()

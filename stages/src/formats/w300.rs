@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::pts::read_pts;
-use super::{Entries, Location, Origin, ReadError, SourcedFace, image_dimensions, path_text};
+use super::{Entries, Location, Origin, ReadError, SourcedFace, image_facts};
 use crate::face::{BoxSource, FaceRecord, landmarks_bbox};
 use crate::scheme::Scheme;
 
@@ -117,12 +117,7 @@ fn read_face(
         .map(|ext| pts.with_extension(ext))
         .find(|p| p.is_file())
         .unwrap_or_else(|| pts.with_extension("jpg"));
-    let (width, height) = image_dimensions(&image).map_err(|source| ReadError::Image {
-        path: pts.into(),
-        location: Location::File,
-        image: image.clone(),
-        source,
-    })?;
+    let (image_path, width, height) = image_facts(&image, &origin)?;
     let sample_id = format!("300w/{folder}/{stem}");
     let bbox = landmarks_bbox(&shape.xy).ok_or_else(|| ReadError::Record {
         path: pts.into(),
@@ -134,7 +129,7 @@ fn read_face(
         dataset: "300w".to_owned(),
         scheme: scheme.name.to_owned(),
         split: split.to_owned(),
-        image_path: path_text(&image, &origin)?,
+        image_path,
         image_width: width,
         image_height: height,
         visible: vec![true; shape.xy.len() / 2],

@@ -12,8 +12,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::{
-    Entries, Location, Origin, ReadError, SourcedFace, image_dimensions, parse_finite, path_text,
-    strip_extension,
+    Entries, Location, Origin, ReadError, SourcedFace, image_facts, parse_finite, strip_extension,
 };
 use crate::face::{BBox, BoxSource, FaceRecord, WflwAttributes};
 
@@ -163,18 +162,13 @@ impl WflwList<'_> {
             location: Location::Line(l.line),
         };
         let image = self.images.join(&l.image_name);
-        let (width, height) = image_dimensions(&image).map_err(|source| ReadError::Image {
-            path: self.path.into(),
-            location: origin.location.clone(),
-            image: image.clone(),
-            source,
-        })?;
+        let (image_path, width, height) = image_facts(&image, &origin)?;
         let face = FaceRecord {
             sample_id,
             dataset: "wflw".to_owned(),
             scheme: self.scheme.to_owned(),
             split: self.split.to_owned(),
-            image_path: path_text(&image, &origin)?,
+            image_path,
             image_width: width,
             image_height: height,
             visible: vec![true; POINTS],
