@@ -5,12 +5,9 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use plotters::prelude::*;
-use stages::report::fonts_available;
-
-/// The family name `stages::report` registers its font under.
-const FAMILY: &str = "sans-serif";
+use stages::report::{FAMILY, fonts_available, save_rgb};
 
 const WIDTH: u32 = 800;
 const HEIGHT: u32 = 560;
@@ -98,14 +95,7 @@ pub fn plot_ced(path: &Path, title: &str, series: &[CedSeries], max_nme: f64) ->
         }
         root.present().map_err(err)?;
     }
-    let image = image::RgbImage::from_raw(WIDTH, HEIGHT, rgb).context("plot buffer size")?;
-    let mut png = std::io::Cursor::new(Vec::new());
-    image
-        .write_to(&mut png, image::ImageFormat::Png)
-        .with_context(|| format!("cannot encode {}", path.display()))?;
-    manifests::write_atomic(path, png.get_ref())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    Ok(save_rgb(path, WIDTH, HEIGHT, rgb)?)
 }
 
 #[cfg(test)]

@@ -4,11 +4,10 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
-use stages::report::fonts_available;
+use stages::report::{FAMILY, fonts_available, save_rgb};
 
-/// The family name `stages::report` registers its font under.
-const FAMILY: &str = "sans-serif";
 const WIDTH: u32 = 1000;
 const HEIGHT: u32 = 420;
 
@@ -75,48 +74,18 @@ pub fn plot_loss_curve(csv: &Path, png: &Path) -> Result<()> {
         let (lo, hi) = positive
             .iter()
             .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-        let mut builder = ChartBuilder::on(&left);
-        builder.margin(15);
-        if text {
-            builder
-                .caption("training loss", (FAMILY, 18))
-                .x_label_area_size(35)
-                .y_label_area_size(60);
-        }
-        let mut chart = builder
-            .build_cartesian_2d(0.0..max_step, (lo * 0.9)..(hi * 1.05))
-            .map_err(err)?;
-        if text {
-            chart
-                .configure_mesh()
-                .x_desc("step")
-                .label_style((FAMILY, 12))
-                .draw()
-                .map_err(err)?;
-        }
+        let mut chart = panel(
+            &left,
+            "training loss",
+            max_step,
+            (lo * 0.9)..(hi * 1.05),
+            text,
+        )?;
         chart
             .draw_series(LineSeries::new(positive, BLUE.stroke_width(2)))
             .map_err(err)?;
-        let mut builder = ChartBuilder::on(&right);
-        builder.margin(15);
-        if text {
-            builder
-                .caption("validation NME (×100)", (FAMILY, 18))
-                .x_label_area_size(35)
-                .y_label_area_size(50);
-        }
         let top = log.val_nme.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
-        let mut chart = builder
-            .build_cartesian_2d(0.0..max_step, 0.0..top)
-            .map_err(err)?;
-        if text {
-            chart
-                .configure_mesh()
-                .x_desc("step")
-                .label_style((FAMILY, 12))
-                .draw()
-                .map_err(err)?;
-        }
+        let mut chart = panel(&right, "validation NME (×100)", max_step, 0.0..top, text)?;
         chart
             .draw_series(LineSeries::new(
                 log.val_nme.iter().copied(),
@@ -128,14 +97,37 @@ pub fn plot_loss_curve(csv: &Path, png: &Path) -> Result<()> {
             .map_err(err)?;
         root.present().map_err(err)?;
     }
-    let image = image::RgbImage::from_raw(WIDTH, HEIGHT, rgb).context("plot buffer size")?;
-    let mut bytes = std::io::Cursor::new(Vec::new());
-    image
-        .write_to(&mut bytes, image::ImageFormat::Png)
-        .with_context(|| format!("cannot encode {}", png.display()))?;
-    manifests::write_atomic(png, bytes.get_ref())
-        .with_context(|| format!("cannot write {}", png.display()))?;
-    Ok(())
+    Ok(save_rgb(png, WIDTH, HEIGHT, rgb)?)
+}
+
+/// One panel of the loss-curve figure: `caption` above, steps 0..`max_step` across, `y` up
+/// (axes and text only when the font is available).
+fn panel<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    max_step: f64,
+    y: std::ops::Range<f64>,
+    text: bool,
+) -> Result<ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>> {
+    let err = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("drawing {caption} failed: {e}");
+    let mut builder = ChartBuilder::on(area);
+    builder.margin(15);
+    if text {
+        builder
+            .caption(caption, (FAMILY, 18))
+            .x_label_area_size(35)
+            .y_label_area_size(60);
+    }
+    let mut chart = builder.build_cartesian_2d(0.0..max_step, y).map_err(err)?;
+    if text {
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .label_style((FAMILY, 12))
+            .draw()
+            .map_err(err)?;
+    }
+    Ok(chart)
 }
 
 #[cfg(test)]

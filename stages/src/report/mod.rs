@@ -24,7 +24,8 @@ pub use thumbnails::{BinExamples, ThumbnailStrip, plot_thumbnail_strip};
 pub const FONT_PATH: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 /// The family name plot text asks for.
-const FAMILY: &str = "sans-serif";
+/// The font family every plot draws text in (registered by [`fonts_available`]).
+pub const FAMILY: &str = "sans-serif";
 
 /// Why a plot could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +81,7 @@ fn draw_error(path: &Path) -> impl Fn(String) -> ReportError + '_ {
 }
 
 /// Encode an RGB buffer as PNG and write it atomically.
-fn save_rgb(path: &Path, width: u32, height: u32, rgb: Vec<u8>) -> Result<(), ReportError> {
+pub fn save_rgb(path: &Path, width: u32, height: u32, rgb: Vec<u8>) -> Result<(), ReportError> {
     let image = image::RgbImage::from_raw(width, height, rgb).ok_or_else(|| ReportError::Draw {
         path: path.to_owned(),
         message: "pixel buffer does not match the image size".to_owned(),
