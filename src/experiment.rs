@@ -157,6 +157,11 @@ pub struct LossStudyArgs {
     /// libtorch threads of each training run.
     #[arg(long)]
     pub threads: Option<u32>,
+    /// Training chains run at once (each a seed, loss and data variant: CNN-6 then CNN-7).
+    /// On a CPU, `--jobs N --threads T` with N·T = cores keeps every core busy with less
+    /// synchronisation than one run on all cores; on a GPU, several small runs share it.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
     /// Device of the training runs: auto, cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -316,48 +321,41 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
         baseline.mean_nme_percent
     );
 
-    let mut runs = Vec::new();
+    // One cell = one (seed, loss, data variant): CNN-6, its evaluation, then CNN-7 and the
+    // two-stage evaluation. Cells are independent (own run folders, own scratch folders), so
+    // `--jobs` of them run at once; results keep the cells' order whatever finishes first.
+    let mut cells: Vec<(u32, &String, &Variant)> = Vec::new();
     for seed in 0..s.seeds {
         for loss in &s.losses {
-            for v in &variants {
-                let suffix = if v.pdb { " + PDB" } else { "" };
-                let run_dir = |stage| {
-                    out.join("runs")
-                        .join(v.name())
-                        .join(run_name(stage, loss, &s, seed))
-                };
-                let run6 = run_dir(1);
-                train(args, &s, v, 1, loss, seed, &run6)?;
-                let w6 = run6.join("last.safetensors");
-                runs.push(evaluate(
-                    args,
-                    v,
-                    &params,
-                    &w6,
-                    None,
-                    &format!("CNN-6{suffix}"),
-                    loss,
-                    seed,
-                )?);
-                if args.stage1_only {
-                    continue;
-                }
-                let run7 = run_dir(2);
-                train(args, &s, v, 2, loss, seed, &run7)?;
-                let w7 = run7.join("last.safetensors");
-                runs.push(evaluate(
-                    args,
-                    v,
-                    &params,
-                    &w6,
-                    Some(&w7),
-                    &format!("CNN-6/7{suffix}"),
-                    loss,
-                    seed,
-                )?);
-            }
+            cells.extend(variants.iter().map(|v| (seed, loss, v)));
         }
     }
+    let run_cell = |&(seed, loss, v): &(u32, &String, &Variant)| -> Result<Vec<RunResult>> {
+        let suffix = if v.pdb { " + PDB" } else { "" };
+        let run_dir = |stage| {
+            out.join("runs")
+                .join(v.name())
+                .join(run_name(stage, loss, &s, seed))
+        };
+        let run6 = run_dir(1);
+        train(args, &s, v, 1, loss, seed, &run6)?;
+        let w6 = run6.join("last.safetensors");
+        let evaluate = |stage2: Option<&Path>, method: &str| {
+            evaluate(args, v, &params, &w6, stage2, method, loss, seed)
+        };
+        let mut results = vec![evaluate(None, &format!("CNN-6{suffix}"))?];
+        if !args.stage1_only {
+            let run7 = run_dir(2);
+            train(args, &s, v, 2, loss, seed, &run7)?;
+            let w7 = run7.join("last.safetensors");
+            results.push(evaluate(Some(&w7), &format!("CNN-6/7{suffix}"))?);
+        }
+        Ok(results)
+    };
+    let runs = run_parallel(&cells, args.jobs.max(1), run_cell)?
+        .into_iter()
+        .flatten()
+        .collect();
     let mut test_faces = BTreeMap::new();
     for f in &test {
         *test_faces.entry(f.split.clone()).or_insert(0) += 1;
@@ -415,6 +413,44 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
         started.elapsed().as_secs_f64()
     );
     Ok(results)
+}
+
+/// `f` over `items` on `jobs` threads; the results in the items' order. Workers take the next
+/// item as they finish one; after a failure no new item starts, and the first error (in item
+/// order) is returned once the running items end.
+fn run_parallel<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let slots: Vec<std::sync::Mutex<Option<Result<R>>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(items.len()) {
+            scope.spawn(|| {
+                use std::sync::atomic::Ordering::SeqCst;
+                while !failed.load(SeqCst) {
+                    let i = next.fetch_add(1, SeqCst);
+                    let Some(item) = items.get(i) else { break };
+                    let result = f(item);
+                    if result.is_err() {
+                        failed.store(true, SeqCst);
+                    }
+                    *slots[i].lock().expect("no worker panics holding a slot") = Some(result);
+                }
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(items.len());
+    for slot in slots {
+        match slot.into_inner().expect("no worker panics holding a slot") {
+            Some(result) => out.push(result?),
+            None => bail!("stopped after an earlier failure"),
+        }
+    }
+    Ok(out)
 }
 
 /// The NME range of a CED plot: the field's usual 0–0.10, widened (up to 0.5) when most faces
@@ -842,6 +878,30 @@ pub fn results_markdown(r: &StudyResults) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_cells_keep_their_order_and_stop_on_failure() {
+        let items: Vec<u64> = (0..9).collect();
+        let slow_first = |&i: &u64| -> Result<u64> {
+            std::thread::sleep(std::time::Duration::from_millis(20 * (9 - i)));
+            Ok(i * i)
+        };
+        assert_eq!(
+            run_parallel(&items, 3, slow_first).unwrap(),
+            items.iter().map(|i| i * i).collect::<Vec<_>>()
+        );
+        let started = std::sync::atomic::AtomicUsize::new(0);
+        let fail_at_two = |&i: &u64| -> Result<u64> {
+            started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if i == 2 {
+                bail!("cell {i} failed");
+            }
+            Ok(i)
+        };
+        let err = run_parallel(&items, 1, fail_at_two).unwrap_err();
+        assert_eq!(err.to_string(), "cell 2 failed");
+        assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
 
     #[test]
     fn mean_and_std_over_seeds() {
