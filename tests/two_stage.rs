@@ -157,16 +157,8 @@ fn trained_cnn6_beats_the_mean_shape_and_predict_finds_faces_in_image_coordinate
 
     // The second stage runs and still answers in image coordinates.
     let two_stage = tmp.path().join("two.json");
-    ok(wingflow()
-        .arg("predict")
-        .arg(&image)
-        .args(["--box", &face_box, "--device", "cpu"])
-        .arg("--stage1")
-        .arg(&weights6)
-        .arg("--stage2")
-        .arg(run7.join("last.safetensors"))
-        .arg("--out")
-        .arg(&two_stage));
+    let weights7 = run7.join("last.safetensors");
+    predict(&["--stage2", weights7.to_str().unwrap()], &two_stage);
     let doc = json(&two_stage);
     assert_eq!(doc["faces"][0]["refined"], true);
     let stage1: Vec<f64> = doc["faces"][0]["stage1_landmarks"]

@@ -335,34 +335,7 @@ fn blend(t00: [u32; 3], t10: [u32; 3], t01: [u32; 3], t11: [u32; 3], fx: u32, fy
 pub fn warp(pyramid: &mut Pyramid, m: &Affine, size: u32, border: Border) -> Option<Vec<u8>> {
     let inv = m.inverse()?;
     let (k, level) = pyramid.level(level_for_scale(m.scale()));
-    let f = 1.0 / (1u64 << k) as f64;
-    // Map output coords straight to level-k coords, and fold the −0.5 of the level's pixel
-    // centres into the offset: the result is the fractional pixel index in the level.
-    let [a, b, c, d, e, g] = inv.0;
-    // The stored rectangle starts at (x0, y0) of the level: shift into its local indices.
-    let (ox0, oy0) = (level.x0 as f64, level.y0 as f64);
-    let sampler = Sampler {
-        src: &level.data,
-        w: level.width as i64,
-        h: level.height as i64,
-        // The image's extent in local indices (the border lies outside it, not outside the
-        // stored region).
-        image: [
-            -(level.x0 as i64),
-            -(level.y0 as i64),
-            level.full_width as i64 - level.x0 as i64,
-            level.full_height as i64 - level.y0 as i64,
-        ],
-        border,
-        inv: [
-            a * f,
-            b * f,
-            c * f - 0.5 - ox0,
-            d * f,
-            e * f,
-            g * f - 0.5 - oy0,
-        ],
-    };
+    let sampler = Sampler::new(level, k, &inv, border);
     let n = size as usize;
     let mut out = vec![0u8; n * n * 3];
     dispatch_avx2!(
@@ -387,7 +360,40 @@ struct Sampler<'a> {
     inv: [f64; 6],
 }
 
-impl Sampler<'_> {
+impl<'a> Sampler<'a> {
+    /// Sample `level` (of pyramid level `k`) through `inv`, the inverse of the warp's matrix
+    /// (output continuous coordinates → source level-0 continuous coordinates).
+    fn new(level: &'a Level, k: usize, inv: &Affine, border: Border) -> Self {
+        let f = 1.0 / (1u64 << k) as f64;
+        // Map output coords straight to level-k coords, and fold the −0.5 of the level's pixel
+        // centres into the offset: the result is the fractional pixel index in the level. The
+        // stored rectangle starts at (x0, y0) of the level: shift into its local indices.
+        let [a, b, c, d, e, g] = inv.0;
+        let (ox0, oy0) = (level.x0 as f64, level.y0 as f64);
+        Sampler {
+            src: &level.data,
+            w: level.width as i64,
+            h: level.height as i64,
+            // The image's extent in local indices (the border lies outside it, not outside the
+            // stored region).
+            image: [
+                -(level.x0 as i64),
+                -(level.y0 as i64),
+                level.full_width as i64 - level.x0 as i64,
+                level.full_height as i64 - level.y0 as i64,
+            ],
+            border,
+            inv: [
+                a * f,
+                b * f,
+                c * f - 0.5 - ox0,
+                d * f,
+                e * f,
+                g * f - 0.5 - oy0,
+            ],
+        }
+    }
+
     /// The value of one tap, border rules applied.
     #[inline(always)]
     fn fetch(&self, x: i64, y: i64) -> [u32; 3] {
@@ -574,6 +580,7 @@ fn blend_avx2(top: u64, bottom: u64, fx: u32, fy: u32) -> u32 {
 mod tests {
     use super::*;
     use crate::render::simd::has_avx2;
+    use proptest::prelude::*;
 
     fn gradient(w: u32, h: u32) -> Pyramid {
         let mut data = Vec::new();
@@ -594,8 +601,21 @@ mod tests {
         }
     }
 
+    /// The baseline and AVX2 fills of one warp (the AVX2 one only where the CPU has it).
+    fn both_fills(level: &Level, k: usize, m: &Affine, border: Border, size: usize) {
+        let sampler = Sampler::new(level, k, &m.inverse().unwrap(), border);
+        let mut baseline = vec![0u8; size * size * 3];
+        sampler.fill_baseline(&mut baseline, size);
+        if has_avx2() {
+            let mut fast = vec![0u8; baseline.len()];
+            // SAFETY: checked just above.
+            unsafe { sampler.fill_avx2(&mut fast, size) };
+            assert_eq!(fast, baseline, "{m:?}, {border:?}, size {size}");
+        }
+    }
+
     #[test]
-    fn baseline_and_avx2_warps_agree() {
+    fn warp_matches_its_baseline_fill() {
         // A noisy source; rotations, shrinks and shifts that cross every edge; both borders.
         let (w, h) = (41u32, 37u32);
         let data: Vec<u8> = (0..w * h * 3)
@@ -610,30 +630,43 @@ mod tests {
         ] {
             let (c, s) = (f64::cos(angle) * scale, f64::sin(angle) * scale);
             let m = Affine([c, -s, 3.0, s, c, -4.0]);
-            let size = 40;
-            let inv = m.inverse().unwrap();
-            let out = warp(&mut p, &m, size, border).unwrap();
-            // The same warp by hand (a whole-image pyramid: local indices are the level's).
+            let out = warp(&mut p, &m, 40, border).unwrap();
             let (k, level) = p.level(level_for_scale(m.scale()));
-            let f = 1.0 / (1u64 << k) as f64;
-            let [a, b, c0, d, e, g] = inv.0;
-            let sampler = Sampler {
-                src: &level.data,
-                w: level.width as i64,
-                h: level.height as i64,
-                image: [0, 0, level.full_width as i64, level.full_height as i64],
-                border,
-                inv: [a * f, b * f, c0 * f - 0.5, d * f, e * f, g * f - 0.5],
-            };
-            let mut baseline = vec![0u8; (size * size * 3) as usize];
-            sampler.fill_baseline(&mut baseline, size as usize);
+            let sampler = Sampler::new(level, k, &m.inverse().unwrap(), border);
+            let mut baseline = vec![0u8; out.len()];
+            sampler.fill_baseline(&mut baseline, 40);
             assert_eq!(out, baseline, "angle {angle}, scale {scale}");
-            if has_avx2() {
-                let mut fast = vec![0u8; baseline.len()];
-                // SAFETY: checked just above.
-                unsafe { sampler.fill_avx2(&mut fast, size as usize) };
-                assert_eq!(fast, baseline, "angle {angle}, scale {scale}");
-            }
+            both_fills(level, k, &m, border, 40);
+        }
+    }
+
+    proptest! {
+        /// Any affine, on a stored region with offsets inside a larger level, either border:
+        /// the AVX2 fill writes the baseline's bytes.
+        #[test]
+        fn avx2_fill_equals_baseline(
+            (w, h) in (2u32..30, 2u32..30),
+            (x0, y0, extra) in (0u32..6, 0u32..6, 0u32..4),
+            angle in -3.2f64..3.2,
+            scale in 0.3f64..2.5,
+            (tx, ty) in (-20.0f64..20.0, -20.0f64..20.0),
+            size in 1usize..40,
+            constant in proptest::option::of(0u8..=255),
+            seed in 0u32..1000,
+        ) {
+            let data: Vec<u8> = (0..w * h * 3).map(|i| ((i * 131 + seed) % 251) as u8).collect();
+            let level = Level {
+                width: w,
+                height: h,
+                x0,
+                y0,
+                full_width: x0 + w + extra,
+                full_height: y0 + h + extra,
+                data,
+            };
+            let (c, s) = (angle.cos() * scale, angle.sin() * scale);
+            let border = constant.map_or(Border::Replicate, Border::Constant);
+            both_fills(&level, 0, &Affine([c, -s, tx, s, c, ty]), border, size);
         }
     }
 
