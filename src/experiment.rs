@@ -580,6 +580,27 @@ fn run_name(stage: u8, loss: &str, s: &StudySettings, seed: u32) -> String {
     format!("{arch}-{loss}-{steps}x{}-lr{lr}-s{seed}", s.batch_size)
 }
 
+/// The file in a run folder naming the training set it was trained on (the digest of the set's
+/// `index.json`).
+const RUN_DATA_FILE: &str = "train-shards.id";
+
+/// Refuse a run folder trained on other shards than `data_id` names. A run folder without the
+/// record (from before it existed) is taken as trained on these shards and gets it.
+fn check_run_data(run: &Path, data_id: &str, shards: &Path) -> Result<()> {
+    let id_file = run.join(RUN_DATA_FILE);
+    match std::fs::read_to_string(&id_file) {
+        Ok(recorded) if recorded.trim() != data_id => bail!(
+            "{} was trained on other shards than {} now holds (the data or its render settings \
+             changed); move that run away or use a new output folder",
+            run.display(),
+            shards.display()
+        ),
+        Ok(_) => Ok(()),
+        Err(_) if run.is_dir() => Ok(manifests::write_atomic(&id_file, data_id.as_bytes())?),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Whether a run folder holds a finished run (its `last.json` says step = total_steps).
 fn finished(run: &Path) -> Option<bool> {
     let text = std::fs::read_to_string(run.join("last.json")).ok()?;
@@ -600,6 +621,16 @@ fn train(
     run: &Path,
 ) -> Result<()> {
     let label = format!("{} stage {stage} {loss} seed {seed}", v.name());
+    let stage_dir = if stage == 1 { "stage1" } else { "stage2" };
+    let shards = v.root.join("shards").join(stage_dir);
+    // A run is reused (or resumed) only on the very shards it was trained on: its folder name
+    // holds the settings, this file the training set's identity (its index holds every
+    // shard's digest).
+    let index = shards.join("train").join("index.json");
+    let data_id = manifests::digest_file(&index)
+        .with_context(|| format!("cannot read {}", index.display()))?
+        .to_string();
+    check_run_data(run, &data_id, &shards)?;
     match finished(run) {
         Some(true) => {
             println!("  {label}: finished earlier, reused");
@@ -609,6 +640,7 @@ fn train(
         None => {}
     }
     std::fs::create_dir_all(run)?;
+    manifests::write_atomic(run.join(RUN_DATA_FILE), data_id.as_bytes())?;
     let (steps, lr) = if stage == 1 {
         (s.stage1_steps, s.lr)
     } else {
@@ -623,9 +655,8 @@ fn train(
     if finished(run) == Some(false) {
         cmd.arg("--resume");
     } else {
-        let stage_dir = if stage == 1 { "stage1" } else { "stage2" };
         cmd.arg("--shards")
-            .arg(v.root.join("shards").join(stage_dir))
+            .arg(&shards)
             .args(["--stage", &stage.to_string(), "--loss", loss])
             .args(["--batch-size", &s.batch_size.to_string()])
             .args([
@@ -878,6 +909,26 @@ pub fn results_markdown(r: &StudyResults) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_is_reused_only_on_the_shards_it_was_trained_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (run, shards) = (tmp.path().join("run"), tmp.path().join("shards"));
+        check_run_data(&run, "a", &shards).unwrap();
+        assert!(
+            !run.exists(),
+            "no folder is made for a run that has not started"
+        );
+        std::fs::create_dir(&run).unwrap();
+        check_run_data(&run, "a", &shards).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(run.join(RUN_DATA_FILE)).unwrap(),
+            "a"
+        );
+        check_run_data(&run, "a", &shards).unwrap();
+        let err = check_run_data(&run, "b", &shards).unwrap_err().to_string();
+        assert!(err.contains("other shards") && err.contains("run"), "{err}");
+    }
 
     #[test]
     fn parallel_cells_keep_their_order_and_stop_on_failure() {
