@@ -761,6 +761,10 @@ fn evaluate(
         result.common.mean_nme_percent,
         result.challenging.mean_nme_percent
     );
+    if stage2.is_none() {
+        // What CNN-7's stage-2 noise has to cover (the same for every CNN-7 on this CNN-6).
+        println!("  {:<14} {}", "", report.stage2_normalisation);
+    }
     Ok(result)
 }
 

@@ -492,6 +492,73 @@ pub struct TwoStageReport {
     pub per_yaw_bin: BTreeMap<String, ErrorSummary>,
     /// Every scored face.
     pub per_face: Vec<FaceError>,
+    /// Where CNN-6's landmarks put the stage-2 crop, against the true landmarks' crop.
+    pub stage2_normalisation: NormalisationError,
+}
+
+/// How far CNN-6's landmarks move the stage-2 crop from where the true landmarks put it: the
+/// error the stage-2 noise of CNN-7's training crops stands for, and must cover. Percentiles
+/// over the faces whose two crops both exist.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NormalisationError {
+    /// Faces measured.
+    pub faces: usize,
+    /// |residual rotation| in degrees at the 50th, 75th, 90th and 99th percentiles.
+    pub rotation_deg: [f64; 4],
+    /// Shift of the crop centre, the larger of its two axes, as a fraction of the crop side (the
+    /// unit of the stage-2 noise's shift), at the same percentiles.
+    pub shift: [f64; 4],
+    /// Crop side from CNN-6's landmarks over the side from the true ones (the unit of the
+    /// stage-2 noise's scale), at the 1st, 10th, 90th and 99th percentiles.
+    pub side_ratio: [f64; 4],
+}
+
+impl NormalisationError {
+    /// From the stage-2 crop matrices of each face: (from CNN-6's landmarks, from the truth).
+    pub fn new(pairs: &[(Affine, Affine)], size: u32) -> Self {
+        let (mut rotation, mut shift, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        let centre = f64::from(size) / 2.0;
+        for (predicted, truth) in pairs {
+            // True-crop coordinates → predicted-crop coordinates.
+            let Some(d) = truth.inverse().map(|t| predicted.after(&t)) else {
+                continue;
+            };
+            let Some(back) = d.inverse() else { continue };
+            let [a, _, _, c, _, _] = d.0;
+            rotation.push(c.atan2(a).to_degrees().abs());
+            let (x, y) = back.apply(centre, centre);
+            shift.push((x - centre).abs().max((y - centre).abs()) / f64::from(size));
+            ratio.push(1.0 / d.scale());
+        }
+        let at = |v: &mut Vec<f64>, qs: [f64; 4]| {
+            v.sort_by(f64::total_cmp);
+            qs.map(|q| match v.len() {
+                0 => f64::NAN,
+                n => v[((q * n as f64) as usize).min(n - 1)],
+            })
+        };
+        NormalisationError {
+            faces: rotation.len(),
+            rotation_deg: at(&mut rotation, [0.5, 0.75, 0.9, 0.99]),
+            shift: at(&mut shift, [0.5, 0.75, 0.9, 0.99]),
+            side_ratio: at(&mut ratio, [0.01, 0.1, 0.9, 0.99]),
+        }
+    }
+}
+
+impl std::fmt::Display for NormalisationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [r50, r75, r90, r99] = self.rotation_deg;
+        let [s50, s75, s90, s99] = self.shift.map(|v| 100.0 * v);
+        let [q1, q10, q90, q99] = self.side_ratio;
+        write!(
+            f,
+            "stage-2 crop from CNN-6 vs truth ({} faces): |rotation| p50/75/90/99 \
+             {r50:.1}/{r75:.1}/{r90:.1}/{r99:.1}°, shift {s50:.1}/{s75:.1}/{s90:.1}/{s99:.1} % of \
+             the side, side ratio p1/10/90/99 {q1:.3}/{q10:.3}/{q90:.3}/{q99:.3}",
+            self.faces
+        )
+    }
 }
 
 impl TwoStageReport {
@@ -665,7 +732,14 @@ pub fn evaluate_two_stage(req: &EvalRequest<'_>) -> Result<TwoStageReport> {
     let mut skipped = 0;
     let mut by_pose: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut by_yaw: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut crop_pairs = Vec::new();
     for (f, p) in chosen.iter().zip(&predictions) {
+        if let (Some(predicted), Some(truth)) = (
+            stage2_matrix_for(&p.stage1, scheme, req.params),
+            stage2_matrix_for(&f.landmarks, scheme, req.params),
+        ) {
+            crop_pairs.push((predicted, truth));
+        }
         let Some(nme) = face_nme(
             &points(&p.landmarks),
             &points(&f.landmarks),
@@ -712,6 +786,7 @@ pub fn evaluate_two_stage(req: &EvalRequest<'_>) -> Result<TwoStageReport> {
         per_pose_bin: summarise(by_pose),
         per_yaw_bin: summarise(by_yaw),
         per_face,
+        stage2_normalisation: NormalisationError::new(&crop_pairs, req.params.stage2_size),
     })
 }
 
@@ -1029,6 +1104,31 @@ mod tests {
             // Every point lies inside the 128² crop (the box is enlarged ×1.25).
             prop_assert!(crop.iter().all(|&v| (0.0..128.0).contains(&v)));
         }
+    }
+
+    #[test]
+    fn normalisation_error_of_a_known_perturbation() {
+        // The predicted crop is the true one rotated by 10° about its centre, scaled by 1/1.25
+        // and shifted: the measure recovers the rotation, the side ratio and the shift.
+        let size = 128;
+        let truth = Affine([0.5, 0.0, -10.0, 0.0, 0.5, 4.0]);
+        let c = f64::from(size) / 2.0;
+        let about_centre = |m: Affine| {
+            Affine::translation(c, c)
+                .after(&m)
+                .after(&Affine::translation(-c, -c))
+        };
+        let d = about_centre(Affine::rotation_deg(10.0).after(&Affine::scaling(1.25)));
+        let d = Affine::translation(-6.4, 0.0).after(&d);
+        let e = NormalisationError::new(&[(d.after(&truth), truth)], size);
+        assert_eq!(e.faces, 1);
+        assert!((e.rotation_deg[0] - 10.0).abs() < 1e-9, "{e:?}");
+        assert!((e.side_ratio[0] - 0.8).abs() < 1e-9, "{e:?}");
+        // The predicted centre sits 6.4 / 1.25 = 5.12 true-crop pixels away, turned by −10°:
+        // its larger axis is 5.12·cos 10° of 128.
+        let expected = 5.12 * 10f64.to_radians().cos() / 128.0;
+        assert!((e.shift[0] - expected).abs() < 1e-9, "{e:?}");
+        assert!(e.to_string().contains("1 faces"));
     }
 
     #[test]
