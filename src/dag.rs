@@ -427,7 +427,11 @@ fn train_stage<'a>(config: &'a Config, layout: &Layout, stage: u8) -> Stage<'a> 
         for entry in std::fs::read_dir(parent)? {
             let entry = entry?;
             if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                std::fs::remove_dir_all(entry.path())?;
+                if entry.file_type()?.is_dir() {
+                    std::fs::remove_dir_all(entry.path())?;
+                } else {
+                    std::fs::remove_file(entry.path())?;
+                }
             }
         }
         let tmp = parent.join(format!("{prefix}{}", std::process::id()));

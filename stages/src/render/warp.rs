@@ -428,7 +428,7 @@ impl<'a> Sampler<'a> {
             let (x0, y0) = (x >> COORD_BITS, y >> COORD_BITS);
             x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h
         };
-        let last = (n - 1) as i64;
+        let last = n.saturating_sub(1) as i64;
         for (j, row) in out.chunks_exact_mut(n * 3).enumerate() {
             let oy = j as f64 + 0.5;
             let (x, y) = (
@@ -675,6 +675,8 @@ mod tests {
         let mut p = gradient(16, 16);
         let out = warp(&mut p, &Affine::IDENTITY, 16, Border::Constant(0)).unwrap();
         assert_eq!(out, p.base().data);
+        let empty = warp(&mut p, &Affine::IDENTITY, 0, Border::Constant(0)).unwrap();
+        assert!(empty.is_empty());
     }
 
     #[test]
