@@ -428,7 +428,10 @@ impl<'a> Sampler<'a> {
             let (x0, y0) = (x >> COORD_BITS, y >> COORD_BITS);
             x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h
         };
-        let last = n.saturating_sub(1) as i64;
+        if n == 0 {
+            return; // An empty crop.
+        }
+        let last = (n - 1) as i64;
         for (j, row) in out.chunks_exact_mut(n * 3).enumerate() {
             let oy = j as f64 + 0.5;
             let (x, y) = (
