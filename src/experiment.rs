@@ -165,8 +165,8 @@ pub struct LossStudyArgs {
     #[arg(long)]
     pub threads: Option<u32>,
     /// Training chains run at once (each a seed, loss and data variant: CNN-6 then CNN-7).
-    /// On a CPU, `--jobs N --threads T` with N·T = cores keeps every core busy with less
-    /// synchronisation than one run on all cores; on a GPU, several small runs share it.
+    /// On a CPU, use `--jobs N --threads T` with N·T = cores; on a GPU, several small runs
+    /// share it.
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
     /// Device of the training runs: auto, cpu, cuda, cuda:N.
