@@ -327,6 +327,33 @@ mod tests {
     }
 
     #[test]
+    fn stage2_noise_settings_leave_the_stage1_draws_alone() {
+        // The stage-2 noise is drawn last, so changing its ranges keeps every stage-1 crop (and
+        // so the stage-1 shards) byte for byte.
+        let wide = AugmentConfig {
+            stage2_translation_max: 0.06,
+            stage2_scale_range: (0.92, 1.08),
+            stage2_rotation_max_deg: 12.0,
+            ..AugmentConfig::default()
+        };
+        let without_noise = |a: Augmentation| Augmentation {
+            stage2_translate_x: 0.0,
+            stage2_translate_y: 0.0,
+            stage2_scale: 1.0,
+            stage2_rotation_deg: 0.0,
+            ..a
+        };
+        for seed in 0..200 {
+            for replica in 0..3 {
+                let a = Augmentation::draw(seed, replica, &AugmentConfig::default());
+                let b = Augmentation::draw(seed, replica, &wide);
+                assert_ne!(a.stage2_rotation_deg, b.stage2_rotation_deg);
+                assert_eq!(without_noise(a), without_noise(b), "seed {seed}");
+            }
+        }
+    }
+
+    #[test]
     fn draws_stay_in_their_ranges() {
         let config = AugmentConfig::default();
         assert!(config.validate().is_ok());
