@@ -36,12 +36,7 @@ impl ColourMap {
         }
         let mean_luma = if c != 1.0 {
             // Integer channel sums are exact; only the final weighting rounds.
-            let mut sums = [0u64; 3];
-            for p in crop.chunks_exact(3) {
-                for ch in 0..3 {
-                    sums[ch] += p[ch] as u64;
-                }
-            }
+            let sums = dispatch_avx2!(channel_sums_avx2, channel_sums, (crop));
             let n = (crop.len() / 3).max(1) as f64;
             (0..3)
                 .map(|ch| LUMA[ch] as f64 * sums[ch] as f64)
@@ -74,21 +69,65 @@ impl ColourMap {
         }
     }
 
-    /// [`Self::apply_to`] compiled for AVX2 (integer: same bytes).
+    /// [`Self::apply_to`] compiled for AVX2 (integer: same bytes). The compiler vectorises the
+    /// interleaved loop well; a hand-written `madd` version measured twice as slow.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn apply_to_avx2(&self, crop: &mut [u8]) {
         self.apply_to(crop);
     }
 
-    fn apply_to_baseline(&self, crop: &mut [u8]) {
-        self.apply_to(crop);
-    }
-
     /// [`Self::apply_to`] with the widest vector unit this CPU has.
     fn apply(&self, crop: &mut [u8]) {
-        dispatch_avx2!(Self::apply_to_avx2, Self::apply_to_baseline, (self, crop));
+        dispatch_avx2!(Self::apply_to_avx2, Self::apply_to, (self, crop));
     }
+}
+
+/// Per-channel sums of an interleaved RGB8 crop (exact integers).
+fn channel_sums(crop: &[u8]) -> [u64; 3] {
+    let mut sums = [0u64; 3];
+    for p in crop.chunks_exact(3) {
+        for ch in 0..3 {
+            sums[ch] += p[ch] as u64;
+        }
+    }
+    sums
+}
+
+/// [`channel_sums`] in AVX2 registers: per 48-byte block (16 pixels, three 16-byte vectors),
+/// each channel's bytes are masked out and summed by `sad` against zero. The same integers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn channel_sums_avx2(crop: &[u8]) -> [u64; 3] {
+    use std::arch::x86_64::*;
+    const BLOCK: usize = 48;
+    // masks[v][ch]: the bytes of channel ch in vector v of a block.
+    let masks: [[__m128i; 3]; 3] = std::array::from_fn(|v| {
+        std::array::from_fn(|ch| {
+            let bytes: [u8; 16] =
+                std::array::from_fn(|p| if (16 * v + p) % 3 == ch { 0xff } else { 0 });
+            // SAFETY: reads the 16 bytes of `bytes`.
+            unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) }
+        })
+    });
+    let zero = _mm_setzero_si128();
+    let mut acc = [zero; 3];
+    let blocks = crop.chunks_exact(BLOCK);
+    let rest = blocks.remainder();
+    for block in blocks {
+        for (v, mask) in masks.iter().enumerate() {
+            // SAFETY: 16 bytes at 16·v of a 48-byte block.
+            let x = unsafe { _mm_loadu_si128(block.as_ptr().add(16 * v).cast()) };
+            for ch in 0..3 {
+                acc[ch] = _mm_add_epi64(acc[ch], _mm_sad_epu8(_mm_and_si128(x, mask[ch]), zero));
+            }
+        }
+    }
+    let tail = channel_sums(rest);
+    std::array::from_fn(|ch| {
+        let (low, high) = (_mm_cvtsi128_si64(acc[ch]), _mm_extract_epi64::<1>(acc[ch]));
+        low as u64 + high as u64 + tail[ch]
+    })
 }
 
 /// Apply the photometric part of `aug` to a `size`×`size` RGB8 crop, in a fixed order:
@@ -369,6 +408,46 @@ mod tests {
                 assert_eq!(a, b, "n {n}, sigma {sigma}");
             }
             assert_ne!(a, data, "the blur changed nothing (n {n})");
+        }
+    }
+
+    #[test]
+    fn baseline_and_avx2_channel_sums_and_colour_maps_agree() {
+        if !has_avx2() {
+            return;
+        }
+        // Crop sizes below and above one 48-byte block of the AVX2 sums, with and without a
+        // partial block; maps that clamp at both ends, negative coefficients (saturation > 1),
+        // grey, and very large coefficients.
+        let maps = [
+            (1.2, 0.8, 1.3, false),
+            (0.6, 1.4, 0.0, false),
+            (1.25, 1.25, 1.0, true),
+            (0.9, 1.0, 1.6, false),
+            (3.0, 2.5, 1.5, false),
+        ];
+        for n in [1usize, 3, 4, 6, 7, 64, 67, 128] {
+            let crop: Vec<u8> = (0..n * n * 3)
+                .map(|i| ((i * 37 + i / 7 + i * i % 11) % 256) as u8)
+                .collect();
+            let sums = channel_sums(&crop);
+            // SAFETY: checked above.
+            assert_eq!(sums, unsafe { channel_sums_avx2(&crop) }, "n {n}");
+            for (brightness, contrast, saturation, grey) in maps {
+                let aug = Augmentation {
+                    brightness,
+                    contrast,
+                    saturation,
+                    grey,
+                    ..Augmentation::identity()
+                };
+                let map = ColourMap::new(&crop, &aug).unwrap();
+                let (mut a, mut b) = (crop.clone(), crop.clone());
+                map.apply_to(&mut a);
+                // SAFETY: checked above.
+                unsafe { map.apply_to_avx2(&mut b) };
+                assert_eq!(a, b, "n {n}, map {:?}", map.m);
+            }
         }
     }
 
