@@ -172,6 +172,11 @@ pub struct LossStudyArgs {
     /// Device of the training runs: auto, cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Train nothing: evaluate the runs that have finished (a study still running elsewhere,
+    /// or stopped) and write an interim table, `results-interim.md` and `.json`, whose cells
+    /// say over how many seeds they are. The final `results.*` and CED plots are not touched.
+    #[arg(long)]
+    pub finished_only: bool,
 }
 
 /// One prepared data variant (with or without PDB): its output root and what it holds.
@@ -212,6 +217,10 @@ pub struct RunResult {
 /// Everything `results.json` holds.
 #[derive(Debug, Clone, Serialize)]
 pub struct StudyResults {
+    /// For an interim table (`--finished-only`): how many runs the whole study has; the
+    /// table holds only the finished ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interim: Option<usize>,
     /// The settings used.
     pub settings: StudySettings,
     /// NME normaliser.
@@ -274,6 +283,12 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
     }
 
     let data = out.join("data");
+    ensure!(
+        !args.finished_only || data.join(stages::synth::TRUTH_FILE).exists(),
+        "--finished-only: {} holds no study (no synthetic set in {})",
+        out.display(),
+        data.display()
+    );
     if data.join(stages::synth::TRUTH_FILE).exists() {
         println!("reusing the synthetic set in {}", data.display());
     } else {
@@ -349,7 +364,13 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
                 .join(run_name(stage, loss, &s, seed))
         };
         let run6 = run_dir(1);
-        train(args, &s, v, 1, loss, seed, &run6)?;
+        if args.finished_only {
+            if !finished_on_current_data(v, 1, &run6)? {
+                return Ok(Vec::new());
+            }
+        } else {
+            train(args, &s, v, 1, loss, seed, &run6)?;
+        }
         let w6 = run6.join("last.safetensors");
         let evaluate = |stage2: Option<&Path>, method: &str| {
             evaluate(args, v, &params, &w6, stage2, method, loss, seed)
@@ -357,7 +378,13 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
         let mut results = vec![evaluate(None, &format!("CNN-6{suffix}"))?];
         if !args.stage1_only {
             let run7 = run_dir(2);
-            train(args, &s, v, 2, loss, seed, &run7)?;
+            if args.finished_only {
+                if !finished_on_current_data(v, 2, &run7)? {
+                    return Ok(results);
+                }
+            } else {
+                train(args, &s, v, 2, loss, seed, &run7)?;
+            }
             let w7 = run7.join("last.safetensors");
             results.push(evaluate(Some(&w7), &format!("CNN-6/7{suffix}"))?);
         }
@@ -371,7 +398,9 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
     for f in &test {
         *test_faces.entry(f.split.clone()).or_insert(0) += 1;
     }
+    let planned_runs = cells.len() * if args.stage1_only { 1 } else { 2 };
     let results = StudyResults {
+        interim: args.finished_only.then_some(planned_runs),
         settings: s,
         normaliser: normaliser.to_string(),
         test_faces,
@@ -383,8 +412,24 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
         runs,
     };
     let json = serde_json::to_string_pretty(&results)?;
-    manifests::write_atomic(out.join("results.json"), json.as_bytes())?;
     let table = results_markdown(&results);
+    if args.finished_only {
+        let (json_path, md_path) = (
+            out.join("results-interim.json"),
+            out.join("results-interim.md"),
+        );
+        manifests::write_atomic(&json_path, json.as_bytes())?;
+        manifests::write_atomic(&md_path, table.as_bytes())?;
+        println!("{table}");
+        println!(
+            "interim results ({} of {planned_runs} runs finished): {} and {}",
+            results.runs.len(),
+            json_path.display(),
+            md_path.display()
+        );
+        return Ok(results);
+    }
+    manifests::write_atomic(out.join("results.json"), json.as_bytes())?;
     manifests::write_atomic(out.join("results.md"), table.as_bytes())?;
     for method in METHODS {
         let series: Vec<CedSeries> = results
@@ -612,6 +657,38 @@ fn check_run_data(run: &Path, data_id: &str, shards: &Path) -> Result<()> {
     }
 }
 
+/// The stage's shard folder of a variant and the identity of its training set: every training
+/// shard's name and digest (from the set's index). A run is reused, resumed or evaluated only on
+/// the very shards it was trained on: its folder name holds the settings, a file in it this
+/// identity (the render settings that made the shards do not count, only their bytes).
+fn training_data(v: &Variant, stage: u8) -> Result<(PathBuf, String)> {
+    let stage_dir = if stage == 1 { "stage1" } else { "stage2" };
+    let shards = v.root.join("shards").join(stage_dir);
+    let index = shards.join("train").join("index.json");
+    let set: stages::render::ShardIndex = serde_json::from_slice(
+        &std::fs::read(&index).with_context(|| format!("cannot read {}", index.display()))?,
+    )
+    .with_context(|| format!("{} is not a shard index", index.display()))?;
+    let content: Vec<(&str, &str)> = set
+        .shards
+        .iter()
+        .map(|e| (e.file.as_str(), e.blake3.as_str()))
+        .collect();
+    let data_id = manifests::digest_value(&content)?.to_string();
+    Ok((shards, data_id))
+}
+
+/// Whether `run` holds a finished run trained on the variant's current shards (for
+/// `--finished-only`); a run trained on other shards is an error, as in [`train`].
+fn finished_on_current_data(v: &Variant, stage: u8, run: &Path) -> Result<bool> {
+    if finished(run) != Some(true) {
+        return Ok(false);
+    }
+    let (shards, data_id) = training_data(v, stage)?;
+    check_run_data(run, &data_id, &shards)?;
+    Ok(true)
+}
+
 /// Whether a run folder holds a finished run (its `last.json` says step = total_steps).
 fn finished(run: &Path) -> Option<bool> {
     let text = std::fs::read_to_string(run.join("last.json")).ok()?;
@@ -632,22 +709,7 @@ fn train(
     run: &Path,
 ) -> Result<()> {
     let label = format!("{} stage {stage} {loss} seed {seed}", v.name());
-    let stage_dir = if stage == 1 { "stage1" } else { "stage2" };
-    let shards = v.root.join("shards").join(stage_dir);
-    // A run is reused (or resumed) only on the very shards it was trained on: its folder name
-    // holds the settings, a file in it the training set's content (every shard's digest, from
-    // the set's index; the render settings that made it do not count, only the bytes).
-    let index = shards.join("train").join("index.json");
-    let set: stages::render::ShardIndex = serde_json::from_slice(
-        &std::fs::read(&index).with_context(|| format!("cannot read {}", index.display()))?,
-    )
-    .with_context(|| format!("{} is not a shard index", index.display()))?;
-    let content: Vec<(&str, &str)> = set
-        .shards
-        .iter()
-        .map(|e| (e.file.as_str(), e.blake3.as_str()))
-        .collect();
-    let data_id = manifests::digest_value(&content)?.to_string();
+    let (shards, data_id) = training_data(v, stage)?;
     check_run_data(run, &data_id, &shards)?;
     match finished(run) {
         Some(true) => {
@@ -873,6 +935,16 @@ pub fn results_markdown(r: &StudyResults) -> String {
         r.normaliser,
         r.mean_shape_baseline.mean_nme_percent
     );
+    if let Some(planned) = r.interim {
+        let _ = writeln!(
+            md,
+            "**Interim table: {} of the study's {planned} runs have finished.** A cell over \
+             fewer than {} seed(s) says how many in brackets; a dash is a cell with no \
+             finished run.\n",
+            r.runs.len(),
+            s.seeds
+        );
+    }
     if s.budget == Budget::Quick {
         md.push_str(
             "**Quick budget: the differences below are within noise.** It shows that the \
@@ -921,10 +993,15 @@ pub fn results_markdown(r: &StudyResults) -> String {
                         .filter(|x| x.method == method && &x.loss == loss)
                         .map(pick)
                         .collect();
+                    let seeds = if v.len() < s.seeds as usize {
+                        format!(" ({} of {} seeds)", v.len(), s.seeds)
+                    } else {
+                        String::new()
+                    };
                     match mean_std(&v) {
                         _ if v.is_empty() => "–".to_owned(),
-                        (m, Some(sd)) => format!("{m:.2} ± {sd:.2}"),
-                        (m, None) => format!("{m:.2}"),
+                        (m, Some(sd)) => format!("{m:.2} ± {sd:.2}{seeds}"),
+                        (m, None) => format!("{m:.2}{seeds}"),
                     }
                 })
                 .collect();
@@ -1007,7 +1084,9 @@ mod tests {
         };
         let mut settings = StudySettings::for_budget(Budget::Full);
         settings.losses = vec!["l2".into(), "wing".into()];
-        let r = StudyResults {
+        settings.seeds = 2;
+        let mut r = StudyResults {
+            interim: None,
             settings,
             normaliser: "inter-ocular:36,45".into(),
             test_faces: BTreeMap::from([("common".into(), 10)]),
@@ -1022,9 +1101,23 @@ mod tests {
         };
         let md = results_markdown(&r);
         assert!(md.contains("| method | L2 | Wing |"), "{md}");
-        assert!(md.contains("| CNN-6 | 6.00 ± 1.41 | 4.00 |"), "{md}");
-        assert!(md.contains("| CNN-6/7 + PDB | – | 3.00 |"), "{md}");
+        // A cell over fewer seeds than the study has says so.
+        assert!(
+            md.contains("| CNN-6 | 6.00 ± 1.41 | 4.00 (1 of 2 seeds) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| CNN-6/7 + PDB | – | 3.00 (1 of 2 seeds) |"),
+            "{md}"
+        );
         assert!(!md.contains("| CNN-6 + PDB |"));
         assert!(!md.contains("within noise"));
+        assert!(!md.contains("Interim"));
+        r.interim = Some(16);
+        let md = results_markdown(&r);
+        assert!(
+            md.contains("**Interim table: 4 of the study's 16 runs have finished.**"),
+            "{md}"
+        );
     }
 }

@@ -71,6 +71,36 @@ fn trained_cnn6_beats_the_mean_shape_and_predict_finds_faces_in_image_coordinate
         "CNN-6 NME {model:.2} is not below the mean-shape baseline {baseline:.2}"
     );
 
+    // The same study over two seeds, finished runs only: seed 1 is neither trained nor listed,
+    // and seed 0's evaluation is the final table's.
+    ok(wingflow()
+        .args(["experiment", "losses"])
+        .arg(&out)
+        .args([
+            "--faces",
+            "200",
+            "--stage1-steps",
+            "300",
+            "--batch-size",
+            "8",
+        ])
+        .args([
+            "--losses",
+            "wing",
+            "--stage1-only",
+            "--no-pdb-variant",
+            "--seeds",
+            "2",
+        ])
+        .args(["--threads", "2", "--device", "cpu", "--finished-only"]));
+    let interim = json(&out.join("results-interim.json"));
+    assert_eq!(interim["interim"], 2, "{interim}");
+    assert_eq!(interim["runs"].as_array().unwrap().len(), 1, "{interim}");
+    assert_eq!(interim["runs"][0]["full"], run["full"]);
+    assert!(!out.join("runs/no-pdb/cnn6-wing-300x8-lr0.001-s1").exists());
+    let table = std::fs::read_to_string(out.join("results-interim.md")).unwrap();
+    assert!(table.contains("(1 of 2 seeds)"), "{table}");
+
     // A few CNN-7 steps: enough to run the second stage, not to be accurate.
     // The study names a run by its settings: net, loss, steps × batch, lr, seed.
     let run6 = out.join("runs/no-pdb/cnn6-wing-300x8-lr0.001-s0");
