@@ -311,15 +311,31 @@ fn blur_with(px: &mut [u8], n: usize, w: &[u16]) {
     }
 }
 
-fn blur_baseline(px: &mut [u8], n: usize, w: &[u16]) {
-    blur_with(px, n, w);
+/// [`blur_with`] with the kernel's length known to the compiler for radii up to 12 (σ up to 4
+/// crop pixels), so that the tap loops unroll and their weights stay in registers; longer
+/// kernels take the general loop. The same arithmetic either way.
+#[inline(always)]
+fn blur_unrolled(px: &mut [u8], n: usize, w: &[u16]) {
+    macro_rules! fixed {
+        ($($len:literal)*) => {
+            match w.len() {
+                $($len => blur_with(px, n, <&[u16; $len]>::try_from(w).unwrap()),)*
+                _ => blur_with(px, n, w),
+            }
+        };
+    }
+    fixed!(2 3 4 5 6 7 8 9 10 11 12 13)
 }
 
-/// [`blur_with`] compiled for AVX2 (integer arithmetic: the same bytes).
+fn blur_baseline(px: &mut [u8], n: usize, w: &[u16]) {
+    blur_unrolled(px, n, w);
+}
+
+/// [`blur_unrolled`] compiled for AVX2 (integer arithmetic: the same bytes).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn blur_avx2(px: &mut [u8], n: usize, w: &[u16]) {
-    blur_with(px, n, w);
+    blur_unrolled(px, n, w);
 }
 
 #[cfg(test)]
@@ -394,9 +410,16 @@ mod tests {
 
     #[test]
     fn baseline_and_avx2_blurs_agree() {
-        // Sizes with and without a partial block of taps; kernels of radius 1 to 8.
-        for (n, sigma) in [(5, 0.6), (64, 1.0), (67, 2.4), (128, 2.7)] {
+        // Sizes with and without a partial block of taps; kernels unrolled by length (σ up
+        // to 2.7) and one longer than the unrolled lengths (σ = 5: the general loop).
+        for (n, sigma) in [(5, 0.6), (64, 1.0), (67, 2.4), (128, 2.7), (40, 5.0)] {
             let w = half_kernel(sigma);
+            assert_eq!(
+                w.len() > 13,
+                sigma == 5.0,
+                "sigma {sigma}: {} taps",
+                w.len()
+            );
             let data: Vec<u8> = (0..n * n * 3)
                 .map(|i| ((i * 37 + i / 7) % 256) as u8)
                 .collect();
