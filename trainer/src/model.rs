@@ -374,6 +374,17 @@ pub fn images_to_input(images: &Tensor, device: Device) -> Tensor {
         .g_sub_scalar(0.5)
 }
 
+/// A network for tests: seed 0, on the CPU.
+#[cfg(test)]
+pub(crate) fn test_net(arch: Arch, num_points: usize, batch_norm: bool) -> LandmarkNet {
+    let config = ModelConfig {
+        arch,
+        num_points,
+        batch_norm,
+    };
+    LandmarkNet::new(config, 0, Device::Cpu).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,16 +392,7 @@ mod tests {
     #[test]
     fn output_shapes_and_names() {
         for (arch, blocks) in [(Arch::Cnn6, 5), (Arch::Cnn7, 6)] {
-            let net = LandmarkNet::new(
-                ModelConfig {
-                    arch,
-                    num_points: 19,
-                    batch_norm: false,
-                },
-                0,
-                Device::Cpu,
-            )
-            .unwrap();
+            let net = test_net(arch, 19, false);
             let s = arch.input_size() as i64;
             let images = Tensor::zeros([2, s, s, 3], (Kind::Uint8, Device::Cpu));
             assert_eq!(net.predict(&images).unwrap().size(), vec![2, 19, 2]);
@@ -410,16 +412,7 @@ mod tests {
 
     #[test]
     fn batch_norm_adds_statistics_but_they_are_not_trained() {
-        let net = LandmarkNet::new(
-            ModelConfig {
-                arch: Arch::Cnn6,
-                num_points: 5,
-                batch_norm: true,
-            },
-            0,
-            Device::Cpu,
-        )
-        .unwrap();
+        let net = test_net(Arch::Cnn6, 5, true);
         let names: Vec<String> = net.named_tensors().into_iter().map(|(n, _)| n).collect();
         assert!(names.contains(&"blocks.4.bn.running_var".to_owned()));
         assert!(net.parameters().iter().all(|(n, _)| !n.contains("running")));
@@ -458,16 +451,7 @@ mod tests {
 
     #[test]
     fn wrong_image_size_is_an_error() {
-        let net = LandmarkNet::new(
-            ModelConfig {
-                arch: Arch::Cnn6,
-                num_points: 5,
-                batch_norm: false,
-            },
-            0,
-            Device::Cpu,
-        )
-        .unwrap();
+        let net = test_net(Arch::Cnn6, 5, false);
         let images = Tensor::zeros([1, 128, 128, 3], (Kind::Uint8, Device::Cpu));
         assert!(net.predict(&images).is_err());
     }
@@ -477,16 +461,7 @@ mod tests {
         tch::manual_seed(3);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.safetensors");
-        let net = LandmarkNet::new(
-            ModelConfig {
-                arch: Arch::Cnn6,
-                num_points: 7,
-                batch_norm: true,
-            },
-            0,
-            Device::Cpu,
-        )
-        .unwrap();
+        let net = test_net(Arch::Cnn6, 7, true);
         // Move the batch-norm statistics off their initial values so their saving is tested.
         let warm = Tensor::rand([4, 3, 64, 64], (Kind::Float, Device::Cpu));
         let _ = tch::no_grad(|| net.forward(&warm, true));
@@ -505,16 +480,7 @@ mod tests {
     fn load_rejects_a_shape_mismatch() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.safetensors");
-        let net = LandmarkNet::new(
-            ModelConfig {
-                arch: Arch::Cnn6,
-                num_points: 7,
-                batch_norm: false,
-            },
-            0,
-            Device::Cpu,
-        )
-        .unwrap();
+        let net = test_net(Arch::Cnn6, 7, false);
         let mut meta = BTreeMap::new();
         meta.insert("num_points".to_owned(), "8".to_owned());
         net.save(&path, &meta).unwrap();

@@ -690,6 +690,7 @@ fn last_elapsed(path: &Path) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::test_net;
     use crate::testing::{TestShardSpec, write_test_shard_set};
 
     fn tiny_sets(dir: &Path) -> (PathBuf, PathBuf) {
@@ -810,16 +811,7 @@ mod tests {
         write_test_shard_set(&train, &spec).unwrap();
         let set = ShardSet::open(&train).unwrap();
         let batch = set.gather(&set.epoch_order(SampleOrder::Sequential, 0));
-        let net = LandmarkNet::new(
-            ModelConfig {
-                arch: Arch::Cnn6,
-                num_points: 5,
-                batch_norm: false,
-            },
-            0,
-            Device::Cpu,
-        )
-        .unwrap();
+        let net = test_net(Arch::Cnn6, 5, false);
         let mut opt = Optimizer::new(OptimizerKind::ADAM, net.parameters());
         let input = images_to_input(&batch.images, Device::Cpu);
         let loss_now = |net: &LandmarkNet| {
