@@ -74,28 +74,17 @@ fn draw(path: &Path, summary: &BalanceSummary, text: bool) -> Result<(), ReportE
                     .draw()
                     .map_err(err)?;
             }
-            let bars = counts
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| **c > 0)
-                .map(|(k, &c)| {
-                    Rectangle::new(
-                        [(k as i32, 0.0), (k as i32 + 1, c as f64)],
-                        BLUE.mix(0.6).filled(),
-                    )
-                });
-            chart.draw_series(bars).map_err(err)?;
-            let outlines = counts
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| **c > 0)
-                .map(|(k, &c)| {
-                    Rectangle::new(
-                        [(k as i32, 0.0), (k as i32 + 1, c as f64)],
-                        BLACK.stroke_width(1),
-                    )
-                });
-            chart.draw_series(outlines).map_err(err)?;
+            // Filled bars, then their outlines over them.
+            for style in [BLUE.mix(0.6).filled(), BLACK.stroke_width(1)] {
+                let bars = counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c > 0)
+                    .map(|(k, &c)| {
+                        Rectangle::new([(k as i32, 0.0), (k as i32 + 1, c as f64)], style)
+                    });
+                chart.draw_series(bars).map_err(err)?;
+            }
         }
         root.present().map_err(err)?;
     }
