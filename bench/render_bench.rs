@@ -5,6 +5,7 @@
 //! render_bench gen <dir> <count> <width> <height> <seed>   photo-like JPEGs + meta.csv
 //! render_bench run <dir> [--replicas R] [--threads N] [--albu albu.json] [--label L]
 //!                        [--chain full|no-blur|geometry]
+//! render_bench steps [--size S] [--repeats N]              per-crop cost of each pixel step
 //! ```
 //!
 //! `run` renders R augmented replicas of every image at 64×64 and, separately, at 128×128, with
@@ -13,6 +14,12 @@
 //! measures three things: end to end (file read and decode included), augmentation only (from
 //! images decoded beforehand at full resolution), and decode only (the decodes the end-to-end
 //! run makes, without rendering: the floor). It prints a Markdown table.
+//!
+//! `steps` times the pixel steps of one S×S crop (default 128) in one process, alternating
+//! them, best of 5 rounds: the warp (from a 320×240 level, rotated and shrunk, every row
+//! inside), the colour map, and the blur at the chain's smallest, middle and largest σ. Each
+//! photometric step runs on a hot crop restored from a copy before every call; the copy's own
+//! time is printed and subtracted.
 
 use std::error::Error;
 use std::hint::black_box;
@@ -45,9 +52,10 @@ fn main() -> Res<()> {
             args[5].parse()?,
         ),
         Some("run") if args.len() >= 2 => run(&args[1..]),
+        Some("steps") => steps(&args[1..]),
         _ => Err("usage: render_bench gen <dir> <count> <w> <h> <seed> | \
                   run <dir> [--replicas R] [--threads N] [--albu albu.json] [--label L] \
-                  [--chain full|no-blur|geometry]"
+                  [--chain full|no-blur|geometry] | steps [--size S] [--repeats N]"
             .into()),
     }
 }
@@ -523,6 +531,95 @@ fn run(args: &[String]) -> Res<()> {
         None => Vec::new(),
     };
     print_table(&label, &rows, &albu_rows);
+    Ok(())
+}
+
+/// `render_bench steps`: microseconds per crop of each pixel step (see the header).
+fn steps(args: &[String]) -> Res<()> {
+    let (mut size, mut repeats) = (128u32, 2000usize);
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--size" => size = value.parse()?,
+            "--repeats" => repeats = value.parse()?,
+            _ => return Err(format!("unknown flag {flag}").into()),
+        }
+    }
+    let (w, h) = (320u32, 240u32);
+    let data: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
+    let mut pyramid = Pyramid::new(w, h, data);
+    // Rotated by 0.5 rad and shrunk to 0.9 × size / 128 about the level's centre.
+    let scale = 0.9 * size as f64 / 128.0;
+    let (c, s) = (0.5f64.cos() * scale, 0.5f64.sin() * scale);
+    let half = size as f64 / 2.0;
+    let m = Affine([
+        c,
+        -s,
+        half - (c * 160.0 - s * 120.0),
+        s,
+        c,
+        half - (s * 160.0 + c * 120.0),
+    ]);
+    let border = stages::render::Border::Constant(0);
+    let base = stages::render::warp::warp(&mut pyramid, &m, size, border).ok_or("singular")?;
+    let mut crop = base.clone();
+    let colour = Augmentation {
+        brightness: 1.1,
+        contrast: 0.9,
+        saturation: 1.2,
+        ..Augmentation::identity()
+    };
+    let blurs: Vec<(f64, Augmentation)> = [0.3, 0.75, 1.2]
+        .into_iter()
+        .map(|sigma| {
+            let aug = Augmentation {
+                blur_sigma: sigma,
+                ..Augmentation::identity()
+            };
+            (sigma * size as f64 / 64.0, aug)
+        })
+        .collect();
+    let per_call = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        for _ in 0..repeats {
+            f();
+        }
+        t.elapsed().as_secs_f64() / repeats as f64 * 1e6
+    };
+    let mut best = vec![f64::MAX; 3 + blurs.len()];
+    for _ in 0..5 {
+        let mut times = vec![
+            per_call(&mut || {
+                black_box(stages::render::warp::warp(&mut pyramid, &m, size, border));
+            }),
+            per_call(&mut || crop.copy_from_slice(black_box(&base))),
+            per_call(&mut || {
+                crop.copy_from_slice(&base);
+                stages::render::photometric::apply(&mut crop, size, &colour).unwrap();
+            }),
+        ];
+        for (_, aug) in &blurs {
+            times.push(per_call(&mut || {
+                crop.copy_from_slice(&base);
+                stages::render::photometric::apply(&mut crop, size, aug).unwrap();
+            }));
+        }
+        for (b, t) in best.iter_mut().zip(times) {
+            *b = b.min(t);
+        }
+    }
+    let copy = best[1];
+    println!("\n| step ({size}×{size} crop) | µs per crop |\n|---|---|");
+    println!("| warp | {:.1} |", best[0]);
+    println!("| copy of the crop (subtracted below) | {copy:.1} |");
+    println!(
+        "| colour map (brightness, contrast, saturation) | {:.1} |",
+        best[2] - copy
+    );
+    for ((sigma, _), t) in blurs.iter().zip(&best[3..]) {
+        println!("| blur, σ {sigma:.2} px | {:.1} |", t - copy);
+    }
     Ok(())
 }
 
