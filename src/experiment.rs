@@ -935,14 +935,28 @@ pub fn results_markdown(r: &StudyResults) -> String {
         r.normaliser,
         r.mean_shape_baseline.mean_nme_percent
     );
+    // Seeds per cell; when every cell has the same number, it is said once, not per cell.
+    let mut seeds_per_cell: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for run in &r.runs {
+        *seeds_per_cell
+            .entry((run.method.as_str(), run.loss.as_str()))
+            .or_default() += 1;
+    }
+    let mut counts = seeds_per_cell.values();
+    let uniform = counts.next().copied().filter(|&n| counts.all(|&m| m == n));
     if let Some(planned) = r.interim {
+        let cells = match uniform {
+            Some(n) => format!("Every cell is over {n} of the {} seed(s)", s.seeds),
+            None => format!(
+                "A cell over fewer than {} seed(s) says how many in brackets",
+                s.seeds
+            ),
+        };
         let _ = writeln!(
             md,
-            "**Interim table: {} of the study's {planned} runs have finished.** A cell over \
-             fewer than {} seed(s) says how many in brackets; a dash is a cell with no \
-             finished run.\n",
+            "**Interim table: {} of the study's {planned} runs have finished.** {cells}; a \
+             dash is a cell with no finished run.\n",
             r.runs.len(),
-            s.seeds
         );
     }
     if s.budget == Budget::Quick {
@@ -993,7 +1007,7 @@ pub fn results_markdown(r: &StudyResults) -> String {
                         .filter(|x| x.method == method && &x.loss == loss)
                         .map(pick)
                         .collect();
-                    let seeds = if v.len() < s.seeds as usize {
+                    let seeds = if v.len() < s.seeds as usize && uniform.is_none() {
                         format!(" ({} of {} seeds)", v.len(), s.seeds)
                     } else {
                         String::new()
@@ -1116,8 +1130,13 @@ mod tests {
         r.interim = Some(16);
         let md = results_markdown(&r);
         assert!(
-            md.contains("**Interim table: 4 of the study's 16 runs have finished.**"),
+            md.contains("**Interim table: 4 of the study's 16 runs have finished.** A cell"),
             "{md}"
         );
+        // Every cell over one seed: said once, not in every cell.
+        r.runs.remove(1);
+        let md = results_markdown(&r);
+        assert!(md.contains("Every cell is over 1 of the 2 seed(s)"), "{md}");
+        assert!(md.contains("| CNN-6 | 5.00 | 4.00 |"), "{md}");
     }
 }
