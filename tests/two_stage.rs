@@ -99,7 +99,10 @@ fn trained_cnn6_beats_the_mean_shape_and_predict_finds_faces_in_image_coordinate
     assert_eq!(interim["runs"][0]["full"], run["full"]);
     assert!(!out.join("runs/no-pdb/cnn6-wing-300x8-lr0.001-s1").exists());
     let table = std::fs::read_to_string(out.join("results-interim.md")).unwrap();
-    assert!(table.contains("Every cell is over 1 of the 2 seed(s)"), "{table}");
+    assert!(
+        table.contains("Every cell is over 1 of the 2 seed(s)"),
+        "{table}"
+    );
 
     // A few CNN-7 steps: enough to run the second stage, not to be accurate.
     // The study names a run by its settings: net, loss, steps × batch, lr, seed.
