@@ -549,18 +549,12 @@ fn steps(args: &[String]) -> Res<()> {
     let (w, h) = (320u32, 240u32);
     let data: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
     let mut pyramid = Pyramid::new(w, h, data);
-    // Rotated by 0.5 rad and shrunk to 0.9 × size / 128 about the level's centre.
-    let scale = 0.9 * size as f64 / 128.0;
-    let (c, s) = (0.5f64.cos() * scale, 0.5f64.sin() * scale);
+    // The level's centre to the crop's centre, rotated by 30° and shrunk to 0.9 × size / 128.
     let half = size as f64 / 2.0;
-    let m = Affine([
-        c,
-        -s,
-        half - (c * 160.0 - s * 120.0),
-        s,
-        c,
-        half - (s * 160.0 + c * 120.0),
-    ]);
+    let m = Affine::translation(half, half)
+        .after(&Affine::rotation_deg(30.0))
+        .after(&Affine::scaling(0.9 * size as f64 / 128.0))
+        .after(&Affine::translation(-160.0, -120.0));
     let border = stages::render::Border::Constant(0);
     let base = stages::render::warp::warp(&mut pyramid, &m, size, border).ok_or("singular")?;
     let mut crop = base.clone();

@@ -184,6 +184,36 @@ struct Variant {
     pdb: bool,
     root: PathBuf,
     train_rows: usize,
+    /// The training sets of stage 1 and stage 2 (read once, after rendering).
+    training_sets: [TrainingSet; 2],
+}
+
+/// A stage's shard folder and the identity of its training set: a digest of every training
+/// shard's name and digest (from the set's index). A run is reused, resumed or evaluated only on
+/// the very shards it was trained on: its folder name holds the settings, a file in it this
+/// identity (the render settings that made the shards do not count, only their bytes).
+struct TrainingSet {
+    shards: PathBuf,
+    id: String,
+}
+
+impl TrainingSet {
+    fn read(root: &Path, stage: u8) -> Result<Self> {
+        let stage_dir = if stage == 1 { "stage1" } else { "stage2" };
+        let shards = root.join("shards").join(stage_dir);
+        let index = shards.join("train").join("index.json");
+        let set: stages::render::ShardIndex = serde_json::from_slice(
+            &std::fs::read(&index).with_context(|| format!("cannot read {}", index.display()))?,
+        )
+        .with_context(|| format!("{} is not a shard index", index.display()))?;
+        let content: Vec<(&str, &str)> = set
+            .shards
+            .iter()
+            .map(|e| (e.file.as_str(), e.blake3.as_str()))
+            .collect();
+        let id = manifests::digest_value(&content)?.to_string();
+        Ok(TrainingSet { shards, id })
+    }
 }
 
 impl Variant {
@@ -364,12 +394,8 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
                 .join(run_name(stage, loss, &s, seed))
         };
         let run6 = run_dir(1);
-        if args.finished_only {
-            if !finished_on_current_data(v, 1, &run6)? {
-                return Ok(Vec::new());
-            }
-        } else {
-            train(args, &s, v, 1, loss, seed, &run6)?;
+        if !trained(args, &s, v, 1, loss, seed, &run6)? {
+            return Ok(Vec::new());
         }
         let w6 = run6.join("last.safetensors");
         let evaluate = |stage2: Option<&Path>, method: &str| {
@@ -378,15 +404,10 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
         let mut results = vec![evaluate(None, &format!("CNN-6{suffix}"))?];
         if !args.stage1_only {
             let run7 = run_dir(2);
-            if args.finished_only {
-                if !finished_on_current_data(v, 2, &run7)? {
-                    return Ok(results);
-                }
-            } else {
-                train(args, &s, v, 2, loss, seed, &run7)?;
+            if trained(args, &s, v, 2, loss, seed, &run7)? {
+                let w7 = run7.join("last.safetensors");
+                results.push(evaluate(Some(&w7), &format!("CNN-6/7{suffix}"))?);
             }
-            let w7 = run7.join("last.safetensors");
-            results.push(evaluate(Some(&w7), &format!("CNN-6/7{suffix}"))?);
         }
         Ok(results)
     };
@@ -617,10 +638,12 @@ fn prepare_variant(
         report.fresh.len(),
         t.elapsed().as_secs_f64()
     );
+    let training_sets = [TrainingSet::read(&root, 1)?, TrainingSet::read(&root, 2)?];
     Ok(Variant {
         pdb,
         root,
         train_rows,
+        training_sets,
     })
 }
 
@@ -657,35 +680,28 @@ fn check_run_data(run: &Path, data_id: &str, shards: &Path) -> Result<()> {
     }
 }
 
-/// The stage's shard folder of a variant and the identity of its training set: every training
-/// shard's name and digest (from the set's index). A run is reused, resumed or evaluated only on
-/// the very shards it was trained on: its folder name holds the settings, a file in it this
-/// identity (the render settings that made the shards do not count, only their bytes).
-fn training_data(v: &Variant, stage: u8) -> Result<(PathBuf, String)> {
-    let stage_dir = if stage == 1 { "stage1" } else { "stage2" };
-    let shards = v.root.join("shards").join(stage_dir);
-    let index = shards.join("train").join("index.json");
-    let set: stages::render::ShardIndex = serde_json::from_slice(
-        &std::fs::read(&index).with_context(|| format!("cannot read {}", index.display()))?,
-    )
-    .with_context(|| format!("{} is not a shard index", index.display()))?;
-    let content: Vec<(&str, &str)> = set
-        .shards
-        .iter()
-        .map(|e| (e.file.as_str(), e.blake3.as_str()))
-        .collect();
-    let data_id = manifests::digest_value(&content)?.to_string();
-    Ok((shards, data_id))
-}
-
-/// Whether `run` holds a finished run trained on the variant's current shards (for
-/// `--finished-only`); a run trained on other shards is an error, as in [`train`].
-fn finished_on_current_data(v: &Variant, stage: u8, run: &Path) -> Result<bool> {
+/// Make `run` ready for evaluation: train it ([`train`]: reuse, resume or start). With
+/// `--finished-only`, train nothing and say whether it has finished; a run trained on other
+/// shards is refused either way.
+#[allow(clippy::too_many_arguments)]
+fn trained(
+    args: &LossStudyArgs,
+    s: &StudySettings,
+    v: &Variant,
+    stage: u8,
+    loss: &str,
+    seed: u32,
+    run: &Path,
+) -> Result<bool> {
+    if !args.finished_only {
+        train(args, s, v, stage, loss, seed, run)?;
+        return Ok(true);
+    }
     if finished(run) != Some(true) {
         return Ok(false);
     }
-    let (shards, data_id) = training_data(v, stage)?;
-    check_run_data(run, &data_id, &shards)?;
+    let set = &v.training_sets[stage as usize - 1];
+    check_run_data(run, &set.id, &set.shards)?;
     Ok(true)
 }
 
@@ -709,8 +725,8 @@ fn train(
     run: &Path,
 ) -> Result<()> {
     let label = format!("{} stage {stage} {loss} seed {seed}", v.name());
-    let (shards, data_id) = training_data(v, stage)?;
-    check_run_data(run, &data_id, &shards)?;
+    let set = &v.training_sets[stage as usize - 1];
+    check_run_data(run, &set.id, &set.shards)?;
     match finished(run) {
         Some(true) => {
             println!("  {label}: finished earlier, reused");
@@ -720,7 +736,7 @@ fn train(
         None => {}
     }
     std::fs::create_dir_all(run)?;
-    manifests::write_atomic(run.join(RUN_DATA_FILE), data_id.as_bytes())?;
+    manifests::write_atomic(run.join(RUN_DATA_FILE), set.id.as_bytes())?;
     let (steps, lr) = if stage == 1 {
         (s.stage1_steps, s.lr)
     } else {
@@ -736,7 +752,7 @@ fn train(
         cmd.arg("--resume");
     } else {
         cmd.arg("--shards")
-            .arg(&shards)
+            .arg(&set.shards)
             .args(["--stage", &stage.to_string(), "--loss", loss])
             .args(["--batch-size", &s.batch_size.to_string()])
             .args([

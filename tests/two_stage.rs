@@ -46,19 +46,24 @@ fn trained_cnn6_beats_the_mean_shape_and_predict_finds_faces_in_image_coordinate
     let trainer = trainer_used_by_wingflow();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("study");
-    ok(wingflow()
-        .args(["experiment", "losses"])
-        .arg(&out)
-        .args([
-            "--faces",
-            "200",
-            "--stage1-steps",
-            "300",
-            "--batch-size",
-            "8",
-        ])
-        .args(["--losses", "wing", "--stage1-only", "--no-pdb-variant"])
-        .args(["--threads", "2", "--device", "cpu"]));
+    // One small study: 200 faces, Wing, CNN-6 only, no PDB variant; `extra` adds flags.
+    let study = |extra: &[&str]| {
+        ok(wingflow()
+            .args(["experiment", "losses"])
+            .arg(&out)
+            .args([
+                "--faces",
+                "200",
+                "--stage1-steps",
+                "300",
+                "--batch-size",
+                "8",
+            ])
+            .args(["--losses", "wing", "--stage1-only", "--no-pdb-variant"])
+            .args(["--threads", "2", "--device", "cpu"])
+            .args(extra))
+    };
+    study(&[]);
     let results = json(&out.join("results.json"));
     let baseline = results["mean_shape_baseline"]["mean_nme_percent"]
         .as_f64()
@@ -73,26 +78,7 @@ fn trained_cnn6_beats_the_mean_shape_and_predict_finds_faces_in_image_coordinate
 
     // The same study over two seeds, finished runs only: seed 1 is neither trained nor listed,
     // and seed 0's evaluation is the final table's.
-    ok(wingflow()
-        .args(["experiment", "losses"])
-        .arg(&out)
-        .args([
-            "--faces",
-            "200",
-            "--stage1-steps",
-            "300",
-            "--batch-size",
-            "8",
-        ])
-        .args([
-            "--losses",
-            "wing",
-            "--stage1-only",
-            "--no-pdb-variant",
-            "--seeds",
-            "2",
-        ])
-        .args(["--threads", "2", "--device", "cpu", "--finished-only"]));
+    study(&["--seeds", "2", "--finished-only"]);
     let interim = json(&out.join("results-interim.json"));
     assert_eq!(interim["interim"], 2, "{interim}");
     assert_eq!(interim["runs"].as_array().unwrap().len(), 1, "{interim}");
