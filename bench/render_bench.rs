@@ -6,6 +6,7 @@
 //! render_bench run <dir> [--replicas R] [--threads N] [--albu albu.json] [--label L]
 //!                        [--chain full|no-blur|geometry]
 //! render_bench steps [--size S] [--repeats N]              per-crop cost of each pixel step
+//! render_bench loop <dir> [--size S] [--seconds T]         end to end only, one thread (perf)
 //! ```
 //!
 //! `run` renders R augmented replicas of every image at 64×64 and, separately, at 128×128, with
@@ -53,9 +54,11 @@ fn main() -> Res<()> {
         ),
         Some("run") if args.len() >= 2 => run(&args[1..]),
         Some("steps") => steps(&args[1..]),
+        Some("loop") if args.len() >= 2 => end_to_end_loop(&args[1..]),
         _ => Err("usage: render_bench gen <dir> <count> <w> <h> <seed> | \
                   run <dir> [--replicas R] [--threads N] [--albu albu.json] [--label L] \
-                  [--chain full|no-blur|geometry] | steps [--size S] [--repeats N]"
+                  [--chain full|no-blur|geometry] | steps [--size S] [--repeats N] | \
+                  loop <dir> [--size S] [--seconds T]"
             .into()),
     }
 }
@@ -531,6 +534,47 @@ fn run(args: &[String]) -> Res<()> {
         None => Vec::new(),
     };
     print_table(&label, &rows, &albu_rows);
+    Ok(())
+}
+
+/// `render_bench loop`: the end-to-end render of `run` (full chain, 4 replicas) at one crop size
+/// on the calling thread, over and over for T seconds (default 20), so that a profiler
+/// (`perf record`) sees that path and nothing else. Prints crops per second.
+fn end_to_end_loop(args: &[String]) -> Res<()> {
+    let dir = PathBuf::from(&args[0]);
+    let (mut size, mut seconds) = (128u32, 20.0f64);
+    let mut it = args[1..].iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--size" => size = value.parse()?,
+            "--seconds" => seconds = value.parse()?,
+            _ => return Err(format!("unknown flag {flag}").into()),
+        }
+    }
+    let scheme = scheme::by_name("ibug68")?;
+    let faces = read_faces(&dir, scheme)?;
+    let config = chain("full")?;
+    let augs = draws(&faces, 4, &config);
+    let bench = Bench {
+        faces: &faces,
+        augs: &augs,
+        scheme,
+    };
+    let params = RenderParams {
+        stage1_size: size,
+        augment: config,
+        ..RenderParams::default()
+    };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    let start = Instant::now();
+    let mut crops = 0usize;
+    while start.elapsed().as_secs_f64() < seconds {
+        black_box(pool.install(|| bench.end_to_end(&params))?);
+        crops += faces.len() * 4;
+    }
+    let rate = crops as f64 / start.elapsed().as_secs_f64();
+    println!("{size}×{size}, one thread: {rate:.0} crops/s end to end");
     Ok(())
 }
 

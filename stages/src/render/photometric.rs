@@ -171,7 +171,7 @@ pub fn apply(crop: &mut [u8], size: u32, aug: &Augmentation) -> Result<(), image
 }
 
 /// Fractional bits of the blur weights: the weights of a kernel sum to exactly 2^8, so a
-/// horizontal sum of bytes stays within u16 (≤ 255 · 256).
+/// weighted sum of bytes stays within u16 (≤ 255 · 256) in either pass.
 const BLUR_BITS: u32 = 8;
 
 /// The half kernel of a Gaussian truncated at 3σ, in integer weights: `w[0]` for the centre,
@@ -205,15 +205,22 @@ fn half_kernel(sigma: f64) -> Vec<u16> {
     w.into_iter().map(|v| v as u16).collect()
 }
 
-/// Outputs computed together by the blur taps: one accumulator of 16 lanes stays in registers
-/// (one AVX2 register of u16, two of u32) across all taps, and is stored once.
-const BLOCK: usize = 16;
+/// Outputs computed together by the blur taps: one accumulator of 32 u16 lanes (two AVX2
+/// registers) stays in registers across all taps, and is stored once.
+const BLOCK: usize = 32;
+
+/// A weighted sum of bytes with weights summing to 2^8 (at most 255 · 2^8), rounded to a byte.
+#[inline(always)]
+fn round_to_byte(sum: u16) -> u8 {
+    // ≤ 65280 + 128: no overflow.
+    ((sum + (1 << (BLUR_BITS - 1))) >> BLUR_BITS) as u8
+}
 
 /// Horizontal taps over one row padded by r = `w.len() − 1` replicated pixels on each side
 /// (u16 values ≤ 255, interleaved RGB): `out[i] = w[0]·c[i] + Σ_t w[t]·(c[i−3t] + c[i+3t])`
-/// with `c = padded[3r..]`. Exact: the sum is at most 255 · 2^8.
+/// with `c = padded[3r..]`, rounded to a byte. The sum is at most 255 · 2^8: u16 lanes hold it.
 #[inline(always)]
-fn horizontal_taps(out: &mut [u16], padded: &[u16], w: &[u16]) {
+fn horizontal_taps(out: &mut [u8], padded: &[u16], w: &[u16]) {
     let r = w.len() - 1;
     let tap = |i: usize, t: usize| w[t] * (padded[3 * (r - t) + i] + padded[3 * (r + t) + i]);
     let done = out.len() / BLOCK * BLOCK;
@@ -228,46 +235,47 @@ fn horizontal_taps(out: &mut [u16], padded: &[u16], w: &[u16]) {
                 acc[l] += wt * (lo[l] + hi[l]);
             }
         }
-        o.copy_from_slice(&acc);
+        for (o, &a) in o.iter_mut().zip(&acc) {
+            *o = round_to_byte(a);
+        }
     }
     for (i, o) in out.iter_mut().enumerate().skip(done) {
-        *o = w[0] * padded[3 * r + i] + (1..=r).map(|t| tap(i, t)).sum::<u16>();
+        *o = round_to_byte(w[0] * padded[3 * r + i] + (1..=r).map(|t| tap(i, t)).sum::<u16>());
     }
 }
 
 /// Vertical taps over the 2r + 1 rows of [`horizontal_taps`] output centred on an output row
-/// (sums in u32: at most 255 · 2^16), rounded back to bytes in `out`.
+/// (sums in u16, as there), rounded back to bytes in `out`.
 #[inline(always)]
-fn vertical_taps(out: &mut [u8], rows: &[&[u16]], w: &[u16]) {
+fn vertical_taps(out: &mut [u8], rows: &[&[u8]], w: &[u16]) {
     let r = w.len() - 1;
-    let half = 1u32 << (2 * BLUR_BITS - 1);
-    let to_byte = |sum: u32| ((sum + half) >> (2 * BLUR_BITS)) as u8;
     let done = out.len() / BLOCK * BLOCK;
     for (b, o) in out.chunks_exact_mut(BLOCK).enumerate() {
         let i = b * BLOCK;
-        let lane = |row: usize| -> &[u16; BLOCK] { rows[row][i..i + BLOCK].try_into().unwrap() };
+        let lane = |row: usize| -> &[u8; BLOCK] { rows[row][i..i + BLOCK].try_into().unwrap() };
         let centre = lane(r);
-        let mut acc: [u32; BLOCK] = std::array::from_fn(|l| w[0] as u32 * centre[l] as u32);
+        let mut acc: [u16; BLOCK] = std::array::from_fn(|l| w[0] * centre[l] as u16);
         for (t, &wt) in w.iter().enumerate().skip(1) {
             let (lo, hi) = (lane(r - t), lane(r + t));
             for l in 0..BLOCK {
-                acc[l] += wt as u32 * (lo[l] as u32 + hi[l] as u32);
+                acc[l] += wt * (lo[l] as u16 + hi[l] as u16);
             }
         }
         for (o, &a) in o.iter_mut().zip(&acc) {
-            *o = to_byte(a);
+            *o = round_to_byte(a);
         }
     }
     for (i, o) in out.iter_mut().enumerate().skip(done) {
-        let sum = (1..=r).fold(w[0] as u32 * rows[r][i] as u32, |s, t| {
-            s + w[t] as u32 * (rows[r - t][i] as u32 + rows[r + t][i] as u32)
+        let sum = (1..=r).fold(w[0] * rows[r][i] as u16, |s, t| {
+            s + w[t] * (rows[r - t][i] as u16 + rows[r + t][i] as u16)
         });
-        *o = to_byte(sum);
+        *o = round_to_byte(sum);
     }
 }
 
 /// Separable Gaussian blur of an interleaved RGB8 `n`×`n` image in place, edges replicated, in
-/// exact integer arithmetic (weights of 1/2^8, see [`half_kernel`]; one rounding at the end).
+/// integer arithmetic (weights of 1/2^8, see [`half_kernel`]; each pass rounds to bytes, so
+/// both run in 16-bit lanes).
 fn gaussian_blur(px: &mut [u8], n: usize, sigma: f64) {
     let w = half_kernel(sigma);
     if w.len() == 1 {
@@ -277,12 +285,12 @@ fn gaussian_blur(px: &mut [u8], n: usize, sigma: f64) {
 }
 
 /// [`gaussian_blur`] with the half kernel `w` (at least one side tap). Horizontal pass into a
-/// u16 image, then the vertical pass back into `px`.
+/// byte image, then the vertical pass back into `px`.
 #[inline(always)]
 fn blur_with(px: &mut [u8], n: usize, w: &[u16]) {
     let r = w.len() - 1;
     let row_len = n * 3;
-    let mut tmp = vec![0u16; px.len()];
+    let mut tmp = vec![0u8; px.len()];
     // Horizontal: one row at a time, widened to u16 with its border replicated `r` pixels on
     // each side.
     let mut padded = vec![0u16; (n + 2 * r) * 3];
@@ -300,7 +308,7 @@ fn blur_with(px: &mut [u8], n: usize, w: &[u16]) {
     }
     // Vertical: whole rows, the rows beyond the edges replicated.
     let last = n as i64 - 1;
-    let mut rows: Vec<&[u16]> = Vec::with_capacity(2 * r + 1);
+    let mut rows: Vec<&[u8]> = Vec::with_capacity(2 * r + 1);
     for (y, out) in px.chunks_exact_mut(row_len).enumerate() {
         rows.clear();
         rows.extend((0..=2 * r).map(|t| {
@@ -344,7 +352,7 @@ mod tests {
     use crate::render::augment::Occlusion;
     use crate::render::simd::has_avx2;
 
-    /// The plain per-pixel form of the integer blur.
+    /// The plain per-pixel form of the integer blur: each pass rounds to bytes.
     fn per_pixel_blur(px: &mut [u8], n: usize, sigma: f64) {
         let w = half_kernel(sigma);
         let r = (w.len() - 1) as i64;
@@ -359,7 +367,7 @@ mod tests {
                     for t in -r..=r {
                         acc += w[t.unsigned_abs() as usize] as u32 * v(x as i64 + t);
                     }
-                    tmp[(y * n + x) * 3 + ch] = acc;
+                    tmp[(y * n + x) * 3 + ch] = (acc + 128) >> 8;
                 }
             }
         }
@@ -371,7 +379,7 @@ mod tests {
                     for t in -r..=r {
                         acc += w[t.unsigned_abs() as usize] as u32 * v(y as i64 + t);
                     }
-                    px[(y * n + x) * 3 + ch] = ((acc + (1 << 15)) >> 16) as u8;
+                    px[(y * n + x) * 3 + ch] = ((acc + 128) >> 8) as u8;
                 }
             }
         }

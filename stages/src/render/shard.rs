@@ -24,8 +24,9 @@ pub use shard_format::{FORMAT_VERSION, IndexEntry, ShardIndex};
 /// Version of the pixel code (decode, warp, photometric operations): part of every shard's key,
 /// so shards rendered by code that computes different pixels for the same parameters are stale.
 /// Bump it with any such change. 2: fixed-point warp, fused colour map, symmetric blur taps;
-/// 3: fixed-point colour map, integer blur.
-pub const PIXEL_VERSION: u32 = 3;
+/// 3: fixed-point colour map, integer blur; 4: 7-bit warp weights (a 16-bit multiply-add
+/// blend), the blur rounds to bytes between its passes (16-bit lanes throughout).
+pub const PIXEL_VERSION: u32 = 4;
 
 /// Which crop a shard set holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -296,9 +296,10 @@ fn floor(v: f64) -> i64 {
 
 /// Fractional bits of the warp's fixed-point source coordinates.
 const COORD_BITS: u32 = 32;
-/// Bits of the bilinear weights: sub-pixel positions are resolved to 1/2^8 pixel (the rounding
-/// moves a sample by at most 1/512 px, far below the exactness tests' 0.5 px).
-const WEIGHT_BITS: u32 = 8;
+/// Bits of the bilinear weights: sub-pixel positions are resolved to 1/2^7 pixel (the rounding
+/// moves a sample by at most 1/256 px, far below the exactness tests' 0.5 px). Seven bits keep
+/// every product of two weights (≤ 2^14) within a signed 16-bit lane, for the AVX2 blend.
+const WEIGHT_BITS: u32 = 7;
 const WEIGHT_ONE: u32 = 1 << WEIGHT_BITS;
 
 /// `v · 2^COORD_BITS`, floored: a source coordinate in fixed point.
@@ -307,7 +308,7 @@ fn to_fixed(v: f64) -> i64 {
     floor(v * (1u64 << COORD_BITS) as f64)
 }
 
-/// Bilinear blend of four RGB taps with integer weights `fx`, `fy` ∈ [0, 2^8): exact integer
+/// Bilinear blend of four RGB taps with integer weights `fx`, `fy` ∈ [0, 2^7): exact integer
 /// arithmetic, so every machine computes the same bytes.
 #[inline(always)]
 fn blend(t00: [u32; 3], t10: [u32; 3], t01: [u32; 3], t11: [u32; 3], fx: u32, fy: u32) -> [u8; 3] {
@@ -317,7 +318,7 @@ fn blend(t00: [u32; 3], t10: [u32; 3], t01: [u32; 3], t11: [u32; 3], fx: u32, fy
     for ch in 0..3 {
         let top = t00[ch] * gx + t10[ch] * fx;
         let bottom = t01[ch] * gx + t11[ch] * fx;
-        // ≤ 255 · 2^16: the shifted value always fits a byte.
+        // ≤ 255 · 2^14: the shifted value always fits a byte.
         out[ch] = ((top * gy + bottom * fy + half) >> (2 * WEIGHT_BITS)) as u8;
     }
     out
@@ -329,7 +330,7 @@ fn blend(t00: [u32; 3], t10: [u32; 3], t01: [u32; 3], t11: [u32; 3], fx: u32, fy
 /// invertible.
 ///
 /// Each row's start is computed in f64 and the row is walked in 32.32 fixed point (drift below
-/// 1e-7 px over a row); the blend is integer with 8-bit weights. Integer arithmetic makes the
+/// 1e-7 px over a row); the blend is integer with 7-bit weights. Integer arithmetic makes the
 /// bytes independent of the machine and of the instruction set (an AVX2 build blends a pixel's
 /// four taps in one register; a test checks it against the baseline build).
 pub fn warp(pyramid: &mut Pyramid, m: &Affine, size: u32, border: Border) -> Option<Vec<u8>> {
@@ -556,10 +557,11 @@ impl<'a> Sampler<'a> {
 /// Output pixels blended together by [`Groups`].
 const GROUP: usize = 8;
 
-/// The AVX2 blend of eight pixels of an inside row at a time, in single-precision floats with
-/// one pixel per lane (1.3–1.5× the one-pixel blend of [`blend_avx2`] on a 128² crop). Exact: a tap times its weight product (`gx·gy` etc., at most 2^16) is an
-/// integer below 2^24, as is every partial sum (the four weights sum to 2^16), so each float
-/// holds the integer [`blend`] computes and the bytes are the same.
+/// The AVX2 blend of eight pixels of an inside row at a time. A byte shuffle pairs each
+/// channel's left and right taps as 16-bit values, and one `madd` per row multiplies them by the
+/// pixel's weight products (`gx·gy`, `fx·gy` for the top row; at most 2^14, so a signed 16-bit
+/// lane holds them) and adds the pair: the two rows' sums are the four-tap sum of [`blend`],
+/// exactly, so the bytes are the same.
 #[cfg(target_arch = "x86_64")]
 struct Groups {
     /// Fixed-point x of the group's pixels 0–3 and 4–7 (64-bit lanes).
@@ -576,7 +578,7 @@ impl Groups {
     #[target_feature(enable = "avx2")]
     fn new(s: &Sampler, x: i64, y: i64, sx: i64, sy: i64) -> Option<Self> {
         use std::arch::x86_64::*;
-        // 32-bit byte offsets and (index << 8 | weight) values.
+        // 32-bit byte offsets and (index << 7 | weight) values.
         if s.src.len() >= i32::MAX as usize || s.w.max(s.h) >= 1 << 22 {
             return None;
         }
@@ -603,7 +605,7 @@ impl Groups {
     fn fill(&mut self, s: &Sampler, out: &mut [u8]) -> bool {
         use std::arch::x86_64::*;
         assert!(out.len() >= GROUP * 3 + 4);
-        // (index << 8 | weight) of each pixel, as 8 lanes of 32 bits: the fixed-point values
+        // (index << 7 | weight) of each pixel, as 8 lanes of 32 bits: the fixed-point values
         // shifted down by COORD_BITS − WEIGHT_BITS (non-negative: the row's taps are inside).
         let (px, py) = (
             low_dwords(
@@ -647,55 +649,69 @@ impl Groups {
                 src.add(b as usize).cast(),
             ))
         };
-        let four = |i: usize, row: i32| {
-            let o = |j: usize| offsets[i + j] + row;
+        // Pixels (0, 1 | 4, 5) in one register and (2, 3 | 6, 7) in the other: after the two
+        // packs below, each 128-bit lane then holds four consecutive pixels.
+        let four = |p: [usize; 4], row: i32| {
+            let o = |j: usize| offsets[p[j]] + row;
             _mm256_set_m128i(two(o(2), o(3)), two(o(0), o(1)))
         };
-        let top = [four(0, 0), four(4, 0)];
-        let bottom = [four(0, stride), four(4, stride)];
-        let right = |v: [__m256i; 2]| low_dwords(v.map(|v| _mm256_srli_epi64::<24>(v)));
-        // Each lane's low 3 bytes: the tap's RGB.
-        let taps = [
-            low_dwords(top),
-            right(top),
-            low_dwords(bottom),
-            right(bottom),
-        ];
-        let one = _mm256_set1_ps(WEIGHT_ONE as f32);
-        let (fxf, fyf) = (_mm256_cvtepi32_ps(fx), _mm256_cvtepi32_ps(fy));
-        let (gxf, gyf) = (_mm256_sub_ps(one, fxf), _mm256_sub_ps(one, fyf));
-        let weights = [
-            _mm256_mul_ps(gxf, gyf),
-            _mm256_mul_ps(fxf, gyf),
-            _mm256_mul_ps(gxf, fyf),
-            _mm256_mul_ps(fxf, fyf),
-        ];
-        let byte = _mm256_set1_epi32(0xff);
-        let half = _mm256_set1_ps((1u32 << (2 * WEIGHT_BITS - 1)) as f32);
-        let scale = _mm256_set1_ps(1.0 / (1u32 << (2 * WEIGHT_BITS)) as f32);
-        let channel = |shift: __m128i| {
-            let mut sum = half;
-            for (tap, weight) in taps.iter().zip(&weights) {
-                let v = _mm256_and_si256(_mm256_srl_epi32(*tap, shift), byte);
-                sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_cvtepi32_ps(v), *weight));
-            }
-            _mm256_cvttps_epi32(_mm256_mul_ps(sum, scale))
+        let (first, second) = ([0, 1, 4, 5], [2, 3, 6, 7]);
+        let top = [four(first, 0), four(second, 0)];
+        let bottom = [four(first, stride), four(second, stride)];
+        // Per pixel, the 16-bit weight pairs of its left and right taps: (gx·gy, fx·gy) for the
+        // top row and (gx·fy, fx·fy) for the bottom one, each at most 2^14.
+        let one = _mm256_set1_epi32(WEIGHT_ONE as i32);
+        let (gx, gy) = (_mm256_sub_epi32(one, fx), _mm256_sub_epi32(one, fy));
+        let pair = |left: __m256i, right: __m256i, row: __m256i| {
+            _mm256_or_si256(
+                _mm256_mullo_epi16(left, row),
+                _mm256_slli_epi32::<16>(_mm256_mullo_epi16(right, row)),
+            )
         };
-        let (r, g, b) = (
-            channel(_mm_cvtsi32_si128(0)),
-            channel(_mm_cvtsi32_si128(8)),
-            channel(_mm_cvtsi32_si128(16)),
+        let (w_top, w_bottom) = (pair(gx, fx, gy), pair(gx, fx, fy));
+        // A lane holds two pixels' loads (a, b): the weights go in the order (a, b, a, b).
+        let spread = [
+            _mm256_setr_epi32(0, 1, 0, 1, 4, 5, 4, 5),
+            _mm256_setr_epi32(2, 3, 2, 3, 6, 7, 6, 7),
+        ];
+        // Each channel's (left, right) taps of pixels a and b as 16-bit pairs: red and green
+        // of both pixels in one register, blue in another.
+        let z = -128i8; // A shuffle index with the high bit set writes 0.
+        let red_green = _mm256_setr_epi8(
+            0, z, 3, z, 8, z, 11, z, 1, z, 4, z, 9, z, 12, z, //
+            0, z, 3, z, 8, z, 11, z, 1, z, 4, z, 9, z, 12, z,
         );
-        let rgb = _mm256_or_si256(
-            r,
-            _mm256_or_si256(_mm256_slli_epi32::<8>(g), _mm256_slli_epi32::<16>(b)),
+        let blue = _mm256_setr_epi8(
+            2, z, 5, z, 10, z, 13, z, z, z, z, z, z, z, z, z, //
+            2, z, 5, z, 10, z, 13, z, z, z, z, z, z, z, z, z,
         );
-        let z = -128i8;
-        let squeeze = _mm256_setr_epi8(
-            0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, z, z, z, z, //
-            0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, z, z, z, z,
+        let half = _mm256_set1_epi32(1 << (2 * WEIGHT_BITS - 1));
+        // Words per lane (pixels a, b): R R G G B B 0 0. (Loops, not closures: the compiler did
+        // not inline those.)
+        let mut words = [_mm256_setzero_si256(); 2];
+        for (h, words) in words.iter_mut().enumerate() {
+            let wt = _mm256_permutevar8x32_epi32(w_top, spread[h]);
+            let wb = _mm256_permutevar8x32_epi32(w_bottom, spread[h]);
+            let mut planes = [red_green, blue];
+            for channels in &mut planes {
+                let sum = _mm256_add_epi32(
+                    _mm256_madd_epi16(_mm256_shuffle_epi8(top[h], *channels), wt),
+                    _mm256_madd_epi16(_mm256_shuffle_epi8(bottom[h], *channels), wb),
+                );
+                // ≤ 255 · 2^14 before the shift: each value fits a byte.
+                *channels =
+                    _mm256_srli_epi32::<{ 2 * WEIGHT_BITS as i32 }>(_mm256_add_epi32(sum, half));
+            }
+            *words = _mm256_packus_epi32(planes[0], planes[1]);
+        }
+        // Bytes: per lane, the planes of four consecutive pixels, interleaved into RGB by the
+        // last shuffle.
+        let planes = _mm256_packus_epi16(words[0], words[1]);
+        let interleave = _mm256_setr_epi8(
+            0, 2, 4, 1, 3, 5, 8, 10, 12, 9, 11, 13, z, z, z, z, //
+            0, 2, 4, 1, 3, 5, 8, 10, 12, 9, 11, 13, z, z, z, z,
         );
-        let packed = _mm256_shuffle_epi8(rgb, squeeze);
+        let packed = _mm256_shuffle_epi8(planes, interleave);
         // SAFETY: `out` holds at least 28 bytes (asserted above): 16 at 0 and 16 at 12.
         unsafe {
             _mm_storeu_si128(out.as_mut_ptr().cast(), _mm256_castsi256_si128(packed));
