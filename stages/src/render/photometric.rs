@@ -228,7 +228,11 @@ fn horizontal_taps(out: &mut [u8], padded: &[u16], w: &[u16]) {
         let i = b * BLOCK;
         let lane = |at: usize| -> &[u16; BLOCK] { padded[at..at + BLOCK].try_into().unwrap() };
         let centre = lane(3 * r + i);
-        let mut acc: [u16; BLOCK] = std::array::from_fn(|l| w[0] * centre[l]);
+        // Plain loops (not `array::from_fn`, which was compiled to a call per block).
+        let mut acc = [0u16; BLOCK];
+        for l in 0..BLOCK {
+            acc[l] = w[0] * centre[l];
+        }
         for (t, &wt) in w.iter().enumerate().skip(1) {
             let (lo, hi) = (lane(3 * (r - t) + i), lane(3 * (r + t) + i));
             for l in 0..BLOCK {
@@ -254,7 +258,10 @@ fn vertical_taps(out: &mut [u8], rows: &[&[u8]], w: &[u16]) {
         let i = b * BLOCK;
         let lane = |row: usize| -> &[u8; BLOCK] { rows[row][i..i + BLOCK].try_into().unwrap() };
         let centre = lane(r);
-        let mut acc: [u16; BLOCK] = std::array::from_fn(|l| w[0] * centre[l] as u16);
+        let mut acc = [0u16; BLOCK];
+        for l in 0..BLOCK {
+            acc[l] = w[0] * centre[l] as u16;
+        }
         for (t, &wt) in w.iter().enumerate().skip(1) {
             let (lo, hi) = (lane(r - t), lane(r + t));
             for l in 0..BLOCK {
