@@ -216,65 +216,45 @@ fn round_to_byte(sum: u16) -> u8 {
     ((sum + (1 << (BLUR_BITS - 1))) >> BLUR_BITS) as u8
 }
 
-/// Horizontal taps over one row padded by r = `w.len() − 1` replicated pixels on each side
-/// (u16 values ≤ 255, interleaved RGB): `out[i] = w[0]·c[i] + Σ_t w[t]·(c[i−3t] + c[i+3t])`
-/// with `c = padded[3r..]`, rounded to a byte. The sum is at most 255 · 2^8: u16 lanes hold it.
+/// One pass of the blur along a flat run of bytes: with r = `w.len() − 1`,
+/// `out[k] = w[0]·s[c+k] + Σ_t w[t]·(s[c+k−t·d] + s[c+k+t·d])`, rounded to a byte, where `s` is
+/// `src`, `c` is `centre` and `d` the distance between taps (3 along a row of RGB pixels, the
+/// row length across rows). Every tap must lie in `src`. The sum is at most 255 · 2^8: u16
+/// lanes hold it.
 #[inline(always)]
-fn horizontal_taps(out: &mut [u8], padded: &[u16], w: &[u16]) {
-    let r = w.len() - 1;
-    let tap = |i: usize, t: usize| w[t] * (padded[3 * (r - t) + i] + padded[3 * (r + t) + i]);
-    let done = out.len() / BLOCK * BLOCK;
-    for (b, o) in out.chunks_exact_mut(BLOCK).enumerate() {
-        let i = b * BLOCK;
-        let lane = |at: usize| -> &[u16; BLOCK] { padded[at..at + BLOCK].try_into().unwrap() };
-        let centre = lane(3 * r + i);
-        // Plain loops (not `array::from_fn`, which was compiled to a call per block).
+fn taps(out: &mut [u8], src: &[u8], centre: usize, d: usize, w: &[u16]) {
+    let reach = (w.len() - 1) * d;
+    assert!(centre >= reach && centre + out.len() + reach <= src.len());
+    let blocks = out.len() / BLOCK;
+    for b in 0..blocks {
         let mut acc = [0u16; BLOCK];
-        for l in 0..BLOCK {
-            acc[l] = w[0] * centre[l];
-        }
-        for (t, &wt) in w.iter().enumerate().skip(1) {
-            let (lo, hi) = (lane(3 * (r - t) + i), lane(3 * (r + t) + i));
-            for l in 0..BLOCK {
-                acc[l] += wt * (lo[l] + hi[l]);
+        // SAFETY: the taps of outputs [b·BLOCK, (b+1)·BLOCK) read src[c + b·BLOCK − reach ..
+        // c + (b+1)·BLOCK + reach), inside `src` by the assertion above. Raw reads: the checked
+        // slices cost two bounds tests per tap and block, as much as the arithmetic.
+        unsafe {
+            let p = src.as_ptr().add(centre + b * BLOCK);
+            for (l, a) in acc.iter_mut().enumerate() {
+                *a = w[0] * *p.add(l) as u16;
+            }
+            for (t, &wt) in w.iter().enumerate().skip(1) {
+                let (lo, hi) = (p.sub(t * d), p.add(t * d));
+                for (l, a) in acc.iter_mut().enumerate() {
+                    *a += wt * (*lo.add(l) as u16 + *hi.add(l) as u16);
+                }
             }
         }
-        for (o, &a) in o.iter_mut().zip(&acc) {
+        // Rounded into an array first: written straight into `out`, the compiler stored the
+        // bytes one at a time.
+        let mut bytes = [0u8; BLOCK];
+        for (o, &a) in bytes.iter_mut().zip(&acc) {
             *o = round_to_byte(a);
         }
+        out[b * BLOCK..(b + 1) * BLOCK].copy_from_slice(&bytes);
     }
-    for (i, o) in out.iter_mut().enumerate().skip(done) {
-        *o = round_to_byte(w[0] * padded[3 * r + i] + (1..=r).map(|t| tap(i, t)).sum::<u16>());
-    }
-}
-
-/// Vertical taps over the 2r + 1 rows of [`horizontal_taps`] output centred on an output row
-/// (sums in u16, as there), rounded back to bytes in `out`.
-#[inline(always)]
-fn vertical_taps(out: &mut [u8], rows: &[&[u8]], w: &[u16]) {
-    let r = w.len() - 1;
-    let done = out.len() / BLOCK * BLOCK;
-    for (b, o) in out.chunks_exact_mut(BLOCK).enumerate() {
-        let i = b * BLOCK;
-        let lane = |row: usize| -> &[u8; BLOCK] { rows[row][i..i + BLOCK].try_into().unwrap() };
-        let centre = lane(r);
-        let mut acc = [0u16; BLOCK];
-        for l in 0..BLOCK {
-            acc[l] = w[0] * centre[l] as u16;
-        }
-        for (t, &wt) in w.iter().enumerate().skip(1) {
-            let (lo, hi) = (lane(r - t), lane(r + t));
-            for l in 0..BLOCK {
-                acc[l] += wt * (lo[l] as u16 + hi[l] as u16);
-            }
-        }
-        for (o, &a) in o.iter_mut().zip(&acc) {
-            *o = round_to_byte(a);
-        }
-    }
-    for (i, o) in out.iter_mut().enumerate().skip(done) {
-        let sum = (1..=r).fold(w[0] * rows[r][i] as u16, |s, t| {
-            s + w[t] * (rows[r - t][i] as u16 + rows[r + t][i] as u16)
+    for (k, o) in out.iter_mut().enumerate().skip(blocks * BLOCK) {
+        let at = centre + k;
+        let sum = (1..w.len()).fold(w[0] * src[at] as u16, |sum, t| {
+            sum + w[t] * (src[at - t * d] as u16 + src[at + t * d] as u16)
         });
         *o = round_to_byte(sum);
     }
@@ -291,39 +271,36 @@ fn gaussian_blur(px: &mut [u8], n: usize, sigma: f64) {
     dispatch_avx2!(blur_avx2, blur_baseline, (px, n, &w));
 }
 
-/// [`gaussian_blur`] with the half kernel `w` (at least one side tap). Horizontal pass into a
-/// byte image, then the vertical pass back into `px`.
+/// [`gaussian_blur`] with the half kernel `w` (at least one side tap). The horizontal pass
+/// writes its rows into a byte image with r = `w.len() − 1` copies of its first and last rows
+/// above and below (the replicated edge), so that the vertical pass is one run of [`taps`] over
+/// the whole image, back into `px`.
 #[inline(always)]
 fn blur_with(px: &mut [u8], n: usize, w: &[u16]) {
     let r = w.len() - 1;
     let row_len = n * 3;
-    let mut tmp = vec![0u8; px.len()];
-    // Horizontal: one row at a time, widened to u16 with its border replicated `r` pixels on
-    // each side.
-    let mut padded = vec![0u16; (n + 2 * r) * 3];
-    for (row, out) in px.chunks_exact(row_len).zip(tmp.chunks_exact_mut(row_len)) {
+    let mut tmp = vec![0u8; (n + 2 * r) * row_len];
+    // Horizontal: one row at a time, with its edge pixels replicated r times on each side.
+    let mut padded = vec![0u8; (n + 2 * r) * 3];
+    for (row, out) in px
+        .chunks_exact(row_len)
+        .zip(tmp[r * row_len..].chunks_exact_mut(row_len))
+    {
         for i in 0..r {
-            for c in 0..3 {
-                padded[i * 3 + c] = row[c] as u16;
-                padded[(r + n + i) * 3 + c] = row[row_len - 3 + c] as u16;
-            }
+            padded[i * 3..i * 3 + 3].copy_from_slice(&row[..3]);
+            padded[(r + n + i) * 3..(r + n + i) * 3 + 3].copy_from_slice(&row[row_len - 3..]);
         }
-        for (d, &v) in padded[r * 3..(r + n) * 3].iter_mut().zip(row) {
-            *d = v as u16;
-        }
-        horizontal_taps(out, &padded, w);
+        padded[r * 3..(r + n) * 3].copy_from_slice(row);
+        taps(out, &padded, r * 3, 3, w);
     }
-    // Vertical: whole rows, the rows beyond the edges replicated.
-    let last = n as i64 - 1;
-    let mut rows: Vec<&[u8]> = Vec::with_capacity(2 * r + 1);
-    for (y, out) in px.chunks_exact_mut(row_len).enumerate() {
-        rows.clear();
-        rows.extend((0..=2 * r).map(|t| {
-            let sy = (y as i64 + t as i64 - r as i64).clamp(0, last) as usize;
-            &tmp[sy * row_len..(sy + 1) * row_len]
-        }));
-        vertical_taps(out, &rows, w);
+    // The rows beyond the edges.
+    let (top, bottom) = (r * row_len, (r + n - 1) * row_len);
+    for i in 0..r {
+        tmp.copy_within(top..top + row_len, i * row_len);
+        tmp.copy_within(bottom..bottom + row_len, (r + n + i) * row_len);
     }
+    // Vertical: every output row at once.
+    taps(px, &tmp, r * row_len, row_len, w);
 }
 
 /// [`blur_with`] with the kernel's length known to the compiler for radii up to 12 (σ up to 4
