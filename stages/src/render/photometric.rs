@@ -69,12 +69,84 @@ impl ColourMap {
         }
     }
 
-    /// [`Self::apply_to`] compiled for AVX2 (integer: same bytes). The compiler vectorises the
-    /// interleaved loop well; a hand-written `madd` version measured twice as slow.
+    /// [`Self::apply_to`] in AVX2 registers, eight pixels at a time, when every coefficient
+    /// fits 16 bits (always, for colour factors up to about 2): a byte shuffle spreads the
+    /// pixels' (red, green) and (blue, 0) into 16-bit pairs, and two `madd`s per channel form
+    /// `m·rgb` in 32 bits. The same integers as [`Self::apply_to`], clamped by saturating packs.
+    /// Larger coefficients take [`Self::apply_to`], compiled for AVX2.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn apply_to_avx2(&self, crop: &mut [u8]) {
-        self.apply_to(crop);
+        use std::arch::x86_64::*;
+        let fits = |v: i32| i16::try_from(v).is_ok();
+        if !self.m.iter().flatten().all(|&v| fits(v)) {
+            self.apply_to(crop);
+            return;
+        }
+        // Per channel, the weights of the (red, green) and (blue, 0) pairs.
+        let pair = |a: i32, b: i32| (a & 0xffff) | (b << 16);
+        let weights: [[__m256i; 2]; 3] = [0, 1, 2].map(|ch| {
+            let row = self.m[ch];
+            [
+                _mm256_set1_epi32(pair(row[0], row[1])),
+                _mm256_set1_epi32(pair(row[2], 0)),
+            ]
+        });
+        let t = _mm256_set1_epi32(self.t);
+        // Eight pixels (24 bytes) per step: bytes 0–11 in the low lane (a load at 0) and 12–23 in
+        // the high lane (a load at 8, so they start at its byte 4).
+        let z = -128i8; // A shuffle index with the high bit set writes 0.
+        let red_green = _mm256_setr_epi8(
+            0, z, 1, z, 3, z, 4, z, 6, z, 7, z, 9, z, 10, z, //
+            4, z, 5, z, 7, z, 8, z, 10, z, 11, z, 13, z, 14, z,
+        );
+        let blue = _mm256_setr_epi8(
+            2, z, z, z, 5, z, z, z, 8, z, z, z, 11, z, z, z, //
+            6, z, z, z, 9, z, z, z, 12, z, z, z, 15, z, z, z,
+        );
+        // After the packs, per lane: red ×4, green ×4, blue ×4, blue ×4: back to RGB order.
+        let interleave = _mm256_setr_epi8(
+            0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, z, z, z, z, //
+            0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, z, z, z, z,
+        );
+        let mut chunks = crop.chunks_exact_mut(24);
+        for px in &mut chunks {
+            // SAFETY: 16-byte loads at 0 and 8 of a 24-byte chunk.
+            let v = unsafe {
+                _mm256_set_m128i(
+                    _mm_loadu_si128(px.as_ptr().add(8).cast()),
+                    _mm_loadu_si128(px.as_ptr().cast()),
+                )
+            };
+            let (rg, b) = (
+                _mm256_shuffle_epi8(v, red_green),
+                _mm256_shuffle_epi8(v, blue),
+            );
+            let mut out = [_mm256_setzero_si256(); 3];
+            for (o, w) in out.iter_mut().zip(&weights) {
+                let sum = _mm256_add_epi32(
+                    _mm256_add_epi32(_mm256_madd_epi16(rg, w[0]), _mm256_madd_epi16(b, w[1])),
+                    t,
+                );
+                *o = _mm256_srai_epi32::<{ COLOUR_BITS as i32 }>(sum);
+            }
+            // Saturating packs clamp to 0..=255, as `apply_to` does.
+            let bytes = _mm256_packus_epi16(
+                _mm256_packs_epi32(out[0], out[1]),
+                _mm256_packs_epi32(out[2], out[2]),
+            );
+            let rgb = _mm256_shuffle_epi8(bytes, interleave);
+            // SAFETY: 16 bytes at 0 (its last 4 are written again next), then 8 at 12 and 4 at
+            // 20: all inside the 24-byte chunk, whose bytes were all loaded above.
+            unsafe {
+                let p = px.as_mut_ptr();
+                _mm_storeu_si128(p.cast(), _mm256_castsi256_si128(rgb));
+                let high = _mm256_extracti128_si256::<1>(rgb);
+                _mm_storel_epi64(p.add(12).cast(), high);
+                _mm_storeu_si32(p.add(20).cast(), _mm_srli_si128::<8>(high));
+            }
+        }
+        self.apply_to(chunks.into_remainder());
     }
 
     /// [`Self::apply_to`] with the widest vector unit this CPU has.
