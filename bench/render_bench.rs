@@ -458,6 +458,27 @@ struct Row {
     decode: f64,
 }
 
+/// The faces of a generated set (`gen`), their replicas' augmentations under the chain `part`,
+/// and that chain.
+type Workload = (Vec<FaceRecord>, Vec<Vec<Augmentation>>, AugmentConfig);
+
+fn workload(dir: &Path, replicas: u32, part: &str) -> Res<Workload> {
+    let faces = read_faces(dir, scheme::by_name("ibug68")?)?;
+    let config = chain(part)?;
+    let augs = draws(&faces, replicas, &config);
+    Ok((faces, augs, config))
+}
+
+/// Walk `--flag value` pairs, handing each to `set` (which rejects unknown flags).
+fn flags(args: &[String], mut set: impl FnMut(&str, &String) -> Res<()>) -> Res<()> {
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        set(flag, value)?;
+    }
+    Ok(())
+}
+
 fn run(args: &[String]) -> Res<()> {
     let dir = PathBuf::from(&args[0]);
     let mut replicas = 4u32;
@@ -465,10 +486,8 @@ fn run(args: &[String]) -> Res<()> {
     let mut albu: Option<PathBuf> = None;
     let mut label = dir.display().to_string();
     let mut part = "full".to_owned();
-    let mut it = args[1..].iter();
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
+    flags(&args[1..], |flag, value| {
+        match flag {
             "--replicas" => replicas = value.parse()?,
             "--threads" => threads = value.parse()?,
             "--albu" => albu = Some(PathBuf::from(value)),
@@ -476,15 +495,13 @@ fn run(args: &[String]) -> Res<()> {
             "--chain" => part = value.clone(),
             _ => return Err(format!("unknown flag {flag}").into()),
         }
-    }
-    let scheme = scheme::by_name("ibug68")?;
-    let faces = read_faces(&dir, scheme)?;
-    let config = chain(&part)?;
-    let augs = draws(&faces, replicas, &config);
+        Ok(())
+    })?;
+    let (faces, augs, config) = workload(&dir, replicas, &part)?;
     let bench = Bench {
         faces: &faces,
         augs: &augs,
-        scheme,
+        scheme: scheme::by_name("ibug68")?,
     };
     let decoded: Vec<(u32, u32, Vec<u8>)> = faces
         .par_iter()
@@ -543,23 +560,19 @@ fn run(args: &[String]) -> Res<()> {
 fn end_to_end_loop(args: &[String]) -> Res<()> {
     let dir = PathBuf::from(&args[0]);
     let (mut size, mut seconds) = (128u32, 20.0f64);
-    let mut it = args[1..].iter();
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
+    flags(&args[1..], |flag, value| {
+        match flag {
             "--size" => size = value.parse()?,
             "--seconds" => seconds = value.parse()?,
             _ => return Err(format!("unknown flag {flag}").into()),
         }
-    }
-    let scheme = scheme::by_name("ibug68")?;
-    let faces = read_faces(&dir, scheme)?;
-    let config = chain("full")?;
-    let augs = draws(&faces, 4, &config);
+        Ok(())
+    })?;
+    let (faces, augs, config) = workload(&dir, 4, "full")?;
     let bench = Bench {
         faces: &faces,
         augs: &augs,
-        scheme,
+        scheme: scheme::by_name("ibug68")?,
     };
     let params = RenderParams {
         stage1_size: size,
@@ -581,15 +594,14 @@ fn end_to_end_loop(args: &[String]) -> Res<()> {
 /// `render_bench steps`: microseconds per crop of each pixel step (see the header).
 fn steps(args: &[String]) -> Res<()> {
     let (mut size, mut repeats) = (128u32, 2000usize);
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
+    flags(args, |flag, value| {
+        match flag {
             "--size" => size = value.parse()?,
             "--repeats" => repeats = value.parse()?,
             _ => return Err(format!("unknown flag {flag}").into()),
         }
-    }
+        Ok(())
+    })?;
     let (w, h) = (320u32, 240u32);
     let data: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
     let mut pyramid = Pyramid::new(w, h, data);
