@@ -680,8 +680,16 @@ fn check_run_data(run: &Path, data_id: &str, shards: &Path) -> Result<()> {
     }
 }
 
-/// Make `run` ready for evaluation: train it ([`train`]: reuse, resume or start). With
-/// `--finished-only`, train nothing and say whether it has finished; a run trained on other
+/// Whether a run folder holds a finished run (its `last.json` says step = total_steps).
+fn finished(run: &Path) -> Option<bool> {
+    let text = std::fs::read_to_string(run.join("last.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(v.get("step")? == v.get("total_steps")?)
+}
+
+/// Make `run` ready for evaluation: train one network with `wingflow-train train` (stdout to
+/// `<run>/train.out`), resuming an unfinished run and reusing a finished one. With
+/// `--finished-only`, train nothing and say whether it has finished. A run trained on other
 /// shards is refused either way.
 #[allow(clippy::too_many_arguments)]
 fn trained(
@@ -693,44 +701,22 @@ fn trained(
     seed: u32,
     run: &Path,
 ) -> Result<bool> {
-    if !args.finished_only {
-        train(args, s, v, stage, loss, seed, run)?;
+    let set = &v.training_sets[stage as usize - 1];
+    let state = finished(run);
+    if args.finished_only {
+        // Unfinished runs (perhaps being trained elsewhere) are left alone.
+        if state != Some(true) {
+            return Ok(false);
+        }
+        check_run_data(run, &set.id, &set.shards)?;
         return Ok(true);
     }
-    if finished(run) != Some(true) {
-        return Ok(false);
-    }
-    let set = &v.training_sets[stage as usize - 1];
-    check_run_data(run, &set.id, &set.shards)?;
-    Ok(true)
-}
-
-/// Whether a run folder holds a finished run (its `last.json` says step = total_steps).
-fn finished(run: &Path) -> Option<bool> {
-    let text = std::fs::read_to_string(run.join("last.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    Some(v.get("step")? == v.get("total_steps")?)
-}
-
-/// Train one network with `wingflow-train train` (stdout to `<run>/train.out`), resuming an
-/// unfinished run and reusing a finished one.
-#[allow(clippy::too_many_arguments)]
-fn train(
-    args: &LossStudyArgs,
-    s: &StudySettings,
-    v: &Variant,
-    stage: u8,
-    loss: &str,
-    seed: u32,
-    run: &Path,
-) -> Result<()> {
     let label = format!("{} stage {stage} {loss} seed {seed}", v.name());
-    let set = &v.training_sets[stage as usize - 1];
     check_run_data(run, &set.id, &set.shards)?;
-    match finished(run) {
+    match state {
         Some(true) => {
             println!("  {label}: finished earlier, reused");
-            return Ok(());
+            return Ok(true);
         }
         Some(false) => println!("  {label}: resuming"),
         None => {}
@@ -748,7 +734,7 @@ fn train(
     }
     cmd.arg("train").arg("--out").arg(run);
     cmd.args(["--steps", &steps.to_string(), "--device", &args.device]);
-    if finished(run) == Some(false) {
+    if state == Some(false) {
         cmd.arg("--resume");
     } else {
         cmd.arg("--shards")
@@ -782,7 +768,7 @@ fn train(
         "  {label}: {steps} steps in {:.0}s",
         t.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(true)
 }
 
 /// Evaluate one model on `full` through the two-stage path and split the result by split.
