@@ -38,7 +38,7 @@ use stages::scheme::{self, Scheme};
 use stages::synth::{SynthConfig, SynthFormat, generate};
 
 use crate::ced::{CedSeries, plot_ced};
-use crate::metrics::{ErrorSummary, Normaliser, face_nme, normaliser_for, points};
+use crate::metrics::{ErrorSummary, Normaliser, face_nme, normaliser_for, points, sorted_quantile};
 use crate::trainer_bin::trainer_path;
 use crate::two_stage::{EvalRequest, Models, crop_to_image, evaluate_two_stage, image_to_crop};
 
@@ -535,7 +535,7 @@ fn run_parallel<T: Sync, R: Send>(
 fn ced_range(series: &[CedSeries]) -> f64 {
     let mut all: Vec<f64> = series.iter().flat_map(|s| s.nmes.iter().copied()).collect();
     all.sort_by(f64::total_cmp);
-    let p90 = all.get(all.len() * 9 / 10).copied().unwrap_or(0.0);
+    let p90 = sorted_quantile(&all, 0.9).unwrap_or(0.0);
     (p90 * 1.1).clamp(0.10, 0.5)
 }
 

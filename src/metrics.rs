@@ -2,7 +2,7 @@
 //! taken from the landmark scheme table of `stages`.
 
 use anyhow::{Result, bail};
-pub use landmark_metrics::{ErrorSummary, Normaliser, face_nme, points};
+pub use landmark_metrics::{ErrorSummary, Normaliser, face_nme, points, sorted_quantile};
 use stages::scheme::{Normaliser as SchemeNormaliser, Scheme};
 
 /// A scheme table normaliser as a metrics normaliser.

@@ -17,7 +17,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail, ensure};
 use rayon::prelude::*;
 use serde::Serialize;
-use stages::face::{BBox, BoxSource, FaceRecord, landmarks_bbox};
+use stages::face::{BBox, FaceRecord, landmarks_bbox};
 use stages::faces_table::read_faces_parquet;
 use stages::formats::pts::write_pts;
 use stages::plan_table::{BalanceSummary, read_plan_parquet};
@@ -32,7 +32,7 @@ use stages::render::{Affine, Augmentation, BoxRule, RenderParams};
 use stages::scheme::{self, Scheme};
 
 use crate::ced::{CedSeries, plot_ced};
-use crate::metrics::{ErrorSummary, face_nme, normaliser_for, points};
+use crate::metrics::{ErrorSummary, face_nme, normaliser_for, points, sorted_quantile};
 use crate::trainer_bin::trainer_path;
 
 /// The trained networks and how to run them.
@@ -146,25 +146,9 @@ pub fn stage2_matrix_for(
     params: &RenderParams,
 ) -> Option<Affine> {
     let b = landmarks_bbox(landmarks)?;
-    let face = FaceRecord {
-        sample_id: String::new(),
-        dataset: String::new(),
-        scheme: scheme.name.to_owned(),
-        split: String::new(),
-        image_path: String::new(),
-        image_width: 0,
-        image_height: 0,
-        landmarks: landmarks.to_vec(),
-        visible: vec![true; landmarks.len() / 2],
-        bbox: b,
-        bbox_source: BoxSource::Landmarks,
-        yaw: None,
-        pitch: None,
-        roll: None,
-        attributes: None,
-    };
     stage2_matrix(
-        &face,
+        landmarks,
+        &b,
         scheme,
         &Augmentation::identity(),
         params.box_enlarge,
@@ -532,10 +516,7 @@ impl NormalisationError {
         }
         let at = |v: &mut Vec<f64>, qs: [f64; 4]| {
             v.sort_by(f64::total_cmp);
-            qs.map(|q| match v.len() {
-                0 => f64::NAN,
-                n => v[((q * n as f64) as usize).min(n - 1)],
-            })
+            qs.map(|q| sorted_quantile(v, q).unwrap_or(f64::NAN))
         };
         NormalisationError {
             faces: rotation.len(),

@@ -308,9 +308,27 @@ impl ErrorSummary {
     }
 }
 
+/// The `q`-quantile (q in [0, 1]) of values sorted ascending, by the lower nearest rank: the
+/// value at index ⌊q·n⌋, clamped to the last. `None` when there are no values.
+pub fn sorted_quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    Some(sorted[((q * sorted.len() as f64) as usize).min(last)])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sorted_quantile_takes_the_lower_nearest_rank() {
+        let v: Vec<f64> = (0..10).map(f64::from).collect();
+        assert_eq!(sorted_quantile(&v, 0.0), Some(0.0));
+        assert_eq!(sorted_quantile(&v, 0.5), Some(5.0));
+        assert_eq!(sorted_quantile(&v, 0.9), Some(9.0));
+        assert_eq!(sorted_quantile(&v, 0.99), Some(9.0));
+        assert_eq!(sorted_quantile(&v, 1.0), Some(9.0));
+        assert_eq!(sorted_quantile(&[], 0.5), None);
+    }
 
     #[test]
     fn nme_by_hand() {

@@ -16,7 +16,7 @@ use tch::{Device, Kind};
 use crate::error::{Result, TorchContext, TrainerError, io_err};
 use crate::model::LandmarkNet;
 use crate::predict::ensure_set_fits;
-use crate::shards::{Loader, LoaderConfig, LoaderPosition, SampleOrder, ShardSet};
+use crate::shards::{Loader, LoaderConfig, LoaderPosition, ShardSet};
 
 pub use landmark_metrics::{
     CedCurve, ErrorSummary, Normaliser, THRESHOLDS, ThresholdStats, auc, face_nme, failure_rate,
@@ -197,13 +197,7 @@ pub fn evaluate_set(
             set.num_points()
         )));
     }
-    let config = LoaderConfig {
-        batch_size: batch_size.max(1),
-        order: SampleOrder::Sequential,
-        drop_last: false,
-        prefetch: 2,
-        epochs: Some(1),
-    };
+    let config = LoaderConfig::one_ordered_pass(batch_size);
     let l = set.num_points();
     let mut per_face = Vec::with_capacity(set.len());
     let mut skipped = 0;

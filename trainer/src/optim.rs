@@ -35,6 +35,13 @@ pub enum OptimizerKind {
 }
 
 impl OptimizerKind {
+    /// The L2 penalty coefficient: `wd·p` is added to every gradient before the update.
+    pub fn weight_decay(self) -> f64 {
+        match self {
+            Self::Adam { weight_decay, .. } | Self::Sgd { weight_decay, .. } => weight_decay,
+        }
+    }
+
     /// Adam with the usual β1 = 0.9, β2 = 0.999, ε = 1e-8, no weight decay.
     pub const ADAM: Self = Self::Adam {
         beta1: 0.9,
@@ -114,18 +121,16 @@ impl Optimizer {
                 if !grad.defined() {
                     continue;
                 }
+                let weight_decay = kind.weight_decay();
+                let g = if weight_decay > 0.0 {
+                    grad + p.multiply_scalar(weight_decay)
+                } else {
+                    grad
+                };
                 match kind {
                     OptimizerKind::Adam {
-                        beta1,
-                        beta2,
-                        eps,
-                        weight_decay,
+                        beta1, beta2, eps, ..
                     } => {
-                        let g = if weight_decay > 0.0 {
-                            grad + p.multiply_scalar(weight_decay)
-                        } else {
-                            grad
-                        };
                         let [m, v] = slots.as_mut_slice() else {
                             unreachable!("Adam has two slots")
                         };
@@ -144,15 +149,7 @@ impl Optimizer {
                         let _ = denom.g_mul_scalar_(-1.0 / step_size);
                         let _ = p.addcdiv_(m, &denom);
                     }
-                    OptimizerKind::Sgd {
-                        momentum,
-                        weight_decay,
-                    } => {
-                        let g = if weight_decay > 0.0 {
-                            grad + p.multiply_scalar(weight_decay)
-                        } else {
-                            grad
-                        };
+                    OptimizerKind::Sgd { momentum, .. } => {
                         let [buf] = slots.as_mut_slice() else {
                             unreachable!("SGD has one slot")
                         };

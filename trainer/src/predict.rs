@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Result, TrainerError};
 use crate::model::LandmarkNet;
-use crate::shards::{Loader, LoaderConfig, LoaderPosition, SampleOrder, ShardSet};
+use crate::shards::{Loader, LoaderConfig, LoaderPosition, ShardSet};
 use crate::tensor_io::save_tensors;
 
 /// Value of the `format` metadata key of a predictions file.
@@ -50,13 +50,7 @@ pub fn predict_set(
     batch_size: usize,
 ) -> Result<Predictions> {
     ensure_set_fits(net, &set)?;
-    let config = LoaderConfig {
-        batch_size: batch_size.max(1),
-        order: SampleOrder::Sequential,
-        drop_last: false,
-        prefetch: 2,
-        epochs: Some(1),
-    };
+    let config = LoaderConfig::one_ordered_pass(batch_size);
     let mut landmarks = Vec::new();
     let mut indices = Vec::new();
     for loaded in Loader::start(set, config, LoaderPosition::default())? {
@@ -99,6 +93,7 @@ pub fn save_predictions(
 mod tests {
     use super::*;
     use crate::model::{Arch, ModelConfig};
+    use crate::shards::SampleOrder;
     use crate::tensor_io::load_tensors;
     use crate::testing::{TestShardSpec, write_test_shard_set};
 

@@ -440,6 +440,18 @@ pub struct LoaderConfig {
 }
 
 impl LoaderConfig {
+    /// One pass over a set in file order, keeping the last partial batch: what evaluation and
+    /// prediction read.
+    pub fn one_ordered_pass(batch_size: usize) -> Self {
+        Self {
+            batch_size: batch_size.max(1),
+            order: SampleOrder::Sequential,
+            drop_last: false,
+            prefetch: 2,
+            epochs: Some(1),
+        }
+    }
+
     /// Batches in one epoch of `set`.
     pub fn batches_per_epoch(&self, set: &ShardSet) -> u64 {
         let n = set.len() as u64;

@@ -13,10 +13,10 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::{
-    Entries, Location, Origin, PixelOrigin, ReadError, SourcedFace, image_facts, parse_finite,
+    Entries, ListSource, ListedFace, PixelOrigin, ReadError, parse_finite, read_text,
     strip_extension,
 };
-use crate::face::{BBox, BoxSource, FaceRecord};
+use crate::face::BBox;
 use crate::scheme::Scheme;
 
 /// The pixel rule of an HRNet CSV by landmark scheme: 1-based for 300W (`ibug68`, whose raw
@@ -65,14 +65,6 @@ impl Layout {
     }
 }
 
-/// One parsed row, before its image is looked at.
-struct Row {
-    line: usize,
-    image_name: String,
-    xy: Vec<f32>,
-    bbox: BBox,
-}
-
 /// The number of landmarks announced by the header of an HRNet CSV file.
 pub fn header_point_count(path: &Path) -> Result<usize, ReadError> {
     let text = read_text(path)?;
@@ -109,7 +101,7 @@ impl HrnetCsv<'_> {
                 ),
             });
         }
-        let rows: Vec<Result<Row, ReadError>> = lines
+        let rows: Vec<Result<ListedFace, ReadError>> = lines
             .filter(|(_, l)| !l.trim().is_empty())
             .map(|(n, l)| self.parse_row(n, l, layout))
             .collect();
@@ -133,6 +125,7 @@ impl HrnetCsv<'_> {
                 Some(id)
             })
             .collect();
+        let source = self.source();
         Ok(rows
             .into_par_iter()
             .zip(ids)
@@ -140,12 +133,12 @@ impl HrnetCsv<'_> {
                 let row = row?;
                 // Every parsed row got an id above.
                 let id = id.unwrap_or_default();
-                self.face(row, id)
+                source.face(row, id)
             })
             .collect())
     }
 
-    fn parse_row(&self, line: usize, text: &str, layout: Layout) -> Result<Row, ReadError> {
+    fn parse_row(&self, line: usize, text: &str, layout: Layout) -> Result<ListedFace, ReadError> {
         let syntax = |problem: String| ReadError::Syntax {
             path: self.path.into(),
             line,
@@ -187,7 +180,7 @@ impl HrnetCsv<'_> {
             w: side as f32,
             h: side as f32,
         };
-        Ok(Row {
+        Ok(ListedFace {
             line,
             image_name,
             xy,
@@ -195,47 +188,15 @@ impl HrnetCsv<'_> {
         })
     }
 
-    fn face(&self, row: Row, sample_id: String) -> Result<SourcedFace, ReadError> {
-        let origin = Origin {
-            path: self.path.into(),
-            location: Location::Line(row.line),
-        };
-        let image = self.images.join(&row.image_name);
-        let (image_path, width, height) = image_facts(&image, &origin)?;
-        let face = FaceRecord {
-            sample_id,
-            dataset: self.dataset.to_owned(),
-            scheme: self.scheme.name.to_owned(),
-            split: self.split.to_owned(),
-            image_path,
-            image_width: width,
-            image_height: height,
-            visible: vec![true; row.xy.len() / 2],
-            landmarks: row.xy,
-            bbox: row.bbox,
-            bbox_source: BoxSource::Annotation,
-            yaw: None,
-            pitch: None,
-            roll: None,
-            attributes: None,
-        };
-        Ok(SourcedFace { face, origin })
-    }
-}
-
-fn read_text(path: &Path) -> Result<String, ReadError> {
-    let bytes = std::fs::read(path).map_err(|source| ReadError::Io {
-        path: path.into(),
-        source,
-    })?;
-    String::from_utf8(bytes).map_err(|e| {
-        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        ReadError::Syntax {
-            path: path.into(),
-            line: 1 + valid.iter().filter(|&&b| b == b'\n').count(),
-            problem: "not valid UTF-8 text".to_owned(),
+    fn source(&self) -> ListSource<'_> {
+        ListSource {
+            list: self.path,
+            images: self.images,
+            dataset: self.dataset,
+            scheme: self.scheme.name,
+            split: self.split,
         }
-    })
+    }
 }
 
 /// Check the header column by column and return the layout it announces.
@@ -298,7 +259,9 @@ fn parse_header(header: &str, path: &Path) -> Result<Layout, ReadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::test_support::{scheme_of, write_png};
+    use crate::face::BoxSource;
+    use crate::formats::test_support::{mutated, scheme_of, write_png};
+    use crate::formats::{Location, SourcedFace};
     use proptest::prelude::*;
 
     fn header(points: usize, box_size: bool) -> String {
@@ -485,19 +448,7 @@ mod tests {
             std::fs::write(&path, &junk).unwrap();
             let _ = reader.read();
             let valid = format!("{}\r\na.png,0.1,20,15,1,2,3,4\r\nsub/b.png,0.05,10,10,1,1,2,2\r\n", header(2, false));
-            let mut bytes: Vec<u8> = valid
-                .split_inclusive('\n')
-                .enumerate()
-                .filter(|(i, _)| *i != drop_line)
-                .flat_map(|(_, l)| l.bytes())
-                .collect();
-            for (at, b) in flips {
-                if let Some(slot) = bytes.get_mut(at) {
-                    *slot = b;
-                }
-            }
-            bytes.truncate(cut.min(bytes.len()));
-            std::fs::write(&path, &bytes).unwrap();
+            std::fs::write(&path, mutated(&valid, Some(drop_line), &flips, cut)).unwrap();
             match reader.read() {
                 Ok(entries) => {
                     for e in entries.iter().filter_map(|e| e.as_ref().err()) {

@@ -18,7 +18,7 @@ pub mod wflw;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::face::FaceRecord;
+use crate::face::{BBox, BoxSource, FaceRecord};
 
 /// Where in its file a record came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,6 +218,85 @@ pub(crate) fn image_facts(image: &Path, origin: &Origin) -> Result<(String, u32,
     Ok((path_text(image, origin)?, width, height))
 }
 
+/// A text annotation file, or an error naming the file (and, for bytes that are not UTF-8, the
+/// line they are on).
+pub(crate) fn read_text(path: &Path) -> Result<String, ReadError> {
+    let bytes = std::fs::read(path).map_err(|source| ReadError::Io {
+        path: path.into(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        ReadError::Syntax {
+            path: path.into(),
+            line: 1 + valid.iter().filter(|&&b| b == b'\n').count(),
+            problem: "not valid UTF-8 text".to_owned(),
+        }
+    })
+}
+
+/// A face parsed from one line of a list file (an HRNet CSV or a WFLW list), before its image
+/// is opened.
+pub(crate) struct ListedFace {
+    /// 1-based line number in the list.
+    pub(crate) line: usize,
+    /// The image's path relative to the list's image folder.
+    pub(crate) image_name: String,
+    /// x0, y0, x1, y1, … in the internal pixel convention.
+    pub(crate) xy: Vec<f32>,
+    /// The annotated face box, in the internal pixel convention.
+    pub(crate) bbox: BBox,
+}
+
+/// What every face of one list file shares.
+pub(crate) struct ListSource<'a> {
+    /// The list file.
+    pub(crate) list: &'a Path,
+    /// Folder the image names are relative to.
+    pub(crate) images: &'a Path,
+    /// Dataset name, stored in every record.
+    pub(crate) dataset: &'a str,
+    /// Landmark scheme name, stored in every record.
+    pub(crate) scheme: &'a str,
+    /// Split of every face in the file.
+    pub(crate) split: &'a str,
+}
+
+impl ListSource<'_> {
+    /// The record of a listed face: its image is opened for its size, every point is visible
+    /// (list formats mark no occlusion per point), and the box is the annotation's.
+    pub(crate) fn face(
+        &self,
+        listed: ListedFace,
+        sample_id: String,
+    ) -> Result<SourcedFace, ReadError> {
+        let origin = Origin {
+            path: self.list.into(),
+            location: Location::Line(listed.line),
+        };
+        let image = self.images.join(&listed.image_name);
+        let (image_path, width, height) = image_facts(&image, &origin)?;
+        let face = FaceRecord {
+            sample_id,
+            dataset: self.dataset.to_owned(),
+            scheme: self.scheme.to_owned(),
+            split: self.split.to_owned(),
+            image_path,
+            image_width: width,
+            image_height: height,
+            visible: vec![true; listed.xy.len() / 2],
+            landmarks: listed.xy,
+            bbox: listed.bbox,
+            bbox_source: BoxSource::Annotation,
+            yaw: None,
+            pitch: None,
+            roll: None,
+            attributes: None,
+        };
+        Ok(SourcedFace { face, origin })
+    }
+}
+
 /// A path as UTF-8 text (it is stored in `faces.parquet`), or a record error naming it.
 pub(crate) fn path_text(path: &Path, origin: &Origin) -> Result<String, ReadError> {
     path.to_str()
@@ -256,7 +335,7 @@ pub(crate) fn strip_extension(name: &str) -> &str {
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    //! Helpers for the readers' tests: tiny images on disk.
+    //! Helpers for the readers' tests: tiny images on disk, damaged files.
 
     use std::path::Path;
 
@@ -269,6 +348,30 @@ pub(crate) mod test_support {
         s.point_names.truncate(n);
         s.flip_permutation = (0..n).collect();
         s
+    }
+
+    /// A damaged copy of `valid` for the readers' fuzz tests: line `drop_line` (0-based, when
+    /// given and present) left out, the bytes at the `flips` offsets that exist replaced, then
+    /// cut to at most `cut` bytes.
+    pub fn mutated(
+        valid: &str,
+        drop_line: Option<usize>,
+        flips: &[(usize, u8)],
+        cut: usize,
+    ) -> Vec<u8> {
+        let mut bytes: Vec<u8> = valid
+            .split_inclusive('\n')
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != drop_line)
+            .flat_map(|(_, l)| l.bytes())
+            .collect();
+        for &(at, b) in flips {
+            if let Some(slot) = bytes.get_mut(at) {
+                *slot = b;
+            }
+        }
+        bytes.truncate(cut.min(bytes.len()));
+        bytes
     }
 
     /// Write a `w`×`h` PNG (its content does not matter; only the header is read).

@@ -190,6 +190,7 @@ fn syntax(path: &Path, line: usize, problem: String) -> ReadError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::test_support::mutated;
     use proptest::prelude::*;
 
     const P: &str = "f.pts";
@@ -329,23 +330,7 @@ mod tests {
             flips in proptest::collection::vec((0usize..200, any::<u8>()), 0..4),
             drop_line in proptest::option::of(0usize..10),
         ) {
-            let mut bytes = valid_text().into_bytes();
-            if let Some(k) = drop_line {
-                let text = String::from_utf8(bytes.clone()).unwrap();
-                bytes = text
-                    .split_inclusive('\n')
-                    .enumerate()
-                    .filter(|(i, _)| *i != k)
-                    .map(|(_, l)| l)
-                    .collect::<String>()
-                    .into_bytes();
-            }
-            for (at, b) in flips {
-                if let Some(slot) = bytes.get_mut(at) {
-                    *slot = b;
-                }
-            }
-            bytes.truncate(cut.min(bytes.len()));
+            let bytes = mutated(&valid_text(), drop_line, &flips, cut);
             let text = String::from_utf8_lossy(&bytes);
             if let Err(e) = parse(&text, 5) {
                 prop_assert!(e.to_string().starts_with("f.pts, line "), "{}", e);

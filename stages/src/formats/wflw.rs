@@ -12,9 +12,10 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::{
-    Entries, Location, Origin, ReadError, SourcedFace, image_facts, parse_finite, strip_extension,
+    Entries, ListSource, ListedFace, ReadError, SourcedFace, parse_finite, read_text,
+    strip_extension,
 };
-use crate::face::{BBox, BoxSource, FaceRecord, WflwAttributes};
+use crate::face::{BBox, WflwAttributes};
 
 /// Landmarks per WFLW face.
 pub const POINTS: usize = 98;
@@ -39,10 +40,7 @@ pub struct WflwList<'a> {
 
 /// One parsed line, before its image is looked at.
 struct Line {
-    line: usize,
-    image_name: String,
-    xy: Vec<f32>,
-    bbox: BBox,
+    listed: ListedFace,
     attributes: WflwAttributes,
 }
 
@@ -63,18 +61,7 @@ impl WflwList<'_> {
     /// fields, a value that is not a finite number, an inverted box or a flag other than 0/1
     /// is an error for that line.
     pub fn read(&self) -> Result<Entries, ReadError> {
-        let bytes = std::fs::read(self.path).map_err(|source| ReadError::Io {
-            path: self.path.into(),
-            source,
-        })?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-            ReadError::Syntax {
-                path: self.path.into(),
-                line: 1 + valid.iter().filter(|&&b| b == b'\n').count(),
-                problem: "not valid UTF-8 text".to_owned(),
-            }
-        })?;
+        let text = read_text(self.path)?;
         let lines: Vec<Result<Line, ReadError>> = text
             .lines()
             .enumerate()
@@ -86,8 +73,9 @@ impl WflwList<'_> {
             .iter()
             .map(|l| match l {
                 Ok(l) => {
-                    let k = seen.entry(&l.image_name).or_default();
-                    let id = format!("wflw/{}_{k}", strip_extension(&l.image_name));
+                    let name = &l.listed.image_name;
+                    let k = seen.entry(name).or_default();
+                    let id = format!("wflw/{}_{k}", strip_extension(name));
                     *k += 1;
                     id
                 }
@@ -148,46 +136,35 @@ impl WflwList<'_> {
         };
         let image_name = fields[FIELDS - 1].replace('\\', "/");
         Ok(Line {
-            line,
-            image_name,
-            xy,
-            bbox,
+            listed: ListedFace {
+                line,
+                image_name,
+                xy,
+                bbox,
+            },
             attributes,
         })
     }
 
     fn face(&self, l: Line, sample_id: String) -> Result<SourcedFace, ReadError> {
-        let origin = Origin {
-            path: self.path.into(),
-            location: Location::Line(l.line),
+        let source = ListSource {
+            list: self.path,
+            images: self.images,
+            dataset: "wflw",
+            scheme: self.scheme,
+            split: self.split,
         };
-        let image = self.images.join(&l.image_name);
-        let (image_path, width, height) = image_facts(&image, &origin)?;
-        let face = FaceRecord {
-            sample_id,
-            dataset: "wflw".to_owned(),
-            scheme: self.scheme.to_owned(),
-            split: self.split.to_owned(),
-            image_path,
-            image_width: width,
-            image_height: height,
-            visible: vec![true; POINTS],
-            landmarks: l.xy,
-            bbox: l.bbox,
-            bbox_source: BoxSource::Annotation,
-            yaw: None,
-            pitch: None,
-            roll: None,
-            attributes: Some(l.attributes),
-        };
-        Ok(SourcedFace { face, origin })
+        let mut sourced = source.face(l.listed, sample_id)?;
+        sourced.face.attributes = Some(l.attributes);
+        Ok(sourced)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::test_support::write_png;
+    use crate::formats::Location;
+    use crate::formats::test_support::{mutated, write_png};
     use proptest::prelude::*;
 
     /// A list line: point i at (i, 2i), box (1, 2)–(30, 40), the given flags, the image.
@@ -309,18 +286,7 @@ mod tests {
             let dir = fixture();
             let _ = read(dir.path(), &junk);
             let valid = format!("{}\n{}\n", line("1 0 0 1 0 1", "51--Dresses/a.jpg"), line("0 0 0 0 0 0", "b.jpg"));
-            let mut bytes: Vec<u8> = valid
-                .split_inclusive('\n')
-                .enumerate()
-                .filter(|(i, _)| *i != drop_line)
-                .flat_map(|(_, l)| l.bytes())
-                .collect();
-            for (at, b) in flips {
-                if let Some(slot) = bytes.get_mut(at) {
-                    *slot = b;
-                }
-            }
-            bytes.truncate(cut.min(bytes.len()));
+            let bytes = mutated(&valid, Some(drop_line), &flips, cut);
             match read(dir.path(), &bytes) {
                 Ok(entries) => {
                     for e in entries.iter().filter_map(|e| e.as_ref().err()) {

@@ -138,8 +138,15 @@ pub fn crop_matrix(
                 .ok_or_else(|| degenerate(face))?;
             Ok(geometry::stage1_matrix(&base, aug, size))
         }
-        Stage::Stage2 => geometry::stage2_matrix(face, scheme, aug, params.box_enlarge, size)
-            .ok_or_else(|| degenerate(face)),
+        Stage::Stage2 => geometry::stage2_matrix(
+            &face.landmarks,
+            &face.bbox,
+            scheme,
+            aug,
+            params.box_enlarge,
+            size,
+        )
+        .ok_or_else(|| degenerate(face)),
     }
 }
 

@@ -169,17 +169,20 @@ fn mean_point(landmarks: &[f32], indices: &[usize]) -> Option<(f64, f64)> {
 
 /// The stage-2 crop matrix: rotate so that the eye line (means of the scheme's left and right
 /// eye points) is horizontal, take the landmarks' square box (× `enlarge`) in that frame, then
-/// perturb it by the stage-2 noise and flip if asked. Without eye points the roll is taken as 0.
+/// perturb it by the stage-2 noise and flip if asked. Without eye points the roll is taken as 0;
+/// without any point that has coordinates, `fallback_box` (the annotation box) stands in for
+/// the landmarks' box.
 pub fn stage2_matrix(
-    face: &FaceRecord,
+    landmarks: &[f32],
+    fallback_box: &BBox,
     scheme: &Scheme,
     aug: &Augmentation,
     enlarge: f64,
     size: u32,
 ) -> Option<Affine> {
     let roll_deg = match (
-        mean_point(&face.landmarks, &scheme.left_eye),
-        mean_point(&face.landmarks, &scheme.right_eye),
+        mean_point(landmarks, &scheme.left_eye),
+        mean_point(landmarks, &scheme.right_eye),
     ) {
         (Some(l), Some(r)) => (r.1 - l.1).atan2(r.0 - l.0).to_degrees(),
         _ => 0.0,
@@ -187,8 +190,8 @@ pub fn stage2_matrix(
     // Rotating by +roll (counter-clockwise as displayed) levels an eye line that descends to
     // the right by `roll` degrees.
     let level = Affine::rotation_deg(roll_deg);
-    let mut levelled = Vec::with_capacity(face.landmarks.len());
-    for p in face.landmarks.chunks_exact(2) {
+    let mut levelled = Vec::with_capacity(landmarks.len());
+    for p in landmarks.chunks_exact(2) {
         let (x, y) = level.apply(p[0] as f64, p[1] as f64);
         levelled.extend([x as f32, y as f32]);
     }
@@ -196,7 +199,7 @@ pub fn stage2_matrix(
         Some(b) => b,
         None => {
             // No landmarks: level the annotation box's centre instead.
-            let sq = SquareBox::around(&face.bbox, 1.0);
+            let sq = SquareBox::around(fallback_box, 1.0);
             let (cx, cy) = level.apply(sq.cx, sq.cy);
             BBox {
                 x: (cx - sq.side / 2.0) as f32,
