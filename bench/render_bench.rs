@@ -458,12 +458,12 @@ struct Row {
     decode: f64,
 }
 
-/// The faces of a generated set (`gen`), their replicas' augmentations under the chain `part`,
-/// and that chain.
+/// The faces of a generated set (`gen`) in `scheme`, their replicas' augmentations under the
+/// chain `part`, and that chain.
 type Workload = (Vec<FaceRecord>, Vec<Vec<Augmentation>>, AugmentConfig);
 
-fn workload(dir: &Path, replicas: u32, part: &str) -> Res<Workload> {
-    let faces = read_faces(dir, scheme::by_name("ibug68")?)?;
+fn workload(dir: &Path, scheme: &Scheme, replicas: u32, part: &str) -> Res<Workload> {
+    let faces = read_faces(dir, scheme)?;
     let config = chain(part)?;
     let augs = draws(&faces, replicas, &config);
     Ok((faces, augs, config))
@@ -497,11 +497,12 @@ fn run(args: &[String]) -> Res<()> {
         }
         Ok(())
     })?;
-    let (faces, augs, config) = workload(&dir, replicas, &part)?;
+    let scheme = scheme::by_name("ibug68")?;
+    let (faces, augs, config) = workload(&dir, scheme, replicas, &part)?;
     let bench = Bench {
         faces: &faces,
         augs: &augs,
-        scheme: scheme::by_name("ibug68")?,
+        scheme,
     };
     let decoded: Vec<(u32, u32, Vec<u8>)> = faces
         .par_iter()
@@ -568,11 +569,12 @@ fn end_to_end_loop(args: &[String]) -> Res<()> {
         }
         Ok(())
     })?;
-    let (faces, augs, config) = workload(&dir, 4, "full")?;
+    let scheme = scheme::by_name("ibug68")?;
+    let (faces, augs, config) = workload(&dir, scheme, 4, "full")?;
     let bench = Bench {
         faces: &faces,
         augs: &augs,
-        scheme: scheme::by_name("ibug68")?,
+        scheme,
     };
     let params = RenderParams {
         stage1_size: size,

@@ -703,16 +703,15 @@ fn trained(
 ) -> Result<bool> {
     let set = &v.training_sets[stage as usize - 1];
     let state = finished(run);
+    // With `--finished-only`, unfinished runs (perhaps being trained elsewhere) are left alone.
+    if args.finished_only && state != Some(true) {
+        return Ok(false);
+    }
+    check_run_data(run, &set.id, &set.shards)?;
     if args.finished_only {
-        // Unfinished runs (perhaps being trained elsewhere) are left alone.
-        if state != Some(true) {
-            return Ok(false);
-        }
-        check_run_data(run, &set.id, &set.shards)?;
         return Ok(true);
     }
     let label = format!("{} stage {stage} {loss} seed {seed}", v.name());
-    check_run_data(run, &set.id, &set.shards)?;
     match state {
         Some(true) => {
             println!("  {label}: finished earlier, reused");
