@@ -13,7 +13,7 @@ TARGET_DIR    := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 BIN_DIR       := $(TARGET_DIR)/debug
 DEMO_DIR      ?= $(CURDIR)/demo-out
 # Shards written by the Rust renderer for the Python reader's tests. Written with the workspace's
-# own test binaries (already built by `cargo test --workspace`); `cargo test -p stages` alone
+# own test binaries (already built by `cargo test --workspace`); `cargo test -p render` alone
 # would unify features differently and rebuild polars.
 SHARD_FIXTURE := $(TARGET_DIR)/python-shard-fixture
 

@@ -30,14 +30,14 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use stages::face::{BBox, BoxSource, FaceRecord};
-use stages::render::decode::{self, SourceFile};
-use stages::render::shard::Stage;
-use stages::render::warp::Pyramid;
-use stages::render::{
+use faces::face::{BBox, BoxSource, FaceRecord};
+use render::decode::{self, SourceFile};
+use render::shard::CropLevel;
+use render::warp::Pyramid;
+use render::{
     Affine, AugmentConfig, Augmentation, RenderParams, crop_matrix, render_crop, render_image_crops,
 };
-use stages::scheme::{self, Scheme};
+use contract::scheme::{self, Scheme};
 use turbojpeg_sys as tj;
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
@@ -355,10 +355,10 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    fn crops(&self, i: usize) -> Vec<(&FaceRecord, &Augmentation, Stage)> {
+    fn crops(&self, i: usize) -> Vec<(&FaceRecord, &Augmentation, CropLevel)> {
         self.augs[i]
             .iter()
-            .map(|a| (&self.faces[i], a, Stage::Stage1))
+            .map(|a| (&self.faces[i], a, CropLevel::One))
             .collect()
     }
 
@@ -613,8 +613,8 @@ fn steps(args: &[String]) -> Res<()> {
         .after(&Affine::rotation_deg(30.0))
         .after(&Affine::scaling(0.9 * size as f64 / 128.0))
         .after(&Affine::translation(-160.0, -120.0));
-    let border = stages::render::Border::Constant(0);
-    let base = stages::render::warp::warp(&mut pyramid, &m, size, border).ok_or("singular")?;
+    let border = render::Border::Constant(0);
+    let base = render::warp::warp(&mut pyramid, &m, size, border).ok_or("singular")?;
     let mut crop = base.clone();
     let colour = Augmentation {
         brightness: 1.1,
@@ -643,18 +643,18 @@ fn steps(args: &[String]) -> Res<()> {
     for _ in 0..5 {
         let mut times = vec![
             per_call(&mut || {
-                black_box(stages::render::warp::warp(&mut pyramid, &m, size, border));
+                black_box(render::warp::warp(&mut pyramid, &m, size, border));
             }),
             per_call(&mut || crop.copy_from_slice(black_box(&base))),
             per_call(&mut || {
                 crop.copy_from_slice(&base);
-                stages::render::photometric::apply(&mut crop, size, &colour).unwrap();
+                render::photometric::apply(&mut crop, size, &colour).unwrap();
             }),
         ];
         for (_, aug) in &blurs {
             times.push(per_call(&mut || {
                 crop.copy_from_slice(&base);
-                stages::render::photometric::apply(&mut crop, size, aug).unwrap();
+                render::photometric::apply(&mut crop, size, aug).unwrap();
             }));
         }
         for (b, t) in best.iter_mut().zip(times) {

@@ -23,7 +23,7 @@ if ! NO_ALBUMENTATIONS_UPDATE=1 "$PY" -c \
 fi
 
 echo "==> building the benchmark (release profile)"
-cargo build --release --quiet -p stages --example render_bench
+cargo build --release --quiet -p render --example render_bench
 BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/examples/render_bench"
 
 echo "==> machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"

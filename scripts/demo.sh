@@ -20,10 +20,10 @@ if [ ! -f "$out/data/300w/synth-truth.jsonl" ]; then
 fi
 
 if [ ! -f "$out/wingflow.toml" ]; then
-  (cd "$out" && "$wingflow" init data --output pipeline)
-  # A CPU-sized training budget for the demo (the default is 2000 steps of 32).
-  sed -i -e 's/^steps = 2000$/steps = '"${DEMO_STEPS:-200}"'/' -e 's/^batch_size = 32$/batch_size = 8/' \
-    "$out/wingflow.toml"
+  # A CPU-sized training budget for the demo (the default is 2000 steps of 32); `--set` fails
+  # loudly if a key is renamed.
+  (cd "$out" && "$wingflow" init data --output pipeline \
+    --set "train.steps=${DEMO_STEPS:-200}" --set train.batch_size=8)
 fi
 
 echo "==> wingflow run (every stale stage)"

@@ -4,12 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use contract::training::{Arch, DeviceSpec, LossKind, TrainRequest};
 use serde::{Deserialize, Serialize};
-use stages::align::AlignParams;
-use stages::balance::{BalanceParams, HistogramOf};
-use stages::ingest::{IngestPolicy, SourceConfig};
-use stages::pca::{PcaParams, PoseComponent};
-use stages::render::RenderParams;
+use shapes::align::AlignParams;
+use shapes::balance::{BalanceParams, HistogramOf};
+use faces::ingest::{IngestPolicy, SourceConfig};
+use shapes::pca::{PcaParams, PoseComponent};
+use render::RenderParams;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,6 +82,33 @@ impl Default for TrainSection {
             batch_norm: false,
             normaliser: None,
         }
+    }
+}
+
+impl TrainSection {
+    /// The training request of crop level `level` (1: CNN-6, 2: CNN-7) on `shards`, into `out`.
+    pub fn request(
+        &self,
+        level: u8,
+        shards: PathBuf,
+        out: PathBuf,
+        seed: u64,
+    ) -> Result<TrainRequest> {
+        Ok(TrainRequest {
+            shards: Some(shards),
+            out,
+            arch: Arch::for_level(level)?,
+            loss: self.loss.parse()?,
+            steps: Some(self.steps),
+            batch_size: self.batch_size,
+            lr: self.lr,
+            final_lr: self.final_lr,
+            device: self.device.parse()?,
+            seed,
+            batch_norm: self.batch_norm,
+            normaliser: self.normaliser.clone(),
+            ..TrainRequest::default()
+        })
     }
 }
 
@@ -220,13 +248,107 @@ fn default_output() -> PathBuf {
     PathBuf::from("wingflow-out")
 }
 
+/// One step of a key's path in the file: a table key or an array index.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// A value the configuration must not have: where it is and what is wrong (with the allowed
+/// values).
+#[derive(Debug, Clone, PartialEq)]
+struct Problem {
+    key: Vec<Step>,
+    message: String,
+}
+
+impl Problem {
+    fn new(key: &[&'static str], message: impl Into<String>) -> Self {
+        Problem {
+            key: key.iter().map(|k| Step::Key((*k).to_owned())).collect(),
+            message: message.into(),
+        }
+    }
+
+    fn source(index: usize, key: &'static str, message: impl Into<String>) -> Self {
+        Problem {
+            key: vec![
+                Step::Key("sources".to_owned()),
+                Step::Index(index),
+                Step::Key(key.to_owned()),
+            ],
+            message: message.into(),
+        }
+    }
+
+    /// The key as a user writes it: `train.loss`, `sources[1].path`.
+    fn dotted(&self) -> String {
+        let mut out = String::new();
+        for step in &self.key {
+            match step {
+                Step::Key(k) if out.is_empty() => out.push_str(k),
+                Step::Key(k) => {
+                    out.push('.');
+                    out.push_str(k)
+                }
+                Step::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
+    }
+
+    /// The 1-based line of the key's value in `text`, or of the nearest enclosing table that is
+    /// written there (a key left at its default has no line of its own).
+    fn line(&self, text: &str) -> Option<usize> {
+        let root = toml::de::DeTable::parse(text).ok()?;
+        let root = toml::de::DeValue::Table(root.into_inner());
+        let mut value = &root;
+        let mut span = None;
+        for step in &self.key {
+            let next = match step {
+                Step::Key(k) => value.get(k.as_str()),
+                Step::Index(i) => value.get(*i),
+            };
+            let Some(next) = next else { break };
+            span = Some(next.span());
+            value = next.get_ref();
+        }
+        span.map(|s| text[..s.start].matches('\n').count() + 1)
+    }
+}
+
+/// Every problem found, one per line: `FILE:LINE: KEY: what is wrong (allowed: …)`.
+fn problems_error(path: &Path, text: &str, problems: &[Problem]) -> anyhow::Error {
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|p| match p.line(text) {
+            Some(line) => format!("{}:{line}: {}: {}", path.display(), p.dotted(), p.message),
+            None => format!(
+                "{}: {} (not set, default): {}",
+                path.display(),
+                p.dotted(),
+                p.message
+            ),
+        })
+        .collect();
+    anyhow::anyhow!(
+        "invalid configuration ({} problem{}):\n  {}",
+        lines.len(),
+        if lines.len() == 1 { "" } else { "s" },
+        lines.join("\n  ")
+    )
+}
+
 impl Config {
-    /// Read and check `path`, resolving relative paths against its folder.
+    /// Read and check `path`, resolving relative paths against its folder. Every setting is
+    /// checked here, before any stage runs: an error names the file, the line, the key and the
+    /// allowed values. Whether the sources exist is checked by [`Config::check_sources`].
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the configuration {}", path.display()))?;
-        let mut config: Config = toml::from_str(&text)
-            .with_context(|| format!("{}: invalid configuration", path.display()))?;
+        let mut config: Config =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         // Absolute, so that no later step resolves them against another folder.
         let base = std::path::absolute(
             path.parent()
@@ -237,67 +359,484 @@ impl Config {
         let base = base.as_path();
         config.output = base.join(&config.output);
         config.sources = config.sources.iter().map(|s| s.resolved(base)).collect();
-        config
-            .pca
-            .params()
-            .with_context(|| format!("{}", path.display()))?;
-        config
-            .render
-            .validate()
-            .with_context(|| format!("{}: [render]", path.display()))?;
-        if config.sources.is_empty() {
-            bail!(
-                "{}: no [[sources]] declared (run `wingflow init DIR` to write some)",
-                path.display()
-            );
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(problems_error(path, &text, &problems));
         }
         Ok(config)
     }
+
+    /// Refuse sources whose `path` (or `images` folder) does not exist: `run` calls this
+    /// before any stage runs (`status` and `gc` do not need the sources).
+    pub fn check_sources(&self, path: &Path) -> Result<()> {
+        let mut problems = Vec::new();
+        for (i, source) in self.sources.iter().enumerate() {
+            if !source.path.exists() {
+                problems.push(Problem::source(
+                    i,
+                    "path",
+                    format!(
+                        "{} does not exist (allowed: an existing {})",
+                        source.path.display(),
+                        source.kind.path_kind()
+                    ),
+                ));
+            }
+            if let Some(images) = source.images.as_ref().filter(|p| !p.is_dir()) {
+                problems.push(Problem::source(
+                    i,
+                    "images",
+                    format!(
+                        "{} is not a folder (allowed: an existing image folder)",
+                        images.display()
+                    ),
+                ));
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        Err(problems_error(path, &text, &problems))
+    }
+
+    /// Everything wrong with the settings, in file order.
+    fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if self.sources.is_empty() {
+            problems.push(Problem::new(
+                &["sources"],
+                "no [[sources]] declared (run `wingflow init DIR` to write some)",
+            ));
+        }
+        for (i, source) in self.sources.iter().enumerate() {
+            if let Some(name) = &source.scheme
+                && let Err(e) = contract::scheme::by_name(name)
+            {
+                problems.push(Problem::source(i, "scheme", e.to_string()));
+            }
+        }
+        let a = &self.align;
+        if !(a.tolerance.is_finite() && a.tolerance > 0.0) {
+            problems.push(Problem::new(
+                &["align", "tolerance"],
+                format!("{} (allowed: a finite number > 0)", a.tolerance),
+            ));
+        }
+        if a.max_iterations == 0 {
+            problems.push(Problem::new(
+                &["align", "max_iterations"],
+                "0 (allowed: an integer >= 1)",
+            ));
+        }
+        if let Err(e) = self.pca.params() {
+            problems.push(Problem::new(&["pca", "pose_component"], e.to_string()));
+        }
+        if self.pca.components == 0 {
+            problems.push(Problem::new(
+                &["pca", "components"],
+                "0 (allowed: an integer >= 1)",
+            ));
+        }
+        let b = &self.balance;
+        if !(0.0..1.0).contains(&b.val_fraction) {
+            problems.push(Problem::new(
+                &["balance", "val_fraction"],
+                format!("{} (allowed: a fraction in [0, 1))", b.val_fraction),
+            ));
+        }
+        if b.bins == 0 {
+            problems.push(Problem::new(
+                &["balance", "bins"],
+                "0 (allowed: an integer >= 1)",
+            ));
+        }
+        if b.target_shard_bytes == 0 {
+            problems.push(Problem::new(
+                &["balance", "target_shard_bytes"],
+                "0 (allowed: a byte count >= 1)",
+            ));
+        }
+        if let Err(e) = self.render.validate() {
+            // `augment.x` is `x` of [render.augment].
+            let key = std::iter::once("render")
+                .chain(e.key.split('.'))
+                .map(|k| Step::Key(k.to_owned()))
+                .collect();
+            problems.push(Problem {
+                key,
+                message: e.reason,
+            });
+        }
+        problems.extend(self.train.problems(&self.render, &self.sources));
+        problems
+    }
 }
 
-/// The text of a new, commented `wingflow.toml` for the sources found in `source_dir`.
-pub fn init_text(source_dir: &Path, output: &Path) -> String {
-    let sources = stages::ingest::init_toml(source_dir);
-    // Each section is serialised under its own name so nested tables come out as
-    // `[render.augment]`; defaults always serialise.
-    fn section<T: Serialize>(name: &str, value: T) -> String {
-        let mut table = toml::Table::new();
-        if let Ok(value) = toml::Value::try_from(value) {
-            table.insert(name.to_owned(), value);
+impl TrainSection {
+    /// What is wrong with `[train]`: loss, device, numbers, the normaliser against every
+    /// source's scheme, and (when enabled) each crop size against the network that takes it.
+    fn problems(&self, render: &RenderParams, sources: &[SourceConfig]) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if let Err(e) = self.loss.parse::<LossKind>() {
+            problems.push(Problem::new(
+                &["train", "loss"],
+                format!("`{}` (allowed: {})", e.value, e.allowed),
+            ));
         }
-        toml::to_string(&table).unwrap_or_default()
+        if let Err(e) = self.device.parse::<DeviceSpec>() {
+            problems.push(Problem::new(
+                &["train", "device"],
+                format!("`{}` (allowed: {})", e.value, e.allowed),
+            ));
+        }
+        if self.steps == 0 {
+            problems.push(Problem::new(
+                &["train", "steps"],
+                "0 (allowed: an integer >= 1)",
+            ));
+        }
+        if self.batch_size == 0 {
+            problems.push(Problem::new(
+                &["train", "batch_size"],
+                "0 (allowed: an integer >= 1)",
+            ));
+        }
+        for (key, lr) in [("lr", self.lr), ("final_lr", self.final_lr)] {
+            if !(lr.is_finite() && lr > 0.0) {
+                problems.push(Problem::new(
+                    &["train", key],
+                    format!("{lr} (allowed: a finite number > 0)"),
+                ));
+            }
+        }
+        if let Some(spec) = &self.normaliser {
+            // The scheme of each source; a source whose scheme needs its (missing) file is
+            // checked when `run` refuses the missing file.
+            for (i, source) in sources.iter().enumerate() {
+                let Ok(scheme) = source.scheme(i) else { continue };
+                if let Err(e) = contract::scheme::resolve_normaliser(scheme.name, Some(spec)) {
+                    problems.push(Problem::new(&["train", "normaliser"], e.to_string()));
+                    break;
+                }
+            }
+        }
+        if self.enabled {
+            for (key, level, size) in [
+                ("stage1_size", 1, render.stage1_size),
+                ("stage2_size", 2, render.stage2_size),
+            ] {
+                let arch = Arch::for_level(level).expect("levels 1 and 2 have networks");
+                if size != arch.input_size() {
+                    problems.push(Problem::new(
+                        &["render", key],
+                        format!(
+                            "{size}, but [train] is enabled and {} takes {}² crops (allowed: {}; or set [train] enabled = false)",
+                            arch.display_name(),
+                            arch.input_size(),
+                            arch.input_size()
+                        ),
+                    ));
+                }
+            }
+        }
+        problems
     }
-    let ingest = section("ingest", IngestPolicy::default());
-    let align = section("align", AlignSection::default());
-    let pca = section("pca", PcaSection::default());
-    let balance = section("balance", BalanceSection::default());
-    let render = section("render", RenderParams::default());
-    let train = section("train", TrainSection::default());
-    format!(
-        "# wingflow configuration, written by `wingflow init`.\n\
-         # Relative paths are taken relative to the folder of this file.\n\n\
-         # Output root: faces.parquet, plan.parquet, shards/, plots/, wingflow.lock.\n\
-         output = {output:?}\n\
-         # The run seed: every random choice of every stage derives from it.\n\
-         seed = 0\n\n\
-         {sources}\n\
-         # What ingest does with an invalid record: \"fail\" (stop, naming file and line) or\n\
-         # \"skip\" (leave it out and list it in ingest-report.json).\n\
-         {ingest}\n\
-         # Generalised Procrustes alignment of the training shapes.\n\
-         {align}\n\
-         # PCA of the aligned shapes; pose_component = \"auto\" or a 1-based number (PC1 = 1).\n\
-         {pca}\n\
-         # Pose-based data balancing: val carve-out, histogram of the pose coefficient\n\
-         # (histogram = \"absolute\" | \"signed\"), optional caps max_replication and\n\
-         # max_train_rows, and the target shard size in bytes.\n\
-         {balance}\n\
-         # Crops (stage 1 and 2), box rule, border, and augmentation ranges. Replica 0 of each\n\
-         # sample is the unperturbed crop; duplicates draw from these ranges.\n\
-         {render}\n\
-         # Two-stage training (train1: CNN-6 on 64² crops, train2: CNN-7 on 128² crops) and\n\
-         # evaluation, run by wingflow-train; enabled = false ends the pipeline at render.\n\
-         {train}",
-        output = output.display().to_string(),
-    )
+}
+
+/// What each section of a new `wingflow.toml` is for (written above it by `wingflow init`).
+const SECTION_COMMENTS: [(&str, &str); 6] = [
+    (
+        "ingest",
+        "What ingest does with an invalid record: on_invalid = \"fail\" (stop, naming file and\n\
+         line) or \"skip\" (leave it out and list it in ingest-report.json).",
+    ),
+    ("align", "Generalised Procrustes alignment of the training shapes."),
+    (
+        "pca",
+        "PCA of the aligned shapes; pose_component = \"auto\" or a 1-based number (PC1 = 1).",
+    ),
+    (
+        "balance",
+        "Pose-based data balancing: val carve-out, histogram of the pose coefficient\n\
+         (histogram = \"absolute\" | \"signed\"), optional caps max_replication and\n\
+         max_train_rows, and the target shard size in bytes.",
+    ),
+    (
+        "render",
+        "Crops (level 1: stage1_size, level 2: stage2_size), box rule, border, and augmentation\n\
+         ranges. Replica 0 of each sample is the unperturbed crop; duplicates draw from these\n\
+         ranges.",
+    ),
+    (
+        "train",
+        "Two-stage training (train1: CNN-6 on 64² crops, train2: CNN-7 on 128² crops) and\n\
+         evaluation, run by wingflow-train; enabled = false ends the pipeline at render.\n\
+         Optional: normaliser = the NME normaliser (default: the scheme's): inter-ocular,\n\
+         inter-pupil, box-width, box-sqrt, inter-ocular:A,B or inter-pupil:L0-L1,R0-R1.",
+    ),
+];
+
+/// Comments on single keys whose values are a choice (written above the key).
+fn key_comment(section: &str, key: &str) -> Option<String> {
+    Some(match (section, key) {
+        ("train", "loss") => format!("One of: {}.", LossKind::ALLOWED),
+        ("train", "device") => format!("One of: {}.", DeviceSpec::ALLOWED),
+        _ => return None,
+    })
+}
+
+/// `# `-prefixed lines of `text`, ending with a newline.
+fn comment_lines(text: &str) -> String {
+    text.lines().map(|l| format!("# {}\n", l.trim())).collect()
+}
+
+/// A new, commented `wingflow.toml` (a `toml_edit` document) for the sources found in
+/// `source_dir`, with every section at its defaults and then each `KEY=VALUE` of `overrides`
+/// applied (`train.steps=200`): a key the document does not have, or a value that is not TOML,
+/// is refused.
+pub fn init_document(
+    source_dir: &Path,
+    output: &Path,
+    overrides: &[String],
+) -> Result<toml_edit::DocumentMut> {
+    use toml_edit::{ArrayOfTables, DocumentMut, Item, value};
+    let found = faces::ingest::discover_sources(source_dir);
+    let mut doc = DocumentMut::new();
+    doc["output"] = value(output.display().to_string());
+    doc["seed"] = value(0i64);
+    if let Some(mut key) = doc.key_mut("output") {
+        key.leaf_decor_mut().set_prefix(comment_lines(
+            "wingflow configuration, written by `wingflow init`.\n\
+             Relative paths are taken relative to the folder of this file.\n\
+             \n\
+             Output root: faces.parquet, plan.parquet, shards/, plots/, wingflow.lock.",
+        ));
+    }
+    if let Some(mut key) = doc.key_mut("seed") {
+        key.leaf_decor_mut().set_prefix(comment_lines(
+            "The run seed: every random choice of every stage derives from it.",
+        ));
+    }
+    let mut sources = ArrayOfTables::new();
+    for (i, source) in found.sources.iter().enumerate() {
+        let mut table = toml_edit::ser::to_document(source)?.as_table().clone();
+        let mut prefix = String::from("\n");
+        if i == 0 {
+            prefix.push_str(&comment_lines(&format!(
+                "Annotation sources found in {} by `wingflow init`.\n\
+                 kind = \"300w\" | \"hrnet-csv\" | \"wflw\" | \"aflw-sqlite\"; every source of one run must use\n\
+                 the same landmark scheme ({}).",
+                source_dir.display(),
+                contract::scheme::all()
+                    .iter()
+                    .map(|s| s.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+            for note in &found.notes {
+                prefix.push_str(&comment_lines(&format!("Note: {note}")));
+            }
+        }
+        prefix.push_str(&comment_lines(source.kind.describe()));
+        table.decor_mut().set_prefix(prefix);
+        sources.push(table);
+    }
+    if found.sources.is_empty() {
+        // An empty array keeps the key (and the comment) visible: `run` refuses it, naming it.
+        doc["sources"] = value(toml_edit::Array::new());
+        if let Some(mut key) = doc.key_mut("sources") {
+            let mut prefix = String::from("\n");
+            for note in &found.notes {
+                prefix.push_str(&comment_lines(&format!("Note: {note}")));
+            }
+            prefix.push_str(&comment_lines(
+                "No known annotation source was found; declare one, e.g.\n\
+                 [[sources]]\n\
+                 kind = \"300w\"\n\
+                 path = \"data/300W\"",
+            ));
+            key.leaf_decor_mut().set_prefix(prefix);
+        }
+    } else {
+        doc["sources"] = Item::ArrayOfTables(sources);
+    }
+    let sections: [(&str, toml_edit::DocumentMut); 6] = [
+        ("ingest", toml_edit::ser::to_document(&IngestPolicy::default())?),
+        ("align", toml_edit::ser::to_document(&AlignSection::default())?),
+        ("pca", toml_edit::ser::to_document(&PcaSection::default())?),
+        ("balance", toml_edit::ser::to_document(&BalanceSection::default())?),
+        ("render", toml_edit::ser::to_document(&RenderParams::default())?),
+        ("train", toml_edit::ser::to_document(&TrainSection::default())?),
+    ];
+    for (name, section) in sections {
+        let mut table = section.as_table().clone();
+        table.set_implicit(false);
+        let comment = SECTION_COMMENTS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(String::new(), |(_, c)| comment_lines(c));
+        table.decor_mut().set_prefix(format!("\n{comment}"));
+        let keys: Vec<String> = table.iter().map(|(k, _)| k.to_owned()).collect();
+        for key in keys {
+            if let (Some(text), Some(mut k)) = (key_comment(name, &key), table.key_mut(&key)) {
+                k.leaf_decor_mut().set_prefix(comment_lines(&text));
+            }
+        }
+        doc[name] = Item::Table(table);
+    }
+    for assignment in overrides {
+        apply_override(&mut doc, assignment)?;
+    }
+    Ok(doc)
+}
+
+/// Set `KEY=VALUE` (a dotted key the document already has, a TOML value) in `doc`.
+fn apply_override(doc: &mut toml_edit::DocumentMut, assignment: &str) -> Result<()> {
+    let (key, text) = assignment
+        .split_once('=')
+        .with_context(|| format!("--set {assignment}: expected KEY=VALUE, e.g. train.steps=200"))?;
+    let (key, text) = (key.trim(), text.trim());
+    // A bare word is taken as a string (`train.device=cpu`), anything else as TOML.
+    let parsed: toml_edit::Value = text
+        .parse()
+        .or_else(|_| format!("{text:?}").parse())
+        .map_err(|e| anyhow::anyhow!("--set {assignment}: `{text}` is not a TOML value: {e}"))?;
+    let path: Vec<&str> = key.split('.').collect();
+    let (last, tables) = path.split_last().context("--set: empty key")?;
+    let mut table = doc.as_table_mut();
+    for (depth, name) in tables.iter().enumerate() {
+        table = table
+            .get_mut(name)
+            .and_then(|item| item.as_table_mut())
+            .with_context(|| {
+                format!(
+                    "--set {assignment}: no table [{}] in wingflow.toml",
+                    path[..=depth].join(".")
+                )
+            })?;
+    }
+    let known: Vec<String> = table.iter().map(|(k, _)| k.to_owned()).collect();
+    let item = table.get_mut(last).with_context(|| {
+        format!(
+            "--set {assignment}: `{last}` is not a key of {} (keys: {})",
+            if tables.is_empty() {
+                "the top level".to_owned()
+            } else {
+                format!("[{}]", tables.join("."))
+            },
+            known.join(", ")
+        )
+    })?;
+    let decor = item.as_value().map(|v| v.decor().clone());
+    *item = toml_edit::Item::Value(parsed);
+    if let (Some(decor), Some(v)) = (decor, item.as_value_mut()) {
+        *v.decor_mut() = decor;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("wingflow.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn init(dir: &Path, overrides: &[&str]) -> String {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        init_document(dir, Path::new("out"), &overrides)
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn init_writes_a_commented_document_that_loads_with_its_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = init(dir.path(), &["train.steps=200", "train.batch_size=8"]);
+        assert!(text.contains("# wingflow configuration"), "{text}");
+        assert!(text.contains("# One of: wing, l1"), "{text}");
+        assert!(text.contains("steps = 200"), "{text}");
+        // No source was found: the document says so, and loading refuses the empty list.
+        assert!(text.contains("No known annotation source"), "{text}");
+        let err = Config::load(&write(dir.path(), &text)).unwrap_err().to_string();
+        assert!(err.contains("sources"), "{err}");
+        let with_source = text.replace(
+            "sources = []",
+            "[[sources]]\nkind = \"300w\"\npath = \"data\"",
+        );
+        let config = Config::load(&write(dir.path(), &with_source))
+            .unwrap_or_else(|e| panic!("{e:#}\n{with_source}"));
+        assert_eq!((config.train.steps, config.train.batch_size), (200, 8));
+        assert_eq!(config.render, RenderParams::default());
+    }
+
+    #[test]
+    fn overrides_of_unknown_keys_or_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let overrides = |o: &str| init_document(dir.path(), Path::new("out"), &[o.to_owned()]);
+        let err = overrides("train.stepz=3").unwrap_err().to_string();
+        assert!(err.contains("stepz") && err.contains("steps"), "{err}");
+        assert!(overrides("trian.steps=3").is_err());
+        assert!(overrides("train.steps").is_err());
+        assert!(overrides("train.device=cpu").is_ok());
+    }
+
+    #[test]
+    fn each_bad_setting_names_its_line_key_and_allowed_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = "[[sources]]\nkind = \"300w\"\npath = \"data\"\n";
+        let cases = [
+            ("[train]\nloss = \"wingg\"\n", "train.loss", LossKind::ALLOWED),
+            ("[train]\ndevice = \"gpu\"\n", "train.device", DeviceSpec::ALLOWED),
+            ("[render]\nstage1_size = 48\n", "render.stage1_size", "allowed: 64"),
+            (
+                "[train]\nnormaliser = \"inter-pupil\"\n",
+                "train.normaliser",
+                "box-width",
+            ),
+            (
+                "[render.augment]\nflip_probability = 2.0\n",
+                "render.augment.flip_probability",
+                "[0, 1]",
+            ),
+        ];
+        for (section, key, allowed) in cases {
+            let scheme = if key == "train.normaliser" {
+                "scheme = \"aflw19\"\n"
+            } else {
+                ""
+            };
+            let text = format!("{base}{scheme}\n{section}");
+            let path = write(dir.path(), &text);
+            let err = format!("{:#}", Config::load(&path).unwrap_err());
+            let line = text.lines().count();
+            assert!(
+                err.contains(&format!("wingflow.toml:{line}: {key}:")) && err.contains(allowed),
+                "{key}: {err}"
+            );
+        }
+        // Crop sizes are free when nothing trains on them.
+        let path = write(
+            dir.path(),
+            &format!("{base}\n[render]\nstage1_size = 48\n[train]\nenabled = false\n"),
+        );
+        assert!(Config::load(&path).is_ok());
+    }
+
+    #[test]
+    fn missing_sources_are_refused_by_check_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[[sources]]\nkind = \"300w\"\npath = \"nowhere\"\n";
+        let path = write(dir.path(), text);
+        let config = Config::load(&path).unwrap();
+        let err = format!("{:#}", config.check_sources(&path).unwrap_err());
+        assert!(
+            err.contains("wingflow.toml:3: sources[0].path:") && err.contains("300W folder"),
+            "{err}"
+        );
+    }
 }

@@ -2,10 +2,7 @@
 //! reads and writes, its parameters and code version, and the closure that does the work by
 //! calling the `stages` library.
 //!
-//! Output layout under the output root:
-//! `faces.parquet`, `ingest-report.json` (ingest) · `shapes/aligned.safetensors` (align) ·
-//! `shapes/pca.json` (pca) · `plan.parquet`, `balance.json` (balance) · `plots/*.png` (plots)
-//! · `shards/stage{1,2}/<split>/` (render).
+//! The output layout under the output root is `contract::layout`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -14,23 +11,24 @@ use anyhow::Result;
 use manifests::{HashPolicy, StatCache};
 use pipeline::{BoxError, Pipeline, Stage, StageReport};
 use serde_json::json;
-use stages::align::align_shapes;
-use stages::balance::{BalanceSample, TRAIN, balance};
-use stages::face::{FaceRecord, landmarks_bbox};
-use stages::faces_table::{read_faces_parquet, write_faces_parquet};
-use stages::ingest::{ingest, source_input_paths};
-use stages::pca::fit_shape_model;
-use stages::plan_table::{
+use shapes::align::align_shapes;
+use shapes::balance::{BalanceSample, TRAIN, balance};
+use faces::face::{FaceRecord, landmarks_bbox};
+use faces::faces_table::{read_faces_parquet, write_faces_parquet};
+use faces::ingest::{ingest, source_input_paths};
+use shapes::pca::fit_shape_model;
+use shapes::plan_table::{
     BalanceSummary, read_plan_parquet, write_plan_parquet, write_summary_json,
 };
-use stages::render::{RenderInputs, RenderProgress, WorkerSplit, render_shards};
-use stages::report::{BinExamples, plot_pose_histogram, plot_shape_modes, plot_thumbnail_strip};
-use stages::scheme::{self, Scheme};
-use stages::shape_store::{
+use render::{RenderInputs, RenderProgress, WorkerSplit, render_shards};
+use report::{BinExamples, plot_pose_histogram, plot_shape_modes, plot_thumbnail_strip};
+use contract::scheme::{self, Scheme};
+use shapes::shape_store::{
     PoseTable, StoredAlignment, read_alignment, read_pose_table, write_alignment, write_pose_table,
 };
 
 use crate::config::Config;
+pub use contract::layout::Layout;
 
 /// Bump a stage's code version whenever its code would write different outputs for the same
 /// inputs and parameters: the DAG then re-runs it (and says so).
@@ -43,65 +41,6 @@ mod code_version {
     pub const RENDER: &str = "2";
     pub const TRAIN: &str = "3";
     pub const EVALUATE: &str = "1";
-}
-
-/// Where each stage's outputs live under the output root.
-pub struct Layout {
-    /// The output root.
-    pub root: PathBuf,
-}
-
-impl Layout {
-    /// The layout of `root`.
-    pub fn new(root: &Path) -> Layout {
-        Layout {
-            root: root.to_owned(),
-        }
-    }
-    /// One row per annotated face.
-    pub fn faces(&self) -> PathBuf {
-        self.root.join("faces.parquet")
-    }
-    /// What ingest read and skipped.
-    pub fn ingest_report(&self) -> PathBuf {
-        self.root.join("ingest-report.json")
-    }
-    /// Procrustes-aligned training shapes and the mean shape.
-    pub fn aligned(&self) -> PathBuf {
-        self.root.join("shapes/aligned.safetensors")
-    }
-    /// The shape model and every face's pose coefficient.
-    pub fn pca(&self) -> PathBuf {
-        self.root.join("shapes/pca.json")
-    }
-    /// The replication plan.
-    pub fn plan(&self) -> PathBuf {
-        self.root.join("plan.parquet")
-    }
-    /// Histogram, replication and shard counts of the plan.
-    pub fn balance_summary(&self) -> PathBuf {
-        self.root.join("balance.json")
-    }
-    /// The plots folder.
-    pub fn plots(&self) -> PathBuf {
-        self.root.join("plots")
-    }
-    /// The shard sets (`stage1/<split>`, `stage2/<split>`).
-    pub fn shards(&self) -> PathBuf {
-        self.root.join("shards")
-    }
-    /// The shard sets of one crop stage (1: 64², 2: 128²).
-    pub fn stage_shards(&self, stage: u8) -> PathBuf {
-        self.shards().join(format!("stage{stage}"))
-    }
-    /// The training run of one stage (checkpoints, log, loss curve).
-    pub fn model(&self, stage: u8) -> PathBuf {
-        self.root.join("models").join(format!("stage{stage}"))
-    }
-    /// Evaluation reports.
-    pub fn reports(&self) -> PathBuf {
-        self.root.join("reports")
-    }
 }
 
 /// The whole pipeline for `config`.
@@ -253,7 +192,7 @@ fn balance_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
 /// Up to `per_bin` example faces of each pose bin (replica 0 of training samples).
 fn bin_examples(
     faces: &[FaceRecord],
-    plan: &[stages::plan::PlanRow],
+    plan: &[shapes::plan::PlanRow],
     summary: &BalanceSummary,
     per_bin: usize,
 ) -> Vec<BinExamples> {
@@ -333,7 +272,7 @@ pub fn render_plan(
     layout: &Layout,
     worker: Option<WorkerSplit>,
     progress: &(dyn Fn(u64, u64) + Sync),
-) -> Result<stages::render::RenderReport, BoxError> {
+) -> Result<render::RenderReport, BoxError> {
     let faces = read_faces_parquet(&layout.faces())?;
     let plan = read_plan_parquet(&layout.plan())?;
     let scheme = faces_scheme(&faces)?;
@@ -410,79 +349,35 @@ fn ingest_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
     .output(layout.ingest_report())
 }
 
-fn train_stage<'a>(config: &'a Config, layout: &Layout, stage: u8) -> Stage<'a> {
-    let shards = layout.stage_shards(stage);
-    let out = layout.model(stage);
-    let name = format!("train{stage}");
+/// The training stage of crop level `level` (train1: CNN-6, train2: CNN-7).
+fn train_stage<'a>(config: &'a Config, layout: &Layout, level: u8) -> Stage<'a> {
+    let shards = layout.level_shards(level);
+    let out = layout.model(level);
+    let name = format!("train{level}");
     let params = json!({ "train": config.train, "seed": config.seed });
     let seed = config.seed;
     Stage::new(name.clone(), code_version::TRAIN, move |_ctx| {
         // Train into a temporary folder and swap it in, so an interrupted run never leaves a
-        // half-trained model where a finished one is expected.
+        // half-trained model where a finished one is expected; the pipeline removes a killed
+        // run's temporary folder before the next run (the one temporary-name rule).
         let parent = out.parent().ok_or("model folder has no parent")?;
         std::fs::create_dir_all(parent)?;
-        // A killed run leaves its folder behind under its own pid: remove every such folder
-        // (the run lock guarantees no other run is training now).
-        let prefix = format!(".{name}.tmp-");
-        for entry in std::fs::read_dir(parent)? {
-            let entry = entry?;
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                if entry.file_type()?.is_dir() {
-                    std::fs::remove_dir_all(entry.path())?;
-                } else {
-                    std::fs::remove_file(entry.path())?;
-                }
-            }
-        }
-        let tmp = parent.join(format!("{prefix}{}", std::process::id()));
+        let tmp = manifests::create_temp_dir(&out)?;
         let t = &config.train;
-        let mut args: Vec<String> = vec!["train".into(), "--shards".into()];
-        args.push(shards.display().to_string());
-        args.extend([
-            "--stage".into(),
-            stage.to_string(),
-            "--out".into(),
-            tmp.display().to_string(),
-        ]);
-        args.extend([
-            "--loss".into(),
-            t.loss.clone(),
-            "--steps".into(),
-            t.steps.to_string(),
-        ]);
-        args.extend([
-            "--batch-size".into(),
-            t.batch_size.to_string(),
-            "--lr".into(),
-            t.lr.to_string(),
-        ]);
-        args.extend([
-            "--final-lr".into(),
-            t.final_lr.to_string(),
-            "--device".into(),
-            t.device.clone(),
-        ]);
-        args.extend(["--seed".into(), seed.to_string()]);
-        if t.batch_norm {
-            args.push("--batch-norm".into());
-        }
-        if let Some(n) = &t.normaliser {
-            args.extend(["--normaliser".into(), n.clone()]);
-        }
-        crate::trainer_bin::run_trainer(&args).map_err(|e| e.to_string())?;
-        if out.exists() {
-            std::fs::remove_dir_all(&out)?;
-        }
-        std::fs::rename(&tmp, &out)?;
+        let request = t
+            .request(level, shards.clone(), tmp.clone(), seed)
+            .map_err(|e| format!("{e:#}"))?;
+        crate::trainer_bin::train(&request).map_err(|e| format!("{e:#}"))?;
+        manifests::commit_temp_dir(&tmp, &out)?;
         let curve = out.join("loss-curve.png");
-        crate::loss_curve::plot_loss_curve(&out.join("train_log.csv"), &curve)
+        report::loss_curve::plot_loss_curve(&out.join("train_log.csv"), &curve)
             .map_err(|e| format!("{e:#}"))?;
         eprintln!("    {name}: loss curve {}", curve.display());
         Ok::<_, BoxError>(StageReport::new().rows("steps", t.steps))
     })
     .params(params)
-    .input(layout.stage_shards(stage))
-    .output(layout.model(stage))
+    .input(layout.level_shards(level))
+    .output(layout.model(level))
 }
 
 /// The checkpoint to evaluate: the best by validation NME, else the last.
@@ -497,7 +392,7 @@ fn checkpoint_of(model: &Path) -> PathBuf {
 
 /// The splits to evaluate: every evaluation split that has faces (val, and the source's own
 /// test splits), plus `full` (= common + challenging) for 300W.
-fn evaluation_splits(plan: &[stages::plan::PlanRow]) -> Vec<String> {
+fn evaluation_splits(plan: &[shapes::plan::PlanRow]) -> Vec<String> {
     let mut splits: Vec<String> = plan
         .iter()
         .filter(|r| r.split != TRAIN)
@@ -514,7 +409,8 @@ fn evaluation_splits(plan: &[stages::plan::PlanRow]) -> Vec<String> {
 fn evaluate_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
     let stage_layout = Layout::new(&layout.root);
     Stage::new("evaluate", code_version::EVALUATE, move |_ctx| {
-        use crate::two_stage::{EvalRequest, Models, evaluate_two_stage};
+        use crate::evaluation::{EvalRequest, evaluate_two_stage};
+        use crate::inference::Models;
         let layout = &stage_layout;
         let reports = layout.reports();
         std::fs::create_dir_all(&reports)?;

@@ -1,13 +1,13 @@
 //! `wingflow experiment losses`: the Wing-loss paper's loss study on a synthetic 300W-format
 //! benchmark.
 //!
-//! Steps, all as library calls except training: `stages::synth` writes a 300W tree (its `ibug`
+//! Steps, all as library calls except training: `synth` writes a 300W tree (its `ibug`
 //! folder, the challenging split, gets the hardest poses) → ingest → align (GPA of the training
 //! shapes) → pca (pose component) → balance twice, with pose-based data balancing and without
 //! it (replication off: `max_replication = 1`) → render both plans → `wingflow-train train`
 //! subprocesses for CNN-6 and CNN-7 with L2, L1, smooth L1 and Wing, the same steps, batch and
 //! seeds for all → evaluation of every CNN-6 alone and of every CNN-6/7 pair through the
-//! two-stage inference path ([`crate::two_stage::evaluate_two_stage`]) on the `full` test split
+//! two-stage inference path ([`crate::evaluation::evaluate_two_stage`]) on the `full` test split
 //! (common + challenging), in original image coordinates.
 //!
 //! Outputs in OUT_DIR: `results.json` (every run's NMEs), `results.md` (the paper's table
@@ -19,28 +19,31 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::ValueEnum;
 use serde::Serialize;
-use stages::align::{AlignParams, align_shapes};
-use stages::balance::{BalanceParams, BalanceSample, TRAIN, balance};
-use stages::face::FaceRecord;
-use stages::faces_table::write_faces_parquet;
-use stages::ingest::{IngestPolicy, SourceConfig, SourceKind, ingest};
-use stages::pca::{PcaParams, fit_shape_model};
-use stages::plan_table::{write_plan_parquet, write_summary_json};
-use stages::render::geometry::{stage1_box, stage1_matrix};
-use stages::render::{Augmentation, RenderInputs, RenderParams, render_shards};
-use stages::scheme::{self, Scheme};
-use stages::synth::{SynthConfig, SynthFormat, generate};
+use shapes::align::{AlignParams, align_shapes};
+use shapes::balance::{BalanceParams, BalanceSample, TRAIN, balance};
+use faces::face::FaceRecord;
+use faces::faces_table::write_faces_parquet;
+use faces::ingest::{IngestPolicy, SourceConfig, SourceKind, ingest};
+use shapes::pca::{PcaParams, fit_shape_model};
+use shapes::plan_table::{write_plan_parquet, write_summary_json};
+use render::geometry::{stage1_box, stage1_matrix};
+use render::{Augmentation, RenderInputs, RenderParams, render_shards};
+use contract::scheme::{self, Scheme};
+use synth::{SynthConfig, SynthFormat, generate};
 
-use crate::ced::{CedSeries, plot_ced};
-use crate::metrics::{ErrorSummary, Normaliser, face_nme, normaliser_for, points, sorted_quantile};
-use crate::trainer_bin::trainer_path;
-use crate::two_stage::{EvalRequest, Models, crop_to_image, evaluate_two_stage, image_to_crop};
+use report::ced::{CedSeries, plot_ced};
+use contract::metrics::{ErrorSummary, Normaliser, face_nme, points, sorted_quantile};
+use crate::trainer_bin::train_command;
+use contract::layout::Layout;
+use contract::training::{Arch, TrainRequest};
+use crate::evaluation::{EvalRequest, evaluate_two_stage};
+use crate::inference::{Models, crop_to_image, image_to_crop};
 
 /// How much compute the study spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -199,10 +202,9 @@ struct TrainingSet {
 
 impl TrainingSet {
     fn read(root: &Path, stage: u8) -> Result<Self> {
-        let stage_dir = if stage == 1 { "stage1" } else { "stage2" };
-        let shards = root.join("shards").join(stage_dir);
+        let shards = Layout::new(root).level_shards(stage);
         let index = shards.join("train").join("index.json");
-        let set: stages::render::ShardIndex = serde_json::from_slice(
+        let set: render::ShardIndex = serde_json::from_slice(
             &std::fs::read(&index).with_context(|| format!("cannot read {}", index.display()))?,
         )
         .with_context(|| format!("{} is not a shard index", index.display()))?;
@@ -314,12 +316,12 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
 
     let data = out.join("data");
     ensure!(
-        !args.finished_only || data.join(stages::synth::TRUTH_FILE).exists(),
+        !args.finished_only || data.join(synth::TRUTH_FILE).exists(),
         "--finished-only: {} holds no study (no synthetic set in {})",
         out.display(),
         data.display()
     );
-    if data.join(stages::synth::TRUTH_FILE).exists() {
+    if data.join(synth::TRUTH_FILE).exists() {
         println!("reusing the synthetic set in {}", data.display());
     } else {
         let mut config = SynthConfig::new(SynthFormat::W300);
@@ -365,7 +367,7 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
             pdb,
         )?);
     }
-    let normaliser = normaliser_for(None, scheme)?;
+    let normaliser = contract::scheme::resolve_normaliser(scheme.name, None)?;
     let test: Vec<&FaceRecord> = faces
         .iter()
         .filter(|f| f.split == "common" || f.split == "challenging")
@@ -609,9 +611,10 @@ fn prepare_variant(
         ..BalanceParams::default()
     };
     let plan = balance(&samples, &balance_params)?;
-    write_faces_parquet(&root.join("faces.parquet"), faces)?;
-    write_plan_parquet(&root.join("plan.parquet"), &plan.rows)?;
-    write_summary_json(&root.join("balance.json"), &plan.summary)?;
+    let layout = Layout::new(&root);
+    write_faces_parquet(&layout.faces(), faces)?;
+    write_plan_parquet(&layout.plan(), &plan.rows)?;
+    write_summary_json(&layout.balance_summary(), &plan.summary)?;
     let train_rows = plan.rows.iter().filter(|r| r.split == TRAIN).count();
     let t = Instant::now();
     // The benchmark's images never change inside one output folder, so the path stands for
@@ -727,29 +730,34 @@ fn trained(
     } else {
         (s.stage2_steps, s.stage2_lr)
     };
-    let mut cmd = Command::new(trainer_path()?);
-    if let Some(t) = args.threads {
-        cmd.args(["--threads", &t.to_string()]);
-    }
-    cmd.arg("train").arg("--out").arg(run);
-    cmd.args(["--steps", &steps.to_string(), "--device", &args.device]);
-    if state == Some(false) {
-        cmd.arg("--resume");
+    let request = if state == Some(false) {
+        TrainRequest {
+            out: run.to_owned(),
+            steps: Some(steps),
+            device: args.device.parse()?,
+            resume: true,
+            ..TrainRequest::default()
+        }
     } else {
-        cmd.arg("--shards")
-            .arg(&set.shards)
-            .args(["--stage", &stage.to_string(), "--loss", loss])
-            .args(["--batch-size", &s.batch_size.to_string()])
-            .args([
-                "--lr",
-                &lr.to_string(),
-                "--final-lr",
-                &(lr / 100.0).to_string(),
-            ])
-            .args(["--seed", &seed.to_string(), "--no-val"])
-            .args(["--log-every", &(steps / 10).max(1).to_string()])
-            .args(["--checkpoint-every", &(steps / 4).max(1).to_string()]);
-    }
+        TrainRequest {
+            shards: Some(set.shards.clone()),
+            out: run.to_owned(),
+            arch: Arch::for_level(stage)?,
+            loss: loss.parse()?,
+            steps: Some(steps),
+            batch_size: s.batch_size,
+            lr,
+            final_lr: lr / 100.0,
+            seed: u64::from(seed),
+            no_val: true,
+            log_every: (steps / 10).max(1),
+            checkpoint_every: (steps / 4).max(1),
+            device: args.device.parse()?,
+            ..TrainRequest::default()
+        }
+    };
+    std::fs::create_dir_all(run)?;
+    let mut cmd = train_command(&request, &run.join("request.json"), args.threads)?;
     let log = std::fs::File::create(run.join("train.out"))?;
     let t = Instant::now();
     let status = cmd

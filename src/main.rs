@@ -1,22 +1,21 @@
 //! `wingflow`: the command-line front end. Parses arguments, draws progress, reads
 //! `wingflow.toml`, and calls the stage libraries; training is delegated to `wingflow-train`.
 
-mod ced;
 mod config;
 mod dag;
+mod evaluation;
 mod experiment;
-mod loss_curve;
-mod metrics;
+mod inference;
+mod predict;
 mod progress;
 mod trainer_bin;
-mod two_stage;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use pipeline::{HashPolicy, RunOptions};
-use stages::render::WorkerSplit;
+use render::WorkerSplit;
 
 use crate::config::Config;
 use crate::progress::RunProgress;
@@ -59,6 +58,10 @@ enum Command {
         /// Overwrite an existing configuration file.
         #[arg(long)]
         force: bool,
+        /// Set a key of the written configuration, e.g. `--set train.steps=200` (repeatable;
+        /// the key must exist in the document, the value is TOML or a bare word).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
     },
     /// Run every stale stage, in order, and print a summary table.
     Run {
@@ -127,7 +130,7 @@ enum Command {
     Synth(SynthArgs),
     /// Locate the landmarks of faces in images with the trained networks: CNN-6 on the box's
     /// 64² crop, then (with --stage2) CNN-7 on the 128² rotation-normalised crop.
-    Predict(two_stage::PredictArgs),
+    Predict(predict::PredictArgs),
     /// Experiments that reproduce the Wing-loss paper's studies on synthetic data.
     #[command(subcommand)]
     Experiment(ExperimentCommand),
@@ -171,15 +174,25 @@ struct SynthArgs {
     preview: Option<PathBuf>,
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match dispatch(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", contract::error_chain(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init {
             source_dir,
             config,
             output,
             force,
-        } => init(&source_dir, &config, &output, force),
+            overrides,
+        } => init(&source_dir, &config, &output, force, &overrides),
         Command::Run {
             config,
             until,
@@ -200,7 +213,7 @@ fn main() -> Result<()> {
         } => inspect(&shard_dir, contact_sheet.as_deref(), max),
         Command::Status { config, verify } => status(&config.config, verify),
         Command::Synth(args) => synth(&args),
-        Command::Predict(args) => two_stage::predict_command(&args),
+        Command::Predict(args) => predict::predict_command(&args),
         Command::Experiment(ExperimentCommand::Losses(args)) => {
             experiment::loss_study(&args).map(|_| ())
         }
@@ -221,6 +234,7 @@ fn init(
     path: &std::path::Path,
     output: &std::path::Path,
     force: bool,
+    overrides: &[String],
 ) -> Result<()> {
     if path.exists() && !force {
         bail!(
@@ -231,7 +245,7 @@ fn init(
     if !source_dir.is_dir() {
         bail!("{} is not a folder", source_dir.display());
     }
-    let text = config::init_text(source_dir, output);
+    let text = config::init_document(source_dir, output, overrides)?.to_string();
     manifests::write_atomic(path, text.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     println!("wrote {}; edit it, then `wingflow run`", path.display());
@@ -245,6 +259,7 @@ fn run(
     verify: bool,
 ) -> Result<()> {
     let config = Config::load(path)?;
+    config.check_sources(path)?;
     let mut pipeline = dag::build(&config)?;
     let display = RunProgress::new();
     let options = RunOptions {
@@ -291,6 +306,7 @@ fn worker_split(flag: Option<&str>, workers: Option<u32>) -> Result<Option<Worke
 
 fn run_worker(path: &std::path::Path, split: WorkerSplit) -> Result<()> {
     let config = Config::load(path)?;
+    config.check_sources(path)?;
     let pipeline = dag::build(&config)?;
     let status = pipeline.status(HashPolicy::TrustStat)?;
     for stage in ["ingest", "align", "pca", "balance"] {
@@ -323,27 +339,15 @@ fn run_worker(path: &std::path::Path, split: WorkerSplit) -> Result<()> {
     Ok(())
 }
 
-/// Every shard set folder under the output root.
-fn shard_sets(root: &std::path::Path) -> Vec<PathBuf> {
-    let mut sets = Vec::new();
-    for stage in ["stage1", "stage2"] {
-        if let Ok(entries) = std::fs::read_dir(root.join("shards").join(stage)) {
-            sets.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
-        }
-    }
-    sets.sort();
-    sets
-}
-
 fn index(path: &std::path::Path) -> Result<()> {
     let config = Config::load(path)?;
     let _lock = manifests::RunLock::acquire(&config.output)?;
-    let sets = shard_sets(&config.output);
+    let sets = dag::Layout::new(&config.output).existing_shard_sets();
     if sets.is_empty() {
         bail!("no shard sets under {}/shards", config.output.display());
     }
     for set in sets {
-        let index = stages::render::index_shard_set(&set)?;
+        let index = render::index_shard_set(&set)?;
         println!(
             "{}: {} shards, {} samples, digests verified",
             set.display(),
@@ -358,9 +362,9 @@ fn gc(path: &std::path::Path) -> Result<()> {
     let config = Config::load(path)?;
     let _lock = manifests::RunLock::acquire(&config.output)?;
     let plan_path = dag::Layout::new(&config.output).plan();
-    let plan = stages::plan_table::read_plan_parquet(&plan_path)
+    let plan = shapes::plan_table::read_plan_parquet(&plan_path)
         .with_context(|| "gc needs the current plan: run `wingflow run --until balance` first")?;
-    let removed = stages::render::gc(&config.output, &plan)?;
+    let removed = render::gc(&config.output, &plan)?;
     for path in &removed {
         println!("removed {}", path.display());
     }
@@ -372,8 +376,8 @@ fn gc(path: &std::path::Path) -> Result<()> {
 }
 
 fn inspect(dir: &std::path::Path, sheet: Option<&std::path::Path>, max: usize) -> Result<()> {
-    use stages::render::ShardStatus;
-    let report = stages::render::inspect(dir)?;
+    use render::ShardStatus;
+    let report = render::inspect(dir)?;
     println!("{}", dir.display());
     if let Some(index) = &report.index {
         println!(
@@ -410,7 +414,7 @@ fn inspect(dir: &std::path::Path, sheet: Option<&std::path::Path>, max: usize) -
     );
     if let Some(png) = sheet {
         let png = std::path::absolute(png)?;
-        let drawn = stages::render::contact_sheet(dir, &png, max)?;
+        let drawn = render::contact_sheet(dir, &png, max)?;
         println!("contact sheet of {drawn} samples: {}", png.display());
     }
     if bad > 0 {
@@ -444,7 +448,7 @@ fn parse_size(text: &str) -> Result<(u32, u32)> {
 }
 
 fn synth(args: &SynthArgs) -> Result<()> {
-    use stages::synth::{SynthConfig, SynthFormat, generate, write_preview};
+    use synth::{SynthConfig, SynthFormat, generate, write_preview};
     let format = SynthFormat::parse(&args.format)?;
     let mut config = SynthConfig::new(format);
     config.count = args.count;

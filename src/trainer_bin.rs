@@ -4,10 +4,11 @@
 //! never need it; everything that trains or runs a model is delegated to the `wingflow-train`
 //! binary that sits beside the `wingflow` executable.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 
 use anyhow::{Context, Result, bail};
+use contract::training::TrainRequest;
 
 /// The path of `wingflow-train` beside the running `wingflow` executable
 /// (or `$WINGFLOW_TRAIN_BIN` when set, e.g. on a cluster with a separate install).
@@ -28,6 +29,43 @@ pub fn trainer_path() -> Result<PathBuf> {
         );
     }
     Ok(candidate)
+}
+
+/// Write `request` as JSON to `file` and return the command that trains it:
+/// `wingflow-train [--threads N] train --request FILE`.
+pub fn train_command(request: &TrainRequest, file: &Path, threads: Option<u32>) -> Result<Command> {
+    manifests::write_atomic(file, serde_json::to_string_pretty(request)?.as_bytes())?;
+    let mut cmd = Command::new(trainer_path()?);
+    if let Some(t) = threads {
+        cmd.args(["--threads", &t.to_string()]);
+    }
+    cmd.arg("train").arg("--request").arg(file);
+    Ok(cmd)
+}
+
+/// Train `request` with `wingflow-train`, inheriting stdio, and fail if it fails. The request
+/// travels in a temporary file beside the run folder (named by the temporary-name rule, so a
+/// killed run's leftover is cleaned up), removed afterwards.
+pub fn train(request: &TrainRequest) -> Result<()> {
+    let beside = request
+        .out
+        .parent()
+        .context("the run folder has no parent")?
+        .join("train-request.json");
+    let (file, path) = manifests::create_temp(&beside)?;
+    drop(file);
+    let result = (|| {
+        let mut cmd = train_command(request, &path, None)?;
+        let status = cmd
+            .status()
+            .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+        if !status.success() {
+            bail!("{:?} failed ({status})", cmd.get_program());
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
 }
 
 /// Run `wingflow-train` with `args`, inheriting stdio, and fail if it fails.

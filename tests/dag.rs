@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use stages::faces_table::read_faces_parquet;
-use stages::synth::read_truth;
+use faces::faces_table::read_faces_parquet;
+use synth::read_truth;
 
 use crate::common::{fails, ok, project_300w, stdout, wingflow};
 

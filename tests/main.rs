@@ -2,6 +2,7 @@
 //! One harness (autotests = false) so polars is linked into one test binary, not many.
 
 mod common;
+mod config;
 mod dag;
 mod render;
 mod shapes;

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use stages::plan_table::read_plan_parquet;
-use stages::shape_store::read_pose_table;
-use stages::synth::read_truth;
+use shapes::plan_table::read_plan_parquet;
+use shapes::shape_store::read_pose_table;
+use synth::read_truth;
 
 use crate::common::{ok, wingflow};
 
@@ -142,7 +142,7 @@ fn balancing_evens_the_histogram_and_keeps_every_training_sample() {
         .map(|r| r.sample_id.as_str())
         .collect();
     let faces =
-        stages::faces_table::read_faces_parquet(&tmp.path().join("out/faces.parquet")).unwrap();
+        faces::faces_table::read_faces_parquet(&tmp.path().join("out/faces.parquet")).unwrap();
     assert_eq!(
         originals.len(),
         faces.len(),

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use stages::synth::read_truth;
+use synth::read_truth;
 
 use crate::common::{ok, wingflow};
 

@@ -28,36 +28,12 @@ impl AtomicFile {
     /// Creates a new temporary file in `dest`'s directory (which must exist).
     pub fn create(dest: impl AsRef<Path>) -> Result<AtomicFile> {
         let dest = dest.as_ref().to_path_buf();
-        let name = dest.file_name().ok_or_else(|| {
-            Error::io(
-                "create a temporary file for",
-                &dest,
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
-            )
-        })?;
-        let dir = parent_dir(&dest);
-        let pid = std::process::id();
-        // `create_new` makes the name ours alone; a leftover from a dead process with the same pid
-        // (or a concurrent writer in this process) just moves us to the next number.
-        for n in 0u64.. {
-            let temp_path = dir.join(format!(".{}{TEMP_INFIX}{pid}-{n}", name.to_string_lossy()));
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp_path)
-            {
-                Ok(file) => {
-                    return Ok(AtomicFile {
-                        writer: Some(BufWriter::with_capacity(1 << 16, file)),
-                        temp_path,
-                        dest,
-                    });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::io("create temporary file", temp_path, e)),
-            }
-        }
-        unreachable!("u64 temporary-file counter exhausted")
+        let (file, temp_path) = create_temp(&dest)?;
+        Ok(AtomicFile {
+            writer: Some(BufWriter::with_capacity(1 << 16, file)),
+            temp_path,
+            dest,
+        })
     }
 
     /// The destination path.
@@ -123,6 +99,104 @@ impl Drop for AtomicFile {
     }
 }
 
+/// Creates an empty temporary file for `dest` in its directory (which must exist), named by the
+/// one rule (`.<name>.tmp-<pid>-<n>`), for writers that fill it by path — e.g. several threads
+/// writing at fixed offsets, or a library that opens files itself (sqlite). Finish with
+/// [`commit_temp`]; on failure the caller removes it (a later run's
+/// [`remove_stale_temp_files`] also does).
+pub fn create_temp(dest: &Path) -> Result<(File, PathBuf)> {
+    let name = dest.file_name().ok_or_else(|| {
+        Error::io(
+            "create a temporary file for",
+            dest,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
+        )
+    })?;
+    let dir = parent_dir(dest);
+    let pid = std::process::id();
+    // `create_new` makes the name ours alone; a leftover from a dead process with the same pid
+    // (or a concurrent writer in this process) just moves us to the next number.
+    for n in 0u64.. {
+        let temp_path = dir.join(format!(".{}{TEMP_INFIX}{pid}-{n}", name.to_string_lossy()));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp_path)
+        {
+            Ok(file) => return Ok((file, temp_path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("create temporary file", temp_path, e)),
+        }
+    }
+    unreachable!("u64 temporary-file counter exhausted")
+}
+
+/// Fsyncs a temporary file made by [`create_temp`] and written by path, renames it onto `dest`
+/// and fsyncs the directory: after this returns the new contents survive a crash. On failure
+/// the temporary file is removed.
+pub fn commit_temp(temp: &Path, dest: &Path) -> Result<()> {
+    let synced = OpenOptions::new()
+        .write(true)
+        .open(temp)
+        .and_then(|f| f.sync_all());
+    if let Err(e) = synced {
+        let _ = fs::remove_file(temp);
+        return Err(Error::io("fsync", temp, e));
+    }
+    if let Err(e) = fs::rename(temp, dest) {
+        let _ = fs::remove_file(temp);
+        return Err(Error::io("rename into place", dest, e));
+    }
+    sync_dir(parent_dir(dest))
+}
+
+/// Creates an empty temporary folder for `dest` (a folder written whole, then swapped in with
+/// [`commit_temp_dir`]), named by the same rule as temporary files, so a killed writer's
+/// leftover is recognised and removed by [`remove_stale_temp_files`].
+pub fn create_temp_dir(dest: &Path) -> Result<PathBuf> {
+    let name = dest.file_name().ok_or_else(|| {
+        Error::io(
+            "create a temporary folder for",
+            dest,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
+        )
+    })?;
+    let dir = parent_dir(dest);
+    let pid = std::process::id();
+    for n in 0u64.. {
+        let temp = dir.join(format!(".{}{TEMP_INFIX}{pid}-{n}", name.to_string_lossy()));
+        match fs::create_dir(&temp) {
+            Ok(()) => return Ok(temp),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("create temporary folder", temp, e)),
+        }
+    }
+    unreachable!("u64 temporary-folder counter exhausted")
+}
+
+/// Replaces the folder `dest` (if any) with the finished temporary folder `temp` and fsyncs
+/// their parent. Between the removal and the rename no folder is at `dest`, never a partial one.
+pub fn commit_temp_dir(temp: &Path, dest: &Path) -> Result<()> {
+    match fs::remove_dir_all(dest) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove the previous folder", dest, e)),
+    }
+    fs::rename(temp, dest).map_err(|e| Error::io("rename into place", dest, e))?;
+    sync_dir(parent_dir(dest))
+}
+
+/// Like [`write_atomic`], but leaves the file (and its mtime) alone when it already holds
+/// `bytes`, so digests and stat caches see no change. Returns whether it wrote.
+pub fn write_if_changed(path: impl AsRef<Path>, bytes: &[u8]) -> Result<bool> {
+    let path = path.as_ref();
+    if fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(false);
+    }
+    write_atomic(path, bytes)?;
+    Ok(true)
+}
+
 /// Writes `bytes` to `path` atomically (see [`AtomicFile`]).
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let mut file = AtomicFile::create(path)?;
@@ -167,11 +241,20 @@ fn remove_temps_into(dir: &Path, recursive: bool, removed: &mut Vec<PathBuf>) ->
         let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
         let path = entry.path();
         let file_type = entry.file_type().map_err(|e| Error::io("stat", &path, e))?;
-        if file_type.is_dir() {
+        let temp = is_temp_file_name(&entry.file_name().to_string_lossy());
+        if file_type.is_dir() && temp {
+            // A folder written whole and swapped in (a training run): a leftover is removed
+            // whole.
+            match fs::remove_dir_all(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove stale temporary folder", path, e)),
+            }
+        } else if file_type.is_dir() {
             if recursive {
                 remove_temps_into(&path, true, removed)?;
             }
-        } else if is_temp_file_name(&entry.file_name().to_string_lossy()) {
+        } else if temp {
             match fs::remove_file(&path) {
                 Ok(()) => removed.push(path),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -48,6 +48,15 @@ pub enum TrainerError {
         /// What is wrong.
         message: String,
     },
+    /// A setting (loss, device, network) is not one of its allowed values.
+    #[error(transparent)]
+    Setting(#[from] contract::training::InvalidSetting),
+    /// A normaliser the shards' landmark scheme does not define.
+    #[error(transparent)]
+    Normaliser(#[from] contract::metrics::NormaliserError),
+    /// The shards name a landmark scheme wingflow does not know.
+    #[error(transparent)]
+    Scheme(#[from] contract::scheme::UnknownScheme),
     /// A parameter given by the caller is out of range or inconsistent with the data.
     #[error("invalid configuration: {0}")]
     Config(String),

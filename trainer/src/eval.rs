@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use landmark_metrics::points;
+use contract::metrics::points;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind};
 
@@ -18,43 +18,9 @@ use crate::model::LandmarkNet;
 use crate::predict::ensure_set_fits;
 use crate::shards::{Loader, LoaderConfig, LoaderPosition, ShardSet};
 
-pub use landmark_metrics::{
+pub use contract::metrics::{
     CedCurve, ErrorSummary, Normaliser, THRESHOLDS, ThresholdStats, auc, face_nme, failure_rate,
 };
-
-/// The default normaliser of a scheme (DESIGN.md's scheme table; the trainer does not link the
-/// `stages` crate, so the few index pairs it needs are repeated here), box width for an unknown
-/// scheme.
-pub fn default_normaliser(scheme: &str) -> Normaliser {
-    match scheme {
-        "ibug68" => Normaliser::InterOcular { a: 36, b: 45 },
-        "wflw98" => Normaliser::InterOcular { a: 60, b: 72 },
-        "cofw29" => Normaliser::InterOcular { a: 8, b: 9 },
-        _ => Normaliser::BoxWidth,
-    }
-}
-
-/// Parse `inter-ocular[:A,B]`, `inter-pupil[:L0-L1,R0-R1]`, `box-width`, `box-sqrt`. Without
-/// indices the scheme's points are used (ibug68: corners 36, 45; eyes 36–41, 42–47; aflw19:
-/// corners 6, 11; eyes 6–8, 9–11; wflw98 and cofw29: corners only).
-pub fn parse_normaliser(spec: &str, scheme: &str) -> Result<Normaliser> {
-    let by_name = |name: &str| match (name, scheme) {
-        ("inter-ocular", "aflw19") => Some(Normaliser::InterOcular { a: 6, b: 11 }),
-        ("inter-ocular", _) => {
-            Some(default_normaliser(scheme)).filter(|n| matches!(n, Normaliser::InterOcular { .. }))
-        }
-        ("inter-pupil", "ibug68") => Some(Normaliser::InterPupil {
-            left: (36..=41).collect(),
-            right: (42..=47).collect(),
-        }),
-        ("inter-pupil", "aflw19") => Some(Normaliser::InterPupil {
-            left: (6..=8).collect(),
-            right: (9..=11).collect(),
-        }),
-        _ => None,
-    };
-    Normaliser::parse(spec, by_name).map_err(|e| TrainerError::Config(e.to_string()))
-}
 
 /// One face's error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,30 +218,6 @@ pub fn evaluate_set(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn normalisers_by_scheme() {
-        assert_eq!(
-            parse_normaliser("inter-ocular", "ibug68").unwrap(),
-            Normaliser::InterOcular { a: 36, b: 45 }
-        );
-        assert_eq!(
-            parse_normaliser("inter-ocular", "aflw19").unwrap(),
-            Normaliser::InterOcular { a: 6, b: 11 }
-        );
-        let ip = parse_normaliser("inter-pupil", "ibug68").unwrap();
-        assert_eq!(ip.to_string(), "inter-pupil:36-41,42-47");
-        assert_eq!(
-            parse_normaliser("inter-ocular:1,2", "x")
-                .unwrap()
-                .max_index(),
-            Some(2)
-        );
-        assert!(parse_normaliser("inter-ocular", "synthetic5").is_err());
-        assert!(parse_normaliser("inter-pupil", "wflw98").is_err());
-        assert!(parse_normaliser("median", "ibug68").is_err());
-        assert_eq!(default_normaliser("aflw19"), Normaliser::BoxWidth);
-    }
 
     #[test]
     fn bins_from_json_and_csv() {

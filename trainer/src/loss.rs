@@ -10,65 +10,24 @@
 //!
 //! Wing's defaults are the paper's w = 10, ε = 2; C makes it continuous at \|x\| = w.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::error::TrainerError;
+pub use contract::training::LossKind;
+use contract::training::wing_c;
 
-/// Which loss, with its parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum LossKind {
-    /// ½x².
-    L2,
-    /// |x|.
-    L1,
-    /// ½x² below 1, |x| − ½ above.
-    SmoothL1,
-    /// Logarithmic near zero (width `w`, curvature `epsilon`), L1 beyond `w`.
-    Wing {
-        /// Width of the non-linear part, in pixels.
-        w: f64,
-        /// Curvature of the non-linear part, in pixels.
-        epsilon: f64,
-    },
+/// The tensor forms of a [`LossKind`] (the scalar form, [`LossKind::value`], is the reference).
+pub trait TensorLoss {
+    /// Element-wise loss of a tensor of coordinate errors (pixels), differentiable.
+    fn elementwise(self, x: &Tensor) -> Tensor;
+
+    /// The batch loss: `pred` and `target` [B,L,2] in pixels, `visible` [B,L] (any kind;
+    /// non-zero means the point counts). Points whose target is not finite never count, so a
+    /// NaN for an unannotated point cannot leak into the loss or its gradient.
+    fn batch_loss(self, pred: &Tensor, target: &Tensor, visible: &Tensor) -> Tensor;
 }
 
-impl LossKind {
-    /// Wing loss with the paper's w = 10, ε = 2.
-    pub const WING: Self = Self::Wing {
-        w: 10.0,
-        epsilon: 2.0,
-    };
-
-    /// The loss of one coordinate error `x` (pixels); the reference the tensor version follows.
-    pub fn value(self, x: f64) -> f64 {
-        let a = x.abs();
-        match self {
-            Self::L2 => 0.5 * x * x,
-            Self::L1 => a,
-            Self::SmoothL1 => {
-                if a < 1.0 {
-                    0.5 * x * x
-                } else {
-                    a - 0.5
-                }
-            }
-            Self::Wing { w, epsilon } => {
-                if a < w {
-                    w * (a / epsilon).ln_1p()
-                } else {
-                    a - wing_c(w, epsilon)
-                }
-            }
-        }
-    }
-
-    /// Element-wise loss of a tensor of coordinate errors (pixels), differentiable.
-    pub fn elementwise(self, x: &Tensor) -> Tensor {
+impl TensorLoss for LossKind {
+    fn elementwise(self, x: &Tensor) -> Tensor {
         match self {
             Self::L2 => x.square().multiply_scalar(0.5),
             Self::L1 => x.abs(),
@@ -85,10 +44,7 @@ impl LossKind {
         }
     }
 
-    /// The batch loss: `pred` and `target` [B,L,2] in pixels, `visible` [B,L] (any kind; non-zero
-    /// means the point counts). Points whose target is not finite never count, so a NaN for an
-    /// unannotated point cannot leak into the loss or its gradient.
-    pub fn batch_loss(self, pred: &Tensor, target: &Tensor, visible: &Tensor) -> Tensor {
+    fn batch_loss(self, pred: &Tensor, target: &Tensor, visible: &Tensor) -> Tensor {
         let finite = target.isfinite().all_dim(-1, false);
         let mask = visible
             .ne(0)
@@ -101,52 +57,6 @@ impl LossKind {
         let per_coordinate = self.elementwise(&diff.where_self(&mask, &zeros));
         let batch = pred.size().first().copied().unwrap_or(1).max(1);
         per_coordinate.sum(Kind::Float).divide_scalar(batch as f64)
-    }
-}
-
-/// Wing's offset C = w − w·ln(1 + w/ε).
-fn wing_c(w: f64, epsilon: f64) -> f64 {
-    w - w * (w / epsilon).ln_1p()
-}
-
-impl fmt::Display for LossKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::L2 => f.write_str("l2"),
-            Self::L1 => f.write_str("l1"),
-            Self::SmoothL1 => f.write_str("smooth-l1"),
-            Self::Wing { w, epsilon } => write!(f, "wing(w={w},epsilon={epsilon})"),
-        }
-    }
-}
-
-impl FromStr for LossKind {
-    type Err = TrainerError;
-    /// `l2`, `l1`, `smooth-l1`, `wing` (w = 10, ε = 2) or `wing:W,EPSILON`.
-    fn from_str(s: &str) -> Result<Self, TrainerError> {
-        let bad = || {
-            TrainerError::Config(format!(
-                "unknown loss `{s}` (l2, l1, smooth-l1, wing, wing:W,EPSILON)"
-            ))
-        };
-        match s {
-            "l2" => Ok(Self::L2),
-            "l1" => Ok(Self::L1),
-            "smooth-l1" | "smooth_l1" => Ok(Self::SmoothL1),
-            "wing" => Ok(Self::WING),
-            _ => {
-                let params = s.strip_prefix("wing:").ok_or_else(bad)?;
-                let (w, e) = params.split_once(',').ok_or_else(bad)?;
-                let w: f64 = w.trim().parse().map_err(|_| bad())?;
-                let epsilon: f64 = e.trim().parse().map_err(|_| bad())?;
-                if !(w > 0.0 && epsilon > 0.0) {
-                    return Err(TrainerError::Config(format!(
-                        "wing needs w > 0 and epsilon > 0, got `{s}`"
-                    )));
-                }
-                Ok(Self::Wing { w, epsilon })
-            }
-        }
     }
 }
 
@@ -250,20 +160,5 @@ mod tests {
         let grad = Vec::<f32>::try_from(pred.grad().flatten(0, -1)).unwrap();
         // d/dpred of ½x²/B = x/B; the invisible point gets exactly zero, not NaN.
         assert_eq!(grad, vec![0.5, -1.0, 1.5, 0.0, 0.0, 0.0, 0.0, 2.0]);
-    }
-
-    #[test]
-    fn parse_names() {
-        assert_eq!("wing".parse::<LossKind>().unwrap(), LossKind::WING);
-        assert_eq!("smooth-l1".parse::<LossKind>().unwrap(), LossKind::SmoothL1);
-        assert_eq!(
-            "wing:5,1".parse::<LossKind>().unwrap(),
-            LossKind::Wing {
-                w: 5.0,
-                epsilon: 1.0
-            }
-        );
-        assert!("wing:0,1".parse::<LossKind>().is_err());
-        assert!("huber".parse::<LossKind>().is_err());
     }
 }

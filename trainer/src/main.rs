@@ -13,8 +13,10 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand, ValueEnum};
 use tch::{Device, Kind, Tensor};
 
-use trainer::eval::{EvalReport, default_normaliser, evaluate_set, load_bins, parse_normaliser};
-use trainer::loss::LossKind;
+use contract::scheme::resolve_normaliser;
+use contract::training::{DeviceSpec, OptimizerChoice, Schedule, TrainRequest};
+use trainer::eval::{EvalReport, evaluate_set, load_bins};
+use trainer::loss::{LossKind, TensorLoss};
 use trainer::model::{Arch, LandmarkNet, ModelConfig, images_to_input};
 use trainer::optim::{LrSchedule, Optimizer, OptimizerKind};
 use trainer::predict::{predict_set, save_predictions};
@@ -91,24 +93,30 @@ enum OptimizerArg {
     Sgd,
 }
 
+/// `train`'s flags: each builds the field of the same name of [`TrainRequest`] (whose docs
+/// say what it means); `--request` reads the whole request from a JSON file instead.
 #[derive(clap::Args)]
 struct TrainArgs {
+    /// Read every setting from this JSON `TrainRequest` (what `wingflow run` writes); no
+    /// other training flag may be given with it.
+    #[arg(long, value_name = "JSON", exclusive = true)]
+    request: Option<PathBuf>,
     /// A shard set (a directory with index.json), or a directory holding `train/` and `val/`
     /// (not needed with --resume: the run's record names its sets).
-    #[arg(long, required_unless_present = "resume")]
+    #[arg(long, required_unless_present_any = ["resume", "request"])]
     shards: Option<PathBuf>,
-    /// Stage: 1 trains CNN-6 on 64² crops, 2 trains CNN-7 on 128² crops.
+    /// Crop level: 1 trains CNN-6 on 64² crops, 2 trains CNN-7 on 128² crops.
     #[arg(long, default_value_t = 1)]
     stage: u8,
-    /// Override the stage's architecture (cnn6, cnn7).
+    /// Override the level's architecture (cnn6, cnn7).
     #[arg(long)]
     arch: Option<String>,
     /// Loss: wing, l1, l2, smooth-l1, or wing:W,EPSILON.
     #[arg(long, default_value = "wing")]
     loss: String,
     /// Output directory (checkpoints, train_log.csv).
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "request")]
+    out: Option<PathBuf>,
     /// Validation shard set (default: `val/` beside `train/` when --shards is their parent).
     #[arg(long)]
     val: Option<PathBuf>,
@@ -179,6 +187,56 @@ struct TrainArgs {
     resume: bool,
 }
 
+impl TrainArgs {
+    /// The request these flags describe (or the one `--request` names).
+    fn into_request(self) -> Result<TrainRequest> {
+        if let Some(path) = &self.request {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the training request {}", path.display()))?;
+            return serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a training request", path.display()));
+        }
+        Ok(TrainRequest {
+            shards: self.shards,
+            out: self.out.context("--out is required")?,
+            arch: match &self.arch {
+                Some(a) => a.parse()?,
+                None => contract::training::Arch::for_level(self.stage)?,
+            },
+            loss: self.loss.parse()?,
+            val: self.val,
+            no_val: self.no_val,
+            epochs: self.epochs,
+            steps: self.steps,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            schedule: match self.schedule {
+                ScheduleArg::Cosine => Schedule::Cosine,
+                ScheduleArg::Step => Schedule::Step,
+                ScheduleArg::Constant => Schedule::Constant,
+            },
+            final_lr: self.final_lr,
+            step_every: self.step_every,
+            gamma: self.gamma,
+            optimizer: match self.optimizer {
+                OptimizerArg::Adam => OptimizerChoice::Adam,
+                OptimizerArg::Sgd => OptimizerChoice::Sgd,
+            },
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            batch_norm: self.batch_norm,
+            seed: self.seed,
+            shuffle_buffer: self.shuffle_buffer,
+            log_every: self.log_every,
+            eval_every: self.eval_every,
+            checkpoint_every: self.checkpoint_every,
+            normaliser: self.normaliser,
+            device: self.device.parse()?,
+            resume: self.resume,
+        })
+    }
+}
+
 #[derive(clap::Args)]
 struct EvaluateArgs {
     /// Weights file (`last.safetensors`, `best.safetensors`, …).
@@ -226,14 +284,23 @@ struct PredictArgs {
     device: String,
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match dispatch(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", contract::error_chain(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
     if let Some(n) = cli.threads {
         tch::set_num_threads(n);
     }
     match cli.command {
         Command::Doctor { device } => doctor(&device),
-        Command::Train(args) => train(*args),
+        Command::Train(args) => train(args.into_request()?),
         Command::Evaluate(args) => evaluate(args),
         Command::Predict(args) => predict(&args),
         Command::Bench {
@@ -258,27 +325,18 @@ fn main() -> Result<()> {
     }
 }
 
+/// The libtorch device of a device setting (`auto`, `cpu`, `cuda`, `cuda:N`), checked against
+/// the devices libtorch sees.
 fn parse_device(spec: &str) -> Result<Device> {
-    Ok(match spec {
-        "auto" => Device::cuda_if_available(),
-        "cpu" => Device::Cpu,
-        "cuda" => {
-            if !tch::Cuda::is_available() {
+    Ok(match spec.parse::<DeviceSpec>()? {
+        DeviceSpec::Auto => Device::cuda_if_available(),
+        DeviceSpec::Cpu => Device::Cpu,
+        DeviceSpec::Cuda(index) => {
+            let count = tch::Cuda::device_count();
+            let index = index.unwrap_or(0);
+            if index as i64 >= count {
                 bail!(
-                    "--device cuda, but libtorch sees no CUDA device (run `wingflow-train doctor`)"
-                );
-            }
-            Device::Cuda(0)
-        }
-        other => {
-            let index = other
-                .strip_prefix("cuda:")
-                .and_then(|i| i.parse::<usize>().ok())
-                .with_context(|| format!("unknown device `{other}` (auto, cpu, cuda, cuda:N)"))?;
-            if index as i64 >= tch::Cuda::device_count() {
-                bail!(
-                    "--device {other}, but libtorch sees {} CUDA device(s)",
-                    tch::Cuda::device_count()
+                    "--device {spec}, but libtorch sees {count} CUDA device(s) (run `wingflow-train doctor`)"
                 );
             }
             Device::Cuda(index)
@@ -421,8 +479,8 @@ fn doctor(device: &str) -> Result<()> {
     }
 }
 
-fn train(args: TrainArgs) -> Result<()> {
-    let device = parse_device(&args.device)?;
+fn train(args: TrainRequest) -> Result<()> {
+    let device = parse_device(&args.device.to_string())?;
     let mut print = |p: &Progress| {
         println!("{p}");
         let _ = std::io::stdout().flush();
@@ -446,42 +504,39 @@ fn train(args: TrainArgs) -> Result<()> {
         } else {
             args.val.clone().or(sibling_val)
         };
-        let arch = match &args.arch {
-            Some(a) => a.parse()?,
-            None => Arch::for_stage(args.stage)?,
-        };
+        let arch = args.arch;
         let scheme = ShardSet::open(&train_dir)?.index().scheme.clone();
         let normaliser = args
             .normaliser
             .as_deref()
-            .map(|n| parse_normaliser(n, &scheme))
+            .map(|n| resolve_normaliser(&scheme, Some(n)))
             .transpose()?;
         let config = TrainConfig {
             val_shards,
             batch_norm: args.batch_norm,
-            loss: args.loss.parse::<LossKind>()?,
+            loss: args.loss,
             optimizer: match args.optimizer {
-                OptimizerArg::Adam => OptimizerKind::Adam {
+                OptimizerChoice::Adam => OptimizerKind::Adam {
                     beta1: 0.9,
                     beta2: 0.999,
                     eps: 1e-8,
                     weight_decay: args.weight_decay,
                 },
-                OptimizerArg::Sgd => OptimizerKind::Sgd {
+                OptimizerChoice::Sgd => OptimizerKind::Sgd {
                     momentum: args.momentum,
                     weight_decay: args.weight_decay,
                 },
             },
             lr: args.lr,
             schedule: match args.schedule {
-                ScheduleArg::Cosine => LrSchedule::Cosine {
+                Schedule::Cosine => LrSchedule::Cosine {
                     final_lr: args.final_lr,
                 },
-                ScheduleArg::Step => LrSchedule::Step {
+                Schedule::Step => LrSchedule::Step {
                     every: args.step_every,
                     gamma: args.gamma,
                 },
-                ScheduleArg::Constant => LrSchedule::Constant,
+                Schedule::Constant => LrSchedule::Constant,
             },
             length: match args.steps {
                 Some(s) => TrainLength::Steps(s),
@@ -565,10 +620,7 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
                 dir.display()
             );
         }
-        let normaliser = match &args.normaliser {
-            Some(n) => parse_normaliser(n, &scheme)?,
-            None => default_normaliser(&scheme),
-        };
+        let normaliser = resolve_normaliser(&scheme, args.normaliser.as_deref())?;
         let split = evaluate_set(&net, set, &normaliser, bins.as_ref(), args.batch_size)?;
         let at = |t: f64| {
             split
@@ -703,7 +755,7 @@ fn bench_loader(dir: &Path, arch: Arch, batch: i64, steps: u32, device: Device) 
         dir.display()
     );
     ensure!(
-        set.crop_size() == arch.input_size(),
+        set.crop_size() == arch.input_size() as usize,
         "{} holds {}² crops; {arch} takes {}²",
         dir.display(),
         set.crop_size(),
@@ -801,7 +853,7 @@ fn export_test_case(dir: &Path) -> Result<()> {
         )?;
         names.push(name);
     }
-    std::fs::write(dir.join("cases.json"), serde_json::to_string(&names)?)?;
+    trainer::tensor_io::write_atomic(&dir.join("cases.json"), serde_json::to_string(&names)?.as_bytes())?;
     println!("wrote {} cases to {}", names.len(), dir.display());
     Ok(())
 }

@@ -15,9 +15,7 @@
 //! `fc1.bias`, `out.weight` [2L,1024], `out.bias`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -34,70 +32,19 @@ pub const FC_WIDTH: i64 = 1024;
 /// Value of the `format` metadata key of a weights file.
 pub const WEIGHTS_FORMAT: &str = "wingflow-landmark-net/1";
 
-/// Which network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    /// 64×64 input, five conv blocks (32, 64, 128, 256, 512 filters): stage 1.
-    Cnn6,
-    /// 128×128 input, six conv blocks (64, 64, 128, 256, 512, 512 filters): stage 2.
-    Cnn7,
-}
+pub use contract::training::Arch;
 
-impl Arch {
-    /// The architecture of a training stage (1 → CNN-6, 2 → CNN-7).
-    pub fn for_stage(stage: u8) -> Result<Self> {
-        match stage {
-            1 => Ok(Self::Cnn6),
-            2 => Ok(Self::Cnn7),
-            other => Err(TrainerError::Config(format!(
-                "stage must be 1 or 2, not {other}"
-            ))),
-        }
-    }
-
-    /// Input side S in pixels.
-    pub fn input_size(self) -> usize {
-        match self {
-            Self::Cnn6 => 64,
-            Self::Cnn7 => 128,
-        }
-    }
-
-    /// Filters of each conv block.
-    pub fn filters(self) -> &'static [i64] {
-        match self {
-            Self::Cnn6 => &[32, 64, 128, 256, 512],
-            Self::Cnn7 => &[64, 64, 128, 256, 512, 512],
-        }
-    }
-
-    /// Side of the feature map after the last block (each block halves it).
-    fn final_map_size(self) -> i64 {
-        (self.input_size() >> self.filters().len()) as i64
+/// Filters of each conv block of a network.
+pub fn filters(arch: Arch) -> &'static [i64] {
+    match arch {
+        Arch::Cnn6 => &[32, 64, 128, 256, 512],
+        Arch::Cnn7 => &[64, 64, 128, 256, 512, 512],
     }
 }
 
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Cnn6 => "cnn6",
-            Self::Cnn7 => "cnn7",
-        })
-    }
-}
-
-impl FromStr for Arch {
-    type Err = TrainerError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().replace('-', "").as_str() {
-            "cnn6" => Ok(Self::Cnn6),
-            "cnn7" => Ok(Self::Cnn7),
-            _ => Err(TrainerError::Config(format!(
-                "unknown architecture `{s}` (cnn6, cnn7)"
-            ))),
-        }
-    }
+/// Side of the feature map after the last block (each block halves it).
+fn final_map_size(arch: Arch) -> i64 {
+    i64::from(arch.input_size() >> filters(arch).len())
 }
 
 /// Everything needed to build a network; stored in every weights file's metadata.
@@ -141,7 +88,7 @@ impl LandmarkNet {
         let root = vs.root();
         let mut blocks = Vec::new();
         let mut in_channels = 3;
-        for (i, &filters) in config.arch.filters().iter().enumerate() {
+        for (i, &filters) in filters(config.arch).iter().enumerate() {
             let p = &root / "blocks" / i;
             let conv_cfg = nn::ConvConfig {
                 padding: 1,
@@ -154,7 +101,7 @@ impl LandmarkNet {
             blocks.push(ConvBlock { conv, bn });
             in_channels = filters;
         }
-        let side = config.arch.final_map_size();
+        let side = final_map_size(config.arch);
         let flat = in_channels * side * side;
         let fc1 = nn::linear(&root / "fc1", flat, FC_WIDTH, Default::default());
         let out = nn::linear(

@@ -30,7 +30,7 @@ pub struct Predictions {
 
 /// Check that `set`'s crops and landmark count are what `net` takes.
 pub fn ensure_set_fits(net: &LandmarkNet, set: &ShardSet) -> Result<()> {
-    let size = net.config().arch.input_size();
+    let size = net.config().arch.input_size() as usize;
     if set.crop_size() != size || set.num_points() != net.config().num_points {
         return Err(TrainerError::Config(format!(
             "{} has {s}×{s} crops with {} points; the network takes {size}×{size} with {}",

@@ -25,8 +25,8 @@ use tch::Tensor;
 
 use crate::error::{Result, TrainerError, ensure_config, io_err};
 
-use shard_format::tensor as tensor_name;
-pub use shard_format::{
+use contract::shards::tensor as tensor_name;
+pub use contract::shards::{
     FORMAT_VERSION as SHARD_FORMAT_VERSION, IndexEntry as ShardEntry, ShardIndex,
 };
 

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Result, TrainerError, ensure_config, io_err};
-use crate::eval::{Normaliser, default_normaliser, evaluate_set};
-use crate::loss::LossKind;
+use crate::eval::{Normaliser, evaluate_set};
+use crate::loss::{LossKind, TensorLoss};
 use crate::model::{Arch, LandmarkNet, ModelConfig, images_to_input};
 use crate::optim::{LrSchedule, Optimizer, OptimizerKind};
 use crate::shards::{LoadedBatch, Loader, LoaderConfig, LoaderPosition, SampleOrder, ShardSet};
@@ -267,10 +267,10 @@ impl Trainer {
         config.train_shards = absolute(&config.train_shards)?;
         config.val_shards = config.val_shards.as_deref().map(absolute).transpose()?;
         let train_set = Arc::new(ShardSet::open(&config.train_shards)?);
-        let size = config.arch.input_size();
+        let size = config.arch.input_size() as usize;
         ensure_config!(
             train_set.crop_size() == size,
-            "{} holds {}×{} crops but {} takes {size}×{size} (stage 1 is 64², stage 2 is 128²)",
+            "{} holds {}×{} crops but {} takes {size}×{size} (level 1 is 64², level 2 is 128²)",
             config.train_shards.display(),
             train_set.crop_size(),
             train_set.crop_size(),
@@ -291,10 +291,10 @@ impl Trainer {
             }
             None => None,
         };
-        let normaliser = config
-            .normaliser
-            .clone()
-            .unwrap_or_else(|| default_normaliser(&train_set.index().scheme));
+        let normaliser = match config.normaliser.clone() {
+            Some(n) => n,
+            None => contract::scheme::resolve_normaliser(&train_set.index().scheme, None)?,
+        };
         let loader = loader_config(&config, None);
         let total_steps = match config.length {
             TrainLength::Steps(n) => n,
@@ -312,7 +312,7 @@ impl Trainer {
         let net = LandmarkNet::new(model, config.seed, device)?;
         let optimizer = Optimizer::new(config.optimizer, net.parameters());
         let log = config.out_dir.join("train_log.csv");
-        std::fs::write(&log, LOG_HEADER).map_err(io_err(&log))?;
+        write_atomic(&log, LOG_HEADER.as_bytes())?;
         Ok(Self {
             config,
             device,
@@ -370,10 +370,10 @@ impl Trainer {
                 path: optim.clone(),
                 message: e.to_string(),
             })?;
-        let normaliser = config
-            .normaliser
-            .clone()
-            .unwrap_or_else(|| default_normaliser(&train_set.index().scheme));
+        let normaliser = match config.normaliser.clone() {
+            Some(n) => n,
+            None => contract::scheme::resolve_normaliser(&train_set.index().scheme, None)?,
+        };
         truncate_log(&out_dir.join("train_log.csv"), record.step)?;
         let elapsed_before = last_elapsed(&out_dir.join("train_log.csv"));
         Ok(Self {
@@ -661,7 +661,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 /// Drop log rows after `step` (written after the checkpoint a run resumes from).
 fn truncate_log(path: &Path, step: u64) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else {
-        return std::fs::write(path, LOG_HEADER).map_err(io_err(path));
+        return write_atomic(path, LOG_HEADER.as_bytes());
     };
     let mut kept = String::from(LOG_HEADER);
     for line in text.lines().skip(1) {

@@ -1,0 +1,142 @@
+//! The output folder's layout: where every stage's outputs live under the output root. Every
+//! caller (the DAG, render and `gc`, evaluation, `predict`, the loss study, the CLI's
+//! `index`/`gc`/`inspect`) asks here instead of spelling the paths itself.
+//!
+//! ```text
+//! <root>/faces.parquet, ingest-report.json        ingest
+//! <root>/shapes/aligned.safetensors, pca.json     align, pca
+//! <root>/plan.parquet, balance.json               balance
+//! <root>/plots/*.png                              plots
+//! <root>/shards/stage{1,2}/<split>/               render (crop levels 1 and 2)
+//! <root>/models/stage{1,2}/                       train1, train2
+//! <root>/reports/                                 evaluate
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// The crop levels: 1 (the face box, CNN-6) and 2 (the box of CNN-6's landmarks, CNN-7).
+pub const LEVELS: [u8; 2] = [1, 2];
+
+/// The folder name of a crop level's shard sets and model (`stage1`, `stage2`): user-facing
+/// and kept as it has always been.
+pub fn level_dir_name(level: u8) -> String {
+    format!("stage{level}")
+}
+
+/// Where each stage's outputs live under an output root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The output root.
+    pub root: PathBuf,
+}
+
+impl Layout {
+    /// The layout of `root`.
+    pub fn new(root: &Path) -> Layout {
+        Layout {
+            root: root.to_owned(),
+        }
+    }
+
+    /// One row per annotated face.
+    pub fn faces(&self) -> PathBuf {
+        self.root.join("faces.parquet")
+    }
+
+    /// What ingest read and skipped.
+    pub fn ingest_report(&self) -> PathBuf {
+        self.root.join("ingest-report.json")
+    }
+
+    /// Procrustes-aligned training shapes and the mean shape.
+    pub fn aligned(&self) -> PathBuf {
+        self.root.join("shapes").join("aligned.safetensors")
+    }
+
+    /// The shape model and every face's pose coefficient.
+    pub fn pca(&self) -> PathBuf {
+        self.root.join("shapes").join("pca.json")
+    }
+
+    /// The replication plan.
+    pub fn plan(&self) -> PathBuf {
+        self.root.join("plan.parquet")
+    }
+
+    /// Histogram, replication and shard counts of the plan.
+    pub fn balance_summary(&self) -> PathBuf {
+        self.root.join("balance.json")
+    }
+
+    /// The plots folder.
+    pub fn plots(&self) -> PathBuf {
+        self.root.join("plots")
+    }
+
+    /// Every shard set (`stage1/<split>`, `stage2/<split>`).
+    pub fn shards(&self) -> PathBuf {
+        self.root.join("shards")
+    }
+
+    /// The shard sets of one crop level (1: 64², 2: 128²).
+    pub fn level_shards(&self, level: u8) -> PathBuf {
+        self.shards().join(level_dir_name(level))
+    }
+
+    /// One shard set: a crop level's split.
+    pub fn shard_set(&self, level: u8, split: &str) -> PathBuf {
+        self.level_shards(level).join(split)
+    }
+
+    /// Every shard set folder that exists, level by level, splits sorted by name.
+    pub fn existing_shard_sets(&self) -> Vec<PathBuf> {
+        let mut sets = Vec::new();
+        for level in LEVELS {
+            if let Ok(entries) = std::fs::read_dir(self.level_shards(level)) {
+                let mut dirs: Vec<PathBuf> = entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect();
+                dirs.sort();
+                sets.extend(dirs);
+            }
+        }
+        sets
+    }
+
+    /// The training run of one crop level's network (checkpoints, log, loss curve).
+    pub fn model(&self, level: u8) -> PathBuf {
+        self.root.join("models").join(level_dir_name(level))
+    }
+
+    /// Evaluation reports.
+    pub fn reports(&self) -> PathBuf {
+        self.root.join("reports")
+    }
+}
+
+/// The files of one shard set folder.
+pub mod shard_set {
+    /// The set's index (`shards::ShardIndex`).
+    pub const INDEX: &str = "index.json";
+    /// Every sample's row, in shard order.
+    pub const SAMPLES: &str = "samples.parquet";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_paths() {
+        let l = Layout::new(Path::new("/out"));
+        assert_eq!(l.faces(), Path::new("/out/faces.parquet"));
+        assert_eq!(l.aligned(), Path::new("/out/shapes/aligned.safetensors"));
+        assert_eq!(
+            l.shard_set(2, "val"),
+            Path::new("/out/shards/stage2/val")
+        );
+        assert_eq!(l.model(1), Path::new("/out/models/stage1"));
+    }
+}

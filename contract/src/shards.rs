@@ -1,0 +1,111 @@
+//! The contract between the shard writer (`render`) and its readers (`wingflow-train`,
+//! `python/wingflow_shards.py`): the format version, the tensor names of a shard file, and the
+//! per-set `index.json`. One definition, so the writer and the Rust reader cannot drift apart;
+//! a crate of its own so the trainer can use it without linking the data stages (polars).
+//!
+//! A shard is a safetensors file holding, for its N samples (crop side S, L landmarks):
+//! `images` u8 [N,S,S,3] (RGB), `landmarks` f32 [N,L,2] (crop pixels; NaN where a point has no
+//! coordinates), `visible` u8 [N,L], `in_crop` u8 [N,L], `sample_index` i64 [N].
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the shard layout (tensor names, dtypes, metadata keys, index fields), written as
+/// `format_version` in `index.json` and in each shard's `__metadata__`.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Tensor names inside a shard file.
+pub mod tensor {
+    /// u8 [N,S,S,3], RGB crops.
+    pub const IMAGES: &str = "images";
+    /// f32 [N,L,2], landmark coordinates in crop pixels.
+    pub const LANDMARKS: &str = "landmarks";
+    /// u8 [N,L], 1 where the point is annotated and not occluded.
+    pub const VISIBLE: &str = "visible";
+    /// u8 [N,L], 1 where the point lies inside the crop.
+    pub const IN_CROP: &str = "in_crop";
+    /// i64 [N], the sample's row in the set's `samples.parquet`.
+    pub const SAMPLE_INDEX: &str = "sample_index";
+}
+
+/// The per-set `index.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardIndex {
+    /// Layout version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// Landmark scheme name, e.g. `ibug68`.
+    pub scheme: String,
+    /// Side S of the square crops, in pixels.
+    pub crop_size: u32,
+    /// Split name, e.g. `train`.
+    pub split: String,
+    /// Sum of the shards' sample counts.
+    pub total_samples: u64,
+    /// blake3 of the render parameters that produced the set.
+    pub config_digest: String,
+    /// Version of the wingflow that wrote the set.
+    pub wingflow_version: String,
+    /// Every shard, in shard-id order.
+    pub shards: Vec<IndexEntry>,
+}
+
+/// One shard of a [`ShardIndex`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    /// File name, relative to the set directory.
+    pub file: String,
+    /// Number of samples in the shard.
+    pub samples: u64,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// blake3 of the file (hex).
+    pub blake3: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_json_has_the_documented_keys_and_round_trips() {
+        let index = ShardIndex {
+            format_version: FORMAT_VERSION,
+            scheme: "ibug68".into(),
+            crop_size: 64,
+            split: "train".into(),
+            total_samples: 3,
+            config_digest: "c".into(),
+            wingflow_version: "0.1.0".into(),
+            shards: vec![IndexEntry {
+                file: "shard-00000.safetensors".into(),
+                samples: 3,
+                bytes: 10,
+                blake3: "d".into(),
+            }],
+        };
+        let value = serde_json::to_value(&index).unwrap();
+        let keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "config_digest",
+                "crop_size",
+                "format_version",
+                "scheme",
+                "shards",
+                "split",
+                "total_samples",
+                "wingflow_version"
+            ]
+        );
+        let entry = value["shards"][0].as_object().unwrap();
+        let entry_keys: Vec<&str> = entry.keys().map(String::as_str).collect();
+        assert_eq!(entry_keys, ["blake3", "bytes", "file", "samples"]);
+        let back: ShardIndex = serde_json::from_value(value).unwrap();
+        assert_eq!(back, index);
+    }
+}

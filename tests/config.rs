@@ -1,0 +1,104 @@
+//! The whole `wingflow.toml` is checked before any stage runs: each bad setting fails `run`
+//! naming the file, the line, the key and the allowed values, and nothing is written under the
+//! output root.
+
+use std::path::Path;
+
+use crate::common::{fails, ok, wingflow};
+
+/// A project whose only source is an (empty) 300W folder, with `extra` appended.
+fn project(root: &Path, extra: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(root.join("data/300w")).unwrap();
+    let config = root.join("wingflow.toml");
+    let text = format!("output = \"out\"\n\n[[sources]]\nkind = \"300w\"\npath = \"data/300w\"\n{extra}");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// `run` fails; its message names `file:line: key:` and the allowed values; no output root.
+fn refused(root: &Path, config: &Path, line: usize, key: &str, allowed: &str) {
+    let err = fails(wingflow().arg("run").arg("--config").arg(config));
+    let at = format!("wingflow.toml:{line}: {key}:");
+    assert!(err.contains(&at), "no `{at}` in:\n{err}");
+    assert!(err.contains(allowed), "no `{allowed}` in:\n{err}");
+    assert_eq!(err.matches("error:").count(), 1, "printed once:\n{err}");
+    assert!(!root.join("out").exists(), "{key}: something was written");
+}
+
+#[test]
+fn a_misspelt_loss_is_refused_before_any_stage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = project(tmp.path(), "\n[train]\nloss = \"wingg\"\n");
+    refused(tmp.path(), &config, 8, "train.loss", "wing, l1, l2, smooth-l1");
+}
+
+#[test]
+fn a_crop_size_the_network_does_not_take_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = project(tmp.path(), "\n[render]\nstage1_size = 48\n");
+    refused(tmp.path(), &config, 8, "render.stage1_size", "CNN-6 takes 64² crops");
+    // Without training, any crop size goes.
+    let config = project(
+        tmp.path(),
+        "\n[render]\nstage1_size = 48\n[train]\nenabled = false\n",
+    );
+    ok(wingflow().arg("status").arg("--config").arg(&config));
+}
+
+#[test]
+fn an_unknown_device_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = project(tmp.path(), "\n[train]\ndevice = \"gpu\"\n");
+    refused(tmp.path(), &config, 8, "train.device", "auto, cpu, cuda, cuda:N");
+}
+
+#[test]
+fn a_normaliser_the_scheme_lacks_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("data")).unwrap();
+    std::fs::write(tmp.path().join("data/aflw.sqlite"), b"").unwrap();
+    let config = tmp.path().join("wingflow.toml");
+    std::fs::write(
+        &config,
+        "output = \"out\"\n\n[[sources]]\nkind = \"aflw-sqlite\"\npath = \"data/aflw.sqlite\"\n\n\
+         [train]\nnormaliser = \"inter-pupil\"\n",
+    )
+    .unwrap();
+    refused(
+        tmp.path(),
+        &config,
+        8,
+        "train.normaliser",
+        "aflw19 allows box-width, inter-ocular, box-sqrt",
+    );
+}
+
+#[test]
+fn a_missing_source_is_refused_by_run_but_not_by_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("wingflow.toml");
+    std::fs::write(
+        &config,
+        "output = \"out\"\n\n[[sources]]\nkind = \"300w\"\npath = \"nowhere\"\n",
+    )
+    .unwrap();
+    refused(tmp.path(), &config, 5, "sources[0].path", "an existing 300W folder");
+    ok(wingflow().arg("status").arg("--config").arg(&config));
+}
+
+#[test]
+fn init_sets_keys_through_set_and_refuses_unknown_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("data")).unwrap();
+    let init = |set: &str| {
+        let mut cmd = wingflow();
+        cmd.current_dir(tmp.path())
+            .args(["init", "data", "--force", "--set", set]);
+        cmd
+    };
+    ok(&mut init("train.steps=123"));
+    let text = std::fs::read_to_string(tmp.path().join("wingflow.toml")).unwrap();
+    assert!(text.contains("steps = 123"), "{text}");
+    let err = fails(&mut init("train.stepz=5"));
+    assert!(err.contains("stepz") && err.contains("batch_size"), "{err}");
+}
