@@ -27,17 +27,17 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use contract::scheme::{self, Scheme};
+use faces::face::{BBox, BoxSource, FaceRecord};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use faces::face::{BBox, BoxSource, FaceRecord};
 use render::decode::{self, SourceFile};
 use render::shard::CropLevel;
 use render::warp::Pyramid;
 use render::{
     Affine, AugmentConfig, Augmentation, RenderParams, crop_matrix, render_crop, render_image_crops,
 };
-use contract::scheme::{self, Scheme};
 use turbojpeg_sys as tj;
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;

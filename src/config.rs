@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use contract::training::{Arch, DeviceSpec, LossKind, TrainRequest};
+use faces::ingest::{IngestPolicy, SourceConfig};
+use render::RenderParams;
 use serde::{Deserialize, Serialize};
 use shapes::align::AlignParams;
 use shapes::balance::{BalanceParams, HistogramOf};
-use faces::ingest::{IngestPolicy, SourceConfig};
 use shapes::pca::{PcaParams, PoseComponent};
-use render::RenderParams;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -514,7 +514,9 @@ impl TrainSection {
             // The scheme of each source; a source whose scheme needs its (missing) file is
             // checked when `run` refuses the missing file.
             for (i, source) in sources.iter().enumerate() {
-                let Ok(scheme) = source.scheme(i) else { continue };
+                let Ok(scheme) = source.scheme(i) else {
+                    continue;
+                };
                 if let Err(e) = contract::scheme::resolve_normaliser(scheme.name, Some(spec)) {
                     problems.push(Problem::new(&["train", "normaliser"], e.to_string()));
                     break;
@@ -551,7 +553,10 @@ const SECTION_COMMENTS: [(&str, &str); 6] = [
         "What ingest does with an invalid record: on_invalid = \"fail\" (stop, naming file and\n\
          line) or \"skip\" (leave it out and list it in ingest-report.json).",
     ),
-    ("align", "Generalised Procrustes alignment of the training shapes."),
+    (
+        "align",
+        "Generalised Procrustes alignment of the training shapes.",
+    ),
     (
         "pca",
         "PCA of the aligned shapes; pose_component = \"auto\" or a 1-based number (PC1 = 1).",
@@ -662,12 +667,27 @@ pub fn init_document(
         doc["sources"] = Item::ArrayOfTables(sources);
     }
     let sections: [(&str, toml_edit::DocumentMut); 6] = [
-        ("ingest", toml_edit::ser::to_document(&IngestPolicy::default())?),
-        ("align", toml_edit::ser::to_document(&AlignSection::default())?),
+        (
+            "ingest",
+            toml_edit::ser::to_document(&IngestPolicy::default())?,
+        ),
+        (
+            "align",
+            toml_edit::ser::to_document(&AlignSection::default())?,
+        ),
         ("pca", toml_edit::ser::to_document(&PcaSection::default())?),
-        ("balance", toml_edit::ser::to_document(&BalanceSection::default())?),
-        ("render", toml_edit::ser::to_document(&RenderParams::default())?),
-        ("train", toml_edit::ser::to_document(&TrainSection::default())?),
+        (
+            "balance",
+            toml_edit::ser::to_document(&BalanceSection::default())?,
+        ),
+        (
+            "render",
+            toml_edit::ser::to_document(&RenderParams::default())?,
+        ),
+        (
+            "train",
+            toml_edit::ser::to_document(&TrainSection::default())?,
+        ),
     ];
     for (name, section) in sections {
         let mut table = section.as_table().clone();
@@ -762,7 +782,9 @@ mod tests {
         assert!(text.contains("steps = 200"), "{text}");
         // No source was found: the document says so, and loading refuses the empty list.
         assert!(text.contains("No known annotation source"), "{text}");
-        let err = Config::load(&write(dir.path(), &text)).unwrap_err().to_string();
+        let err = Config::load(&write(dir.path(), &text))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sources"), "{err}");
         let with_source = text.replace(
             "sources = []",
@@ -790,9 +812,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let base = "[[sources]]\nkind = \"300w\"\npath = \"data\"\n";
         let cases = [
-            ("[train]\nloss = \"wingg\"\n", "train.loss", LossKind::ALLOWED),
-            ("[train]\ndevice = \"gpu\"\n", "train.device", DeviceSpec::ALLOWED),
-            ("[render]\nstage1_size = 48\n", "render.stage1_size", "allowed: 64"),
+            (
+                "[train]\nloss = \"wingg\"\n",
+                "train.loss",
+                LossKind::ALLOWED,
+            ),
+            (
+                "[train]\ndevice = \"gpu\"\n",
+                "train.device",
+                DeviceSpec::ALLOWED,
+            ),
+            (
+                "[render]\nstage1_size = 48\n",
+                "render.stage1_size",
+                "allowed: 64",
+            ),
             (
                 "[train]\nnormaliser = \"inter-pupil\"\n",
                 "train.normaliser",

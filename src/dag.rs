@@ -8,21 +8,21 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use manifests::{HashPolicy, StatCache};
-use pipeline::{BoxError, Pipeline, Stage, StageReport};
-use serde_json::json;
-use shapes::align::align_shapes;
-use shapes::balance::{BalanceSample, TRAIN, balance};
+use contract::scheme::{self, Scheme};
 use faces::face::{FaceRecord, landmarks_bbox};
 use faces::faces_table::{read_faces_parquet, write_faces_parquet};
 use faces::ingest::{ingest, source_input_paths};
+use manifests::{HashPolicy, StatCache};
+use pipeline::{BoxError, Pipeline, Stage, StageReport};
+use render::{RenderInputs, RenderProgress, WorkerSplit, render_shards};
+use report::{BinExamples, plot_pose_histogram, plot_shape_modes, plot_thumbnail_strip};
+use serde_json::json;
+use shapes::align::align_shapes;
+use shapes::balance::{BalanceSample, TRAIN, balance};
 use shapes::pca::fit_shape_model;
 use shapes::plan_table::{
     BalanceSummary, read_plan_parquet, write_plan_parquet, write_summary_json,
 };
-use render::{RenderInputs, RenderProgress, WorkerSplit, render_shards};
-use report::{BinExamples, plot_pose_histogram, plot_shape_modes, plot_thumbnail_strip};
-use contract::scheme::{self, Scheme};
 use shapes::shape_store::{
     PoseTable, StoredAlignment, read_alignment, read_pose_table, write_alignment, write_pose_table,
 };

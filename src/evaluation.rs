@@ -6,17 +6,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
-use serde::Serialize;
+use contract::layout::Layout;
 use faces::face::FaceRecord;
 use faces::faces_table::read_faces_parquet;
-use shapes::plan_table::{BalanceSummary, read_plan_parquet};
 use render::geometry::stage1_box;
 use render::{Affine, BoxRule, RenderParams};
-use contract::layout::Layout;
+use serde::Serialize;
+use shapes::plan_table::{BalanceSummary, read_plan_parquet};
 
-use report::ced::{CedSeries, plot_ced};
+use crate::inference::{FaceQuery, Models, predict_faces, scratch_dir, stage2_matrix_for};
 use contract::metrics::{ErrorSummary, face_nme, points, sorted_quantile};
-use crate::inference::*;
+use report::ced::{CedSeries, plot_ced};
 
 /// One face's error in the evaluation report.
 #[derive(Debug, Clone, PartialEq, Serialize)]

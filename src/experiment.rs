@@ -24,26 +24,26 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::ValueEnum;
-use serde::Serialize;
-use shapes::align::{AlignParams, align_shapes};
-use shapes::balance::{BalanceParams, BalanceSample, TRAIN, balance};
+use contract::scheme::{self, Scheme};
 use faces::face::FaceRecord;
 use faces::faces_table::write_faces_parquet;
 use faces::ingest::{IngestPolicy, SourceConfig, SourceKind, ingest};
-use shapes::pca::{PcaParams, fit_shape_model};
-use shapes::plan_table::{write_plan_parquet, write_summary_json};
 use render::geometry::{stage1_box, stage1_matrix};
 use render::{Augmentation, RenderInputs, RenderParams, render_shards};
-use contract::scheme::{self, Scheme};
+use serde::Serialize;
+use shapes::align::{AlignParams, align_shapes};
+use shapes::balance::{BalanceParams, BalanceSample, TRAIN, balance};
+use shapes::pca::{PcaParams, fit_shape_model};
+use shapes::plan_table::{write_plan_parquet, write_summary_json};
 use synth::{SynthConfig, SynthFormat, generate};
 
-use report::ced::{CedSeries, plot_ced};
-use contract::metrics::{ErrorSummary, Normaliser, face_nme, points, sorted_quantile};
-use crate::trainer_bin::train_command;
-use contract::layout::Layout;
-use contract::training::{Arch, TrainRequest};
 use crate::evaluation::{EvalRequest, evaluate_two_stage};
 use crate::inference::{Models, crop_to_image, image_to_crop};
+use crate::trainer_bin::train_command;
+use contract::layout::Layout;
+use contract::metrics::{ErrorSummary, Normaliser, face_nme, points, sorted_quantile};
+use contract::training::{Arch, TrainRequest};
+use report::ced::{CedSeries, plot_ced};
 
 /// How much compute the study spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]

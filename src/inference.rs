@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
-use rayon::prelude::*;
+use contract::layout::shard_set;
+use contract::scheme::{self, Scheme};
 use faces::face::{BBox, landmarks_bbox};
+use rayon::prelude::*;
 use render::decode::SourceFile;
 use render::engine::{decode_for_crops, source_size};
 use render::geometry::{SquareBox, stage1_matrix, stage2_matrix};
@@ -23,8 +25,6 @@ use render::shard::{
 };
 use render::warp::warp;
 use render::{Affine, Augmentation, BoxRule, RenderParams};
-use contract::layout::shard_set;
-use contract::scheme::{self, Scheme};
 
 use crate::trainer_bin::trainer_path;
 

@@ -1,20 +1,19 @@
 //! `wingflow predict`: landmarks of faces given by boxes (or a list file) through the two-stage
 //! inference path, written as `.pts` or JSON, optionally drawn on the image.
 
-
 use imageproc::drawing::{draw_filled_circle_mut, draw_hollow_rect_mut};
 use imageproc::rect::Rect;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
-use serde::Serialize;
+use contract::scheme::Scheme;
 use faces::face::BBox;
 use faces::formats::pts::write_pts;
 use render::RenderParams;
-use contract::scheme::Scheme;
+use serde::Serialize;
 
-use crate::inference::*;
+use crate::inference::{FacePrediction, FaceQuery, Models, face_box, predict_faces, scratch_dir};
 
 /// Parse `x,y,w,h` (internal pixel convention).
 pub fn parse_box(text: &str) -> Result<BBox> {

@@ -10,7 +10,8 @@ use crate::common::{fails, ok, wingflow};
 fn project(root: &Path, extra: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(root.join("data/300w")).unwrap();
     let config = root.join("wingflow.toml");
-    let text = format!("output = \"out\"\n\n[[sources]]\nkind = \"300w\"\npath = \"data/300w\"\n{extra}");
+    let text =
+        format!("output = \"out\"\n\n[[sources]]\nkind = \"300w\"\npath = \"data/300w\"\n{extra}");
     std::fs::write(&config, text).unwrap();
     config
 }
@@ -29,14 +30,26 @@ fn refused(root: &Path, config: &Path, line: usize, key: &str, allowed: &str) {
 fn a_misspelt_loss_is_refused_before_any_stage() {
     let tmp = tempfile::tempdir().unwrap();
     let config = project(tmp.path(), "\n[train]\nloss = \"wingg\"\n");
-    refused(tmp.path(), &config, 8, "train.loss", "wing, l1, l2, smooth-l1");
+    refused(
+        tmp.path(),
+        &config,
+        8,
+        "train.loss",
+        "wing, l1, l2, smooth-l1",
+    );
 }
 
 #[test]
 fn a_crop_size_the_network_does_not_take_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let config = project(tmp.path(), "\n[render]\nstage1_size = 48\n");
-    refused(tmp.path(), &config, 8, "render.stage1_size", "CNN-6 takes 64² crops");
+    refused(
+        tmp.path(),
+        &config,
+        8,
+        "render.stage1_size",
+        "CNN-6 takes 64² crops",
+    );
     // Without training, any crop size goes.
     let config = project(
         tmp.path(),
@@ -49,7 +62,13 @@ fn a_crop_size_the_network_does_not_take_is_refused() {
 fn an_unknown_device_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let config = project(tmp.path(), "\n[train]\ndevice = \"gpu\"\n");
-    refused(tmp.path(), &config, 8, "train.device", "auto, cpu, cuda, cuda:N");
+    refused(
+        tmp.path(),
+        &config,
+        8,
+        "train.device",
+        "auto, cpu, cuda, cuda:N",
+    );
 }
 
 #[test]
@@ -82,7 +101,13 @@ fn a_missing_source_is_refused_by_run_but_not_by_status() {
         "output = \"out\"\n\n[[sources]]\nkind = \"300w\"\npath = \"nowhere\"\n",
     )
     .unwrap();
-    refused(tmp.path(), &config, 5, "sources[0].path", "an existing 300W folder");
+    refused(
+        tmp.path(),
+        &config,
+        5,
+        "sources[0].path",
+        "an existing 300W folder",
+    );
     ok(wingflow().arg("status").arg("--config").arg(&config));
 }
 

@@ -133,10 +133,7 @@ mod tests {
         let l = Layout::new(Path::new("/out"));
         assert_eq!(l.faces(), Path::new("/out/faces.parquet"));
         assert_eq!(l.aligned(), Path::new("/out/shapes/aligned.safetensors"));
-        assert_eq!(
-            l.shard_set(2, "val"),
-            Path::new("/out/shards/stage2/val")
-        );
+        assert_eq!(l.shard_set(2, "val"), Path::new("/out/shards/stage2/val"));
         assert_eq!(l.model(1), Path::new("/out/models/stage1"));
     }
 }

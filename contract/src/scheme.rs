@@ -55,17 +55,18 @@ impl Scheme {
         let Some(spec) = spec else {
             return Ok(self.normaliser.clone());
         };
-        let normaliser = Normaliser::parse(spec, |name| self.named_normaliser(name)).map_err(
-            |e| NormaliserError {
-                reason: format!(
-                    "{} (scheme {} allows {})",
-                    e.reason,
-                    self.name,
-                    self.normaliser_names().join(", ")
-                ),
-                ..e
-            },
-        )?;
+        let normaliser =
+            Normaliser::parse(spec, |name| self.named_normaliser(name)).map_err(|e| {
+                NormaliserError {
+                    reason: format!(
+                        "{} (scheme {} allows {})",
+                        e.reason,
+                        self.name,
+                        self.normaliser_names().join(", ")
+                    ),
+                    ..e
+                }
+            })?;
         if let Some(max) = normaliser.max_index().filter(|&m| m >= self.num_points()) {
             return Err(NormaliserError {
                 spec: spec.to_owned(),

@@ -208,7 +208,11 @@ impl Arch {
         match level {
             1 => Ok(Self::Cnn6),
             2 => Ok(Self::Cnn7),
-            other => Err(InvalidSetting::new("crop level", &other.to_string(), "1, 2")),
+            other => Err(InvalidSetting::new(
+                "crop level",
+                &other.to_string(),
+                "1, 2",
+            )),
         }
     }
 
@@ -384,7 +388,10 @@ mod tests {
         );
         assert!("wing:0,1".parse::<LossKind>().is_err());
         let err = "wingg".parse::<LossKind>().unwrap_err().to_string();
-        assert!(err.contains("`wingg`") && err.contains(LossKind::ALLOWED), "{err}");
+        assert!(
+            err.contains("`wingg`") && err.contains(LossKind::ALLOWED),
+            "{err}"
+        );
     }
 
     #[test]

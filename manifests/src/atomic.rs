@@ -382,4 +382,86 @@ mod tests {
                 .is_empty()
         );
     }
+
+    /// Set in the child process of [`a_writer_killed_midway_leaves_no_file_under_its_name`]:
+    /// the destination it writes to.
+    const KILL_DEST: &str = "WINGFLOW_ATOMIC_KILL_DEST";
+
+    /// The child's part: write half a file through `AtomicFile`, flush it to the temporary
+    /// file, then wait to be killed. Runs only when the parent test starts it.
+    #[test]
+    #[ignore = "run as a child process by a_writer_killed_midway_leaves_no_file_under_its_name"]
+    fn writer_that_is_killed() {
+        let Some(dest) = std::env::var_os(KILL_DEST) else {
+            return;
+        };
+        let mut file = AtomicFile::create(PathBuf::from(dest)).unwrap();
+        file.write_all(&[7u8; 1 << 20]).unwrap();
+        file.flush().unwrap();
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn a_writer_killed_midway_leaves_no_file_under_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("faces.parquet");
+        fs::write(&dest, b"the previous, complete output").unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "atomic::tests::writer_that_is_killed"])
+            .args(["--ignored", "--test-threads=1"])
+            .env(KILL_DEST, &dest)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the child has written its first megabyte into the temporary file.
+        let temp = loop {
+            let written = names_in(dir.path()).into_iter().find(|n| {
+                is_temp_file_name(n)
+                    && fs::metadata(dir.path().join(n)).is_ok_and(|m| m.len() == 1 << 20)
+            });
+            if let Some(name) = written {
+                break dir.path().join(name);
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the writer exited early"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        child.kill().unwrap(); // SIGKILL: no destructor, no cleanup in the child.
+        child.wait().unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"the previous, complete output");
+        assert!(
+            temp.exists(),
+            "the killed writer's temporary file stays behind"
+        );
+        let removed = remove_stale_temp_files(dir.path(), false).unwrap();
+        assert_eq!(removed, vec![temp]);
+        assert_eq!(names_in(dir.path()), ["faces.parquet"]);
+    }
+
+    #[test]
+    fn a_temporary_folder_is_swapped_in_or_removed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("stage1");
+        fs::create_dir(&dest).unwrap();
+        fs::write(dest.join("old.txt"), b"old").unwrap();
+        let temp = create_temp_dir(&dest).unwrap();
+        assert!(is_temp_file_name(
+            &temp.file_name().unwrap().to_string_lossy()
+        ));
+        fs::write(temp.join("new.txt"), b"new").unwrap();
+        commit_temp_dir(&temp, &dest).unwrap();
+        assert_eq!(names_in(&dest), ["new.txt"]);
+        // A killed run's folder is removed whole by the cleanup.
+        let leftover = create_temp_dir(&dest).unwrap();
+        fs::write(leftover.join("half.safetensors"), b"x").unwrap();
+        assert_eq!(
+            remove_stale_temp_files(dir.path(), false).unwrap(),
+            vec![leftover]
+        );
+        assert_eq!(names_in(dir.path()), ["stage1"]);
+    }
 }

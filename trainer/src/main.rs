@@ -853,7 +853,10 @@ fn export_test_case(dir: &Path) -> Result<()> {
         )?;
         names.push(name);
     }
-    trainer::tensor_io::write_atomic(&dir.join("cases.json"), serde_json::to_string(&names)?.as_bytes())?;
+    trainer::tensor_io::write_atomic(
+        &dir.join("cases.json"),
+        serde_json::to_string(&names)?.as_bytes(),
+    )?;
     println!("wrote {} cases to {}", names.len(), dir.display());
     Ok(())
 }

@@ -1218,6 +1218,10 @@ mod tests {
         let parquet = root.join("faces.parquet");
         write_faces_parquet(&parquet, &out.faces).unwrap();
         assert_eq!(read_faces_parquet(&parquet).unwrap(), out.faces);
-        assert!(discover_sources(&root.join("aflw/flickr")).sources.is_empty());
+        assert!(
+            discover_sources(&root.join("aflw/flickr"))
+                .sources
+                .is_empty()
+        );
     }
 }

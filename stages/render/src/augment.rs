@@ -94,7 +94,10 @@ impl AugmentConfig {
         ];
         for (name, p) in probabilities {
             if !(0.0..=1.0).contains(&p) {
-                return Err(InvalidParam::new(name, format!("{p} is not a probability in [0, 1]")));
+                return Err(InvalidParam::new(
+                    name,
+                    format!("{p} is not a probability in [0, 1]"),
+                ));
             }
         }
         let ranges = [
@@ -122,7 +125,10 @@ impl AugmentConfig {
         ];
         for (name, m) in maxima {
             if !(m.is_finite() && m >= 0.0) {
-                return Err(InvalidParam::new(name, format!("{m} must be finite and ≥ 0")));
+                return Err(InvalidParam::new(
+                    name,
+                    format!("{m} must be finite and ≥ 0"),
+                ));
             }
         }
         for (name, (lo, _)) in [

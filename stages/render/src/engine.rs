@@ -24,14 +24,14 @@ use super::decode::{self, SourceFile};
 use super::geometry::{self, Affine, BoxRule};
 use super::photometric;
 use super::shard::{
-    self, FORMAT_VERSION, PIXEL_VERSION, RenderedCrop, SampleRecord, ShardIndex, ShardLayout,
-    Sidecar, CropLevel, io_err, set_dir,
+    self, CropLevel, FORMAT_VERSION, PIXEL_VERSION, RenderedCrop, SampleRecord, ShardIndex,
+    ShardLayout, Sidecar, io_err, set_dir,
 };
 use super::warp::{self, Pyramid};
 use super::{RenderError, RenderParams, Result};
+use contract::scheme::Scheme;
 use faces::face::FaceRecord;
 use shapes::plan::PlanRow;
-use contract::scheme::Scheme;
 
 /// Everything a render needs besides the output location.
 #[derive(Clone, Copy)]

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::augment::Augmentation;
-use faces::face::{BBox, FaceRecord, landmarks_bbox};
 use contract::scheme::Scheme;
+use faces::face::{BBox, FaceRecord, landmarks_bbox};
 
 /// A 2-D affine map `(x, y) → (a·x + b·y + c, d·x + e·y + f)`, stored as `[a, b, c, d, e, f]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -4,10 +4,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use image::codecs::png::PngEncoder;
 use image::{ImageEncoder, Rgb, RgbImage};
 use imageproc::drawing::draw_filled_rect_mut;
 use imageproc::rect::Rect;
-use image::codecs::png::PngEncoder;
 
 use super::shard::{self, IndexEntry, ShardIndex, io_err};
 use super::{RenderError, Result};

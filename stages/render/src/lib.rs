@@ -36,7 +36,7 @@ pub use engine::{
 };
 pub use geometry::{Affine, BoxRule};
 pub use inspect::{InspectReport, ShardCheck, ShardStatus, contact_sheet, inspect};
-pub use shard::{ShardIndex, CropLevel, gc, index_shard_set};
+pub use shard::{CropLevel, ShardIndex, gc, index_shard_set};
 pub use warp::Border;
 
 /// A render parameter out of its range: the key (relative to `[render]`, e.g.
@@ -208,7 +208,10 @@ impl RenderParams {
             ("annotation_box_enlarge", self.annotation_box_enlarge),
         ] {
             if !(v.is_finite() && v > 0.0) {
-                return Err(InvalidParam::new(name, format!("{v} must be finite and > 0")));
+                return Err(InvalidParam::new(
+                    name,
+                    format!("{v} must be finite and > 0"),
+                ));
             }
         }
         self.augment.validate().map_err(|e| InvalidParam {

@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use plotters::prelude::*;
 use crate::{FAMILY, ReportError, draw_error, fonts_available, save_rgb};
+use plotters::prelude::*;
 
 const WIDTH: u32 = 800;
 const HEIGHT: u32 = 560;
@@ -30,7 +30,12 @@ pub fn ced_fraction(sorted_nmes: &[f64], x: f64) -> f64 {
 
 /// Draw the CED of each series on [0, `max_nme`] (NME axis shown ×100, as papers do), with a
 /// legend, into a PNG.
-pub fn plot_ced(path: &Path, title: &str, series: &[CedSeries], max_nme: f64) -> Result<(), ReportError> {
+pub fn plot_ced(
+    path: &Path,
+    title: &str,
+    series: &[CedSeries],
+    max_nme: f64,
+) -> Result<(), ReportError> {
     if series.iter().all(|s| s.nmes.is_empty())
         || max_nme.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
     {

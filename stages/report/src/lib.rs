@@ -151,8 +151,15 @@ pub(crate) mod tests {
         let perm = &scheme.flip_permutation;
         let set = shapes::align::synthetic::shapes(perm, 2000, 4, 0.1, 0.0);
         // Roll is part of the synthetic placement; the strip shows it as well as yaw.
-        let a = shapes::align::align_shapes(&set.shapes, 68, &shapes::align::AlignParams::default(), Some(perm)).expect("aligns");
-        let f = shapes::pca::fit_shape_model(&a, perm, &shapes::pca::PcaParams::default()).expect("fits");
+        let a = shapes::align::align_shapes(
+            &set.shapes,
+            68,
+            &shapes::align::AlignParams::default(),
+            Some(perm),
+        )
+        .expect("aligns");
+        let f = shapes::pca::fit_shape_model(&a, perm, &shapes::pca::PcaParams::default())
+            .expect("fits");
         let dir = tempfile::tempdir().expect("tempdir");
         let samples: Vec<shapes::balance::BalanceSample> = (0..2000)
             .map(|i| shapes::balance::BalanceSample {

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
+use crate::{FAMILY, ReportError, draw_error, fonts_available, save_rgb};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
-use crate::{FAMILY, ReportError, draw_error, fonts_available, save_rgb};
 
 type Result<T, E = ReportError> = std::result::Result<T, E>;
 

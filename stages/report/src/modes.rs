@@ -98,9 +98,9 @@ fn draw(path: &Path, model: &ShapeModel, text: bool) -> Result<(), ReportError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use contract::scheme;
     use shapes::align::{AlignParams, align_shapes, synthetic};
     use shapes::pca::{PcaParams, fit_shape_model};
-    use contract::scheme;
 
     #[test]
     fn draws_three_panels_with_and_without_text() {

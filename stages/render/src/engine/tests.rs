@@ -7,11 +7,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
-use faces::face::{BBox, BoxSource};
 use crate::decode::SourceFile;
 use crate::{ShardStatus, contact_sheet, gc, index_shard_set, inspect};
 use contract::metrics::Normaliser;
 use contract::scheme;
+use faces::face::{BBox, BoxSource};
 
 /// A 3-point scheme: two "eyes" that swap under a flip, and a midline point.
 fn tri_scheme() -> Scheme {
@@ -285,7 +285,8 @@ fn a_crop_does_not_depend_on_the_other_crops_of_its_image() {
             reduced_decode: !off,
             ..params.clone()
         };
-        let alone = render_image_crops(file, &[(&f, &a, CropLevel::One)], &scheme, &params).unwrap();
+        let alone =
+            render_image_crops(file, &[(&f, &a, CropLevel::One)], &scheme, &params).unwrap();
         let crowd = [
             (&f, &far, CropLevel::One),
             (&f, &a, CropLevel::Two),
