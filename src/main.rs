@@ -175,13 +175,7 @@ struct SynthArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    match dispatch(Cli::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", contract::error_chain(e.as_ref()));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    contract::exit_code(dispatch(Cli::parse()))
 }
 
 fn dispatch(cli: Cli) -> Result<()> {

@@ -31,6 +31,21 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// The exit of a binary's `main`: success, or the error printed once to stderr with its causes
+/// ([`error_chain`]) and a failure status.
+pub fn exit_code<E>(result: Result<(), E>) -> std::process::ExitCode
+where
+    E: AsRef<dyn std::error::Error + Send + Sync + 'static>,
+{
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

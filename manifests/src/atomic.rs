@@ -105,30 +105,39 @@ impl Drop for AtomicFile {
 /// [`commit_temp`]; on failure the caller removes it (a later run's
 /// [`remove_stale_temp_files`] also does).
 pub fn create_temp(dest: &Path) -> Result<(File, PathBuf)> {
+    unique_temp(dest, "create temporary file", |path| {
+        OpenOptions::new().write(true).create_new(true).open(path)
+    })
+}
+
+/// Create `dest`'s temporary sibling `.<name>.tmp-<pid>-<n>` with `create` (`what` names the
+/// operation in an error), which must fail
+/// with `AlreadyExists` when the name is taken (`create_new`, `create_dir`): that makes the
+/// name ours alone, and a leftover from a dead process with the same pid (or a concurrent
+/// writer in this process) just moves us to the next number.
+fn unique_temp<T>(
+    dest: &Path,
+    what: &'static str,
+    create: impl Fn(&Path) -> std::io::Result<T>,
+) -> Result<(T, PathBuf)> {
     let name = dest.file_name().ok_or_else(|| {
         Error::io(
-            "create a temporary file for",
+            "find the name of",
             dest,
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
         )
     })?;
     let dir = parent_dir(dest);
     let pid = std::process::id();
-    // `create_new` makes the name ours alone; a leftover from a dead process with the same pid
-    // (or a concurrent writer in this process) just moves us to the next number.
     for n in 0u64.. {
-        let temp_path = dir.join(format!(".{}{TEMP_INFIX}{pid}-{n}", name.to_string_lossy()));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp_path)
-        {
-            Ok(file) => return Ok((file, temp_path)),
+        let temp = dir.join(format!(".{}{TEMP_INFIX}{pid}-{n}", name.to_string_lossy()));
+        match create(&temp) {
+            Ok(made) => return Ok((made, temp)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io("create temporary file", temp_path, e)),
+            Err(e) => return Err(Error::io(what, temp, e)),
         }
     }
-    unreachable!("u64 temporary-file counter exhausted")
+    unreachable!("u64 temporary-name counter exhausted")
 }
 
 /// Fsyncs a temporary file made by [`create_temp`] and written by path, renames it onto `dest`
@@ -154,24 +163,10 @@ pub fn commit_temp(temp: &Path, dest: &Path) -> Result<()> {
 /// [`commit_temp_dir`]), named by the same rule as temporary files, so a killed writer's
 /// leftover is recognised and removed by [`remove_stale_temp_files`].
 pub fn create_temp_dir(dest: &Path) -> Result<PathBuf> {
-    let name = dest.file_name().ok_or_else(|| {
-        Error::io(
-            "create a temporary folder for",
-            dest,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
-        )
-    })?;
-    let dir = parent_dir(dest);
-    let pid = std::process::id();
-    for n in 0u64.. {
-        let temp = dir.join(format!(".{}{TEMP_INFIX}{pid}-{n}", name.to_string_lossy()));
-        match fs::create_dir(&temp) {
-            Ok(()) => return Ok(temp),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io("create temporary folder", temp, e)),
-        }
-    }
-    unreachable!("u64 temporary-folder counter exhausted")
+    Ok(unique_temp(dest, "create temporary folder", |p: &Path| {
+        fs::create_dir(p)
+    })?
+    .1)
 }
 
 /// Replaces the folder `dest` (if any) with the finished temporary folder `temp` and fsyncs

@@ -285,13 +285,7 @@ struct PredictArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    match dispatch(Cli::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", contract::error_chain(e.as_ref()));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    contract::exit_code(dispatch(Cli::parse()))
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
