@@ -714,7 +714,7 @@ mod tests {
         );
 
         index.shards[1].bytes -= 1;
-        index.scheme = "aflw19".into();
+        index.scheme = "another-scheme".into();
         std::fs::write(&index_path, serde_json::to_string(&index).unwrap()).unwrap();
         let err = ShardSet::open(dir.path()).unwrap_err().to_string();
         assert!(
