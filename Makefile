@@ -22,7 +22,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: all build test demo lint fmt clean-demo sysdeps bench-render
+.PHONY: all build test demo lint fmt clean-demo sysdeps bench-render slurm-check
 
 all: build
 
@@ -66,6 +66,12 @@ fmt:
 # By-hand benchmark against Albumentations (bench/README.md); not part of `make test`.
 bench-render: sysdeps
 	WINGFLOW_VENV=$(VENV) ./bench/render_vs_albumentations.sh
+
+# By hand, not part of `make test`: deploy/slurm-render.sh as a real Slurm array job on a private
+# one-node cluster (installs slurm-wlm and munge when missing; runs as root, through sudo if
+# needed), checked byte for byte against a one-process render. SLURM_CHECK_DIR keeps the outputs.
+slurm-check: build
+	$(SUDO) env WINGFLOW_BIN_DIR=$(BIN_DIR) ./scripts/slurm-check.sh $(SLURM_CHECK_DIR)
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

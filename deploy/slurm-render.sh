@@ -9,6 +9,9 @@
 # (wingflow reads both variables itself); shard ids come from the plan, so the union of the
 # tasks' output equals a one-machine run byte for byte. When every task is done:
 #   wingflow index --config /shared/project/wingflow.toml   # verifies digests, writes indexes
+# `make slurm-check` (scripts/slurm-check.sh) submits this script for real, on a private one-node
+# cluster it starts, with --cpus-per-task=1 --mem=512M overriding the requests below, and checks
+# the result byte for byte against a one-process render.
 #SBATCH --job-name=wingflow-render
 #SBATCH --cpus-per-task=8
 #SBATCH --mem=8G
