@@ -1,15 +1,9 @@
-"""Tests of wingflow_shards: a shard set written by the Rust render stage, and a shard written
-here in the same format (so the reader is also tested where cargo is unavailable).
-
-The Rust fixture comes from ``$WINGFLOW_SHARD_FIXTURE`` when set (a directory previously filled
-by the ignored Rust test ``write_python_fixture``); otherwise the test runs that Rust test itself
-when ``cargo`` is on PATH, and is skipped when it is not.
+"""Tests of wingflow_shards: a shard set written by the Rust render stage (the ``rust_shards``
+fixture of conftest.py), and a shard written here in the same format (so the reader is also
+tested where cargo is unavailable).
 """
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,26 +14,6 @@ from safetensors.numpy import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from wingflow_shards import ShardSet, load_shard  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def rust_shards(tmp_path_factory) -> Path:
-    given = os.environ.get("WINGFLOW_SHARD_FIXTURE")
-    if given and (Path(given) / "shards").is_dir():
-        return Path(given)
-    if shutil.which("cargo") is None:
-        pytest.skip("no cargo and no WINGFLOW_SHARD_FIXTURE: cannot produce Rust-written shards")
-    out = tmp_path_factory.mktemp("rust_shards")
-    env = dict(os.environ, WINGFLOW_SHARD_FIXTURE=str(out))
-    subprocess.run(
-        ["cargo", "test", "-p", "stages", "--lib", "write_python_fixture", "--", "--ignored"],
-        cwd=REPO,
-        env=env,
-        check=True,
-    )
-    return out
 
 
 def set_dirs(root: Path):
