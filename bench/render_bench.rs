@@ -339,7 +339,7 @@ fn draws(faces: &[FaceRecord], replicas: u32, config: &AugmentConfig) -> Vec<Vec
         .enumerate()
         .map(|(i, _)| {
             (1..=replicas)
-                .map(|r| Augmentation::draw(i as u64 * 1000 + r as u64, r, config))
+                .map(|r| Augmentation::draw(i as u64 * 1000 + r as u64, r > 0, config))
                 .collect()
         })
         .collect()

@@ -569,9 +569,10 @@ const SECTION_COMMENTS: [(&str, &str); 6] = [
     ),
     (
         "render",
-        "Crops (level 1: stage1_size, level 2: stage2_size), box rule, border, and augmentation\n\
-         ranges. Replica 0 of each sample is the unperturbed crop; duplicates draw from these\n\
-         ranges.",
+        "Crops (level 1: stage1_size, level 2: stage2_size), box rule, border, augmentation\n\
+         epochs and ranges. Every training crop of every augmentation epoch draws from the\n\
+         ranges ([render.augment]; keep_original = true keeps replica 0 of epoch 0 unperturbed;\n\
+         rotation_probability: how often a crop is rotated); validation and test crops never do.",
     ),
     (
         "train",
@@ -587,6 +588,10 @@ fn key_comment(section: &str, key: &str) -> Option<String> {
     Some(match (section, key) {
         ("train", "loss") => format!("One of: {}.", LossKind::ALLOWED),
         ("train", "device") => format!("One of: {}.", DeviceSpec::ALLOWED),
+        ("render", "epochs") => "Augmentation epochs of the training sets: each a full pass over the\n\
+             training rows with its own draws (the trainer reads epoch pass mod epochs).\n\
+             Raising it renders only the new epochs; lowering it leaves the surplus to `wingflow gc`."
+            .to_owned(),
         _ => return None,
     })
 }
@@ -692,6 +697,25 @@ pub fn init_document(
     for (name, section) in sections {
         let mut table = section.as_table().clone();
         table.set_implicit(false);
+        // A long nested table reads better as its own section (`[render.augment]`).
+        let nested: Vec<String> = table
+            .iter()
+            .filter(|(_, item)| item.as_inline_table().is_some_and(|t| t.len() > 3))
+            .map(|(k, _)| k.to_owned())
+            .collect();
+        for key in nested {
+            if let Some(item) = table.get_mut(&key) {
+                let inline = std::mem::take(item);
+                if let Ok(t) = inline.into_table() {
+                    *item = Item::Table(t);
+                }
+            }
+        }
+        if name == "render" {
+            // Not serialised with the render parameters (it is in no shard key): written here.
+            let epochs = RenderParams::default().epochs;
+            table.insert("epochs", toml_edit::value(i64::from(epochs)));
+        }
         let comment = SECTION_COMMENTS
             .iter()
             .find(|(n, _)| *n == name)
@@ -724,11 +748,11 @@ fn apply_override(doc: &mut toml_edit::DocumentMut, assignment: &str) -> Result<
         .map_err(|e| anyhow::anyhow!("--set {assignment}: `{text}` is not a TOML value: {e}"))?;
     let path: Vec<&str> = key.split('.').collect();
     let (last, tables) = path.split_last().context("--set: empty key")?;
-    let mut table = doc.as_table_mut();
+    let mut table: &mut dyn toml_edit::TableLike = doc.as_table_mut();
     for (depth, name) in tables.iter().enumerate() {
         table = table
             .get_mut(name)
-            .and_then(|item| item.as_table_mut())
+            .and_then(|item| item.as_table_like_mut())
             .with_context(|| {
                 format!(
                     "--set {assignment}: no table [{}] in wingflow.toml",

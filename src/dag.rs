@@ -38,7 +38,7 @@ mod code_version {
     pub const PCA: &str = "1";
     pub const BALANCE: &str = "1";
     pub const PLOTS: &str = "1";
-    pub const RENDER: &str = "2";
+    pub const RENDER: &str = "3";
     pub const TRAIN: &str = "3";
     pub const EVALUATE: &str = "1";
 }
@@ -306,6 +306,15 @@ fn render_stage<'a>(config: &'a Config, layout: &Layout, worker: Option<WorkerSp
         let report = render_plan(config, &stage_layout, worker, &|done, total| {
             ctx.progress(done, total)
         })?;
+        for e in &report.epochs {
+            eprintln!(
+                "    render: augmentation epoch {}: {} shard(s) rendered, {} fresh, {:.1} MB",
+                e.epoch,
+                e.shards_rendered,
+                e.shards_fresh,
+                e.bytes as f64 / 1e6
+            );
+        }
         Ok::<_, BoxError>(
             StageReport::new()
                 .rows("shards_written", report.rendered.len() as u64)
@@ -314,7 +323,9 @@ fn render_stage<'a>(config: &'a Config, layout: &Layout, worker: Option<WorkerSp
                 .rows("images", report.images_decoded as u64),
         )
     })
-    .params(json!(config.render))
+    // `epochs` is not serialised with the render parameters (it is in no shard key): listed
+    // here so that changing it re-runs the stage (which renders only the missing epochs).
+    .params(json!({ "render": config.render, "epochs": config.render.epochs }))
     .input(layout.faces())
     .input(layout.plan())
     .inputs(source_input_paths(&config.sources))

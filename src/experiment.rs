@@ -347,7 +347,15 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
     };
     let faces = ingest(&[source], &IngestPolicy::default())?.faces;
     let scheme = scheme::by_name(&faces[0].scheme)?;
-    let mut params = RenderParams::default();
+    // The study's shards are rendered as before augmentation epochs (one epoch, replica 0 of
+    // every face unperturbed, every duplicate rotated): its tables stay comparable with the
+    // published ones until the study itself gains augmentation epochs.
+    let mut params = RenderParams {
+        epochs: 1,
+        ..RenderParams::default()
+    };
+    params.augment.keep_original = true;
+    params.augment.rotation_probability = 1.0;
     let (shift, scale, rotation) = s.stage2_noise;
     params.augment.stage2_translation_max = shift;
     params.augment.stage2_scale_range = scale;

@@ -260,6 +260,7 @@ pub fn write_crop_set(
             bytes,
             blake3,
         }],
+        augmentation_epochs: 1,
     };
     let json = serde_json::to_vec_pretty(&index)?;
     manifests::write_atomic(dir.join(shard_set::INDEX), &json)

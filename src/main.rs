@@ -336,12 +336,13 @@ fn run_worker(path: &std::path::Path, split: WorkerSplit) -> Result<()> {
 fn index(path: &std::path::Path) -> Result<()> {
     let config = Config::load(path)?;
     let _lock = manifests::RunLock::acquire(&config.output)?;
-    let sets = dag::Layout::new(&config.output).existing_shard_sets();
-    if sets.is_empty() {
+    if dag::Layout::new(&config.output)
+        .existing_shard_sets()
+        .is_empty()
+    {
         bail!("no shard sets under {}/shards", config.output.display());
     }
-    for set in sets {
-        let index = render::index_shard_set(&set)?;
+    for (set, index) in render::index_all(&config.output, config.render.epochs)? {
         println!(
             "{}: {} shards, {} samples, digests verified",
             set.display(),
@@ -358,13 +359,14 @@ fn gc(path: &std::path::Path) -> Result<()> {
     let plan_path = dag::Layout::new(&config.output).plan();
     let plan = shapes::plan_table::read_plan_parquet(&plan_path)
         .with_context(|| "gc needs the current plan: run `wingflow run --until balance` first")?;
-    let removed = render::gc(&config.output, &plan)?;
+    let removed = render::gc(&config.output, &plan, config.render.epochs)?;
     for path in &removed {
         println!("removed {}", path.display());
     }
     println!(
-        "gc: removed {} file(s) no longer in the plan",
-        removed.len()
+        "gc: removed {} file(s) and folder(s) no longer in the plan or beyond {} augmentation epoch(s)",
+        removed.len(),
+        config.render.epochs
     );
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod common;
 mod config;
 mod dag;
+mod epochs;
 mod render;
 mod shapes;
 mod synth;

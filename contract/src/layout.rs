@@ -8,6 +8,7 @@
 //! <root>/plan.parquet, balance.json               balance
 //! <root>/plots/*.png                              plots
 //! <root>/shards/stage{1,2}/<split>/               render (crop levels 1 and 2)
+//! <root>/shards/stage{1,2}/train/augmentation-epoch-EEE/   render (augmentation epochs ≥ 1)
 //! <root>/models/stage{1,2}/                       train1, train2
 //! <root>/reports/                                 evaluate
 //! ```
@@ -88,6 +89,13 @@ impl Layout {
         self.level_shards(level).join(split)
     }
 
+    /// One augmentation epoch of a shard set: epoch 0 is the set's own folder (as it has always
+    /// been), epoch e ≥ 1 the sub-folder `augmentation-epoch-EEE` of it. Each is a complete
+    /// shard set (shards, sidecars, `index.json`, `samples.parquet`).
+    pub fn shard_set_epoch(&self, level: u8, split: &str, epoch: u32) -> PathBuf {
+        epoch_dir(&self.shard_set(level, split), epoch)
+    }
+
     /// Every shard set folder that exists, level by level, splits sorted by name.
     pub fn existing_shard_sets(&self) -> Vec<PathBuf> {
         let mut sets = Vec::new();
@@ -116,6 +124,31 @@ impl Layout {
     }
 }
 
+/// The folder of augmentation epoch `epoch` of the shard set in `set` (see
+/// [`Layout::shard_set_epoch`]).
+pub fn epoch_dir(set: &Path, epoch: u32) -> PathBuf {
+    if epoch == 0 {
+        set.to_owned()
+    } else {
+        set.join(epoch_dir_name(epoch))
+    }
+}
+
+/// The sub-folder name of augmentation epoch `epoch` ≥ 1: `augmentation-epoch-001`.
+pub fn epoch_dir_name(epoch: u32) -> String {
+    format!("{EPOCH_DIR_PREFIX}{epoch:03}")
+}
+
+/// The augmentation epoch a sub-folder name stands for (`augmentation-epoch-007` → 7).
+pub fn parse_epoch_dir_name(name: &str) -> Option<u32> {
+    name.strip_prefix(EPOCH_DIR_PREFIX)?
+        .parse()
+        .ok()
+        .filter(|&e| e >= 1)
+}
+
+const EPOCH_DIR_PREFIX: &str = "augmentation-epoch-";
+
 /// The files of one shard set folder.
 pub mod shard_set {
     /// The set's index (`shards::ShardIndex`).
@@ -135,5 +168,13 @@ mod tests {
         assert_eq!(l.aligned(), Path::new("/out/shapes/aligned.safetensors"));
         assert_eq!(l.shard_set(2, "val"), Path::new("/out/shards/stage2/val"));
         assert_eq!(l.model(1), Path::new("/out/models/stage1"));
+        assert_eq!(l.shard_set_epoch(1, "train", 0), l.shard_set(1, "train"));
+        assert_eq!(
+            l.shard_set_epoch(1, "train", 12),
+            Path::new("/out/shards/stage1/train/augmentation-epoch-012")
+        );
+        assert_eq!(parse_epoch_dir_name("augmentation-epoch-012"), Some(12));
+        assert_eq!(parse_epoch_dir_name("augmentation-epoch-000"), None);
+        assert_eq!(parse_epoch_dir_name("epoch-1"), None);
     }
 }

@@ -46,6 +46,19 @@ pub struct ShardIndex {
     pub wingflow_version: String,
     /// Every shard, in shard-id order.
     pub shards: Vec<IndexEntry>,
+    /// How many augmentation epochs the set has (epoch 0 is this folder, epoch e ≥ 1 its
+    /// sub-folder `augmentation-epoch-EEE`, see `layout::epoch_dir`), written only in epoch 0's
+    /// index and only when more than one: readers take pass p from epoch p mod this.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub augmentation_epochs: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 /// One shard of a [`ShardIndex`].
@@ -81,6 +94,7 @@ mod tests {
                 bytes: 10,
                 blake3: "d".into(),
             }],
+            augmentation_epochs: 1,
         };
         let value = serde_json::to_value(&index).unwrap();
         let keys: Vec<&str> = value
@@ -107,5 +121,13 @@ mod tests {
         assert_eq!(entry_keys, ["blake3", "bytes", "file", "samples"]);
         let back: ShardIndex = serde_json::from_value(value).unwrap();
         assert_eq!(back, index);
+        // Several augmentation epochs are listed; an index without the key has one.
+        let epochs = ShardIndex {
+            augmentation_epochs: 4,
+            ..index
+        };
+        let value = serde_json::to_value(&epochs).unwrap();
+        assert_eq!(value["augmentation_epochs"], 4);
+        assert_eq!(serde_json::from_value::<ShardIndex>(value).unwrap(), epochs);
     }
 }

@@ -188,6 +188,7 @@ pub fn write_test_shard_set(dir: &Path, spec: &TestShardSpec) -> Result<ShardInd
         config_digest: "test".into(),
         wingflow_version: "test".into(),
         shards: entries,
+        augmentation_epochs: 1,
     };
     let index_path = dir.join("index.json");
     let json = serde_json::to_vec_pretty(&index).map_err(|source| TrainerError::Json {

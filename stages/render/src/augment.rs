@@ -7,14 +7,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::InvalidParam;
 
-/// Ranges of the random augmentation applied to duplicates (replica ≥ 1), and of the stage-2
-/// normalisation noise applied to every replica. Every range is inclusive; a probability of 0
-/// switches a transform off.
+/// Ranges of the random augmentation applied to every training crop (see [`perturbed`]), and of
+/// the stage-2 normalisation noise applied to every crop. Every range is inclusive; a
+/// probability of 0 switches a transform off.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AugmentConfig {
     /// Largest absolute in-plane rotation of the stage-1 crop, degrees (uniform in ±value).
     pub rotation_max_deg: f64,
+    /// Probability that a perturbed crop is rotated at all (HRNet: 0.6).
+    #[serde(skip_serializing_if = "is_one")]
+    pub rotation_probability: f64,
+    /// Keep replica 0 of augmentation epoch 0 unperturbed (stage-2 noise only), as wingflow
+    /// did before augmentation epochs: one untouched crop of each training face.
+    #[serde(skip_serializing_if = "is_true")]
+    pub keep_original: bool,
     /// Largest absolute shift of the stage-1 box centre along each axis, as a fraction of the
     /// box side (uniform in ±value).
     pub translation_max: f64,
@@ -61,6 +68,8 @@ impl Default for AugmentConfig {
         // photometric ranges are moderate defaults that keep faces recognisable.
         AugmentConfig {
             rotation_max_deg: 30.0,
+            rotation_probability: 0.6,
+            keep_original: false,
             translation_max: 0.1,
             scale_range: (0.9, 1.1),
             flip_probability: 0.5,
@@ -86,6 +95,7 @@ impl AugmentConfig {
     /// Check that every range is ordered and every probability lies in [0, 1].
     pub fn validate(&self) -> Result<(), InvalidParam> {
         let probabilities = [
+            ("rotation_probability", self.rotation_probability),
             ("flip_probability", self.flip_probability),
             ("grey_probability", self.grey_probability),
             ("blur_probability", self.blur_probability),
@@ -238,12 +248,16 @@ impl Augmentation {
             || self.jpeg_quality.is_some()
     }
 
-    /// Draw the augmentation of one plan row from its `seed` alone. Replica 0 is the unperturbed
-    /// crop; its stage-2 noise is still drawn (it stands for stage-1 error at inference).
+    /// Draw the augmentation of one crop from its `seed` alone (the plan row's seed for
+    /// augmentation epoch 0, [`epoch_seed`] for the others). An unperturbed crop (`perturb`
+    /// false, see [`perturbed`]) gets only the stage-2 noise (it stands for stage-1 error at
+    /// inference).
     ///
     /// Every value is drawn in a fixed order whatever the probabilities, so switching one
-    /// transform off does not change the values of the others.
-    pub fn draw(seed: u64, replica: u32, config: &AugmentConfig) -> Self {
+    /// transform off does not change the values of the others; values added later (the
+    /// rotation's probability) are drawn after the older ones, so settings that switch them off
+    /// reproduce the older crops byte for byte.
+    pub fn draw(seed: u64, perturb: bool, config: &AugmentConfig) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let symmetric = |rng: &mut ChaCha8Rng, max: f64| max * (2.0 * rng.r#gen::<f64>() - 1.0);
         let within =
@@ -283,6 +297,7 @@ impl Augmentation {
         let stage2_translate_y = symmetric(&mut rng, config.stage2_translation_max);
         let stage2_scale = within(&mut rng, config.stage2_scale_range);
         let stage2_rotation_deg = symmetric(&mut rng, config.stage2_rotation_max_deg);
+        let rotated = happens(&mut rng, config.rotation_probability);
 
         let noise = Augmentation {
             stage2_translate_x,
@@ -291,11 +306,11 @@ impl Augmentation {
             stage2_rotation_deg,
             ..Augmentation::identity()
         };
-        if replica == 0 {
+        if !perturb {
             return noise;
         }
         Augmentation {
-            rotation_deg,
+            rotation_deg: if rotated { rotation_deg } else { 0.0 },
             translate_x,
             translate_y,
             scale,
@@ -312,6 +327,36 @@ impl Augmentation {
     }
 }
 
+fn is_one(p: &f64) -> bool {
+    *p == 1.0
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// Whether a crop is perturbed: every training crop is, in every augmentation epoch, except
+/// replica 0 of epoch 0 when `keep_original` is set; validation and test crops (replica 0 of
+/// other splits) never are (they get the stage-2 noise only). Duplicates (replica ≥ 1) always
+/// are.
+pub fn perturbed(is_train: bool, replica: u32, epoch: u32, keep_original: bool) -> bool {
+    replica > 0 || (is_train && !(keep_original && epoch == 0))
+}
+
+/// The seed of a plan row's crop in augmentation epoch `epoch`: the row's own seed for epoch 0
+/// (so epoch 0 is what wingflow rendered before epochs), a blake3-derived one for the others.
+pub fn epoch_seed(row_seed: u64, epoch: u32) -> u64 {
+    if epoch == 0 {
+        return row_seed;
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(b"wingflow augmentation epoch");
+    h.update(&row_seed.to_le_bytes());
+    h.update(&epoch.to_le_bytes());
+    let bytes = h.finalize();
+    u64::from_le_bytes(bytes.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,14 +365,14 @@ mod tests {
     fn same_seed_same_draw_and_replica_zero_is_unperturbed() {
         let config = AugmentConfig::default();
         assert_eq!(
-            Augmentation::draw(7, 3, &config),
-            Augmentation::draw(7, 3, &config)
+            Augmentation::draw(7, true, &config),
+            Augmentation::draw(7, true, &config)
         );
         assert_ne!(
-            Augmentation::draw(7, 3, &config),
-            Augmentation::draw(8, 3, &config)
+            Augmentation::draw(7, true, &config),
+            Augmentation::draw(8, true, &config)
         );
-        let zero = Augmentation::draw(7, 0, &config);
+        let zero = Augmentation::draw(7, false, &config);
         assert!(!zero.has_photometric() && !zero.flip);
         assert_eq!(
             (zero.rotation_deg, zero.translate_x, zero.scale),
@@ -337,7 +382,7 @@ mod tests {
         assert_ne!(zero.stage2_scale, 1.0);
         assert_eq!(
             zero.stage2_scale,
-            Augmentation::draw(7, 1, &config).stage2_scale
+            Augmentation::draw(7, true, &config).stage2_scale
         );
     }
 
@@ -360,8 +405,8 @@ mod tests {
         };
         for seed in 0..200 {
             for replica in 0..3 {
-                let a = Augmentation::draw(seed, replica, &AugmentConfig::default());
-                let b = Augmentation::draw(seed, replica, &wide);
+                let a = Augmentation::draw(seed, replica > 0, &AugmentConfig::default());
+                let b = Augmentation::draw(seed, replica > 0, &wide);
                 assert_ne!(a.stage2_rotation_deg, b.stage2_rotation_deg);
                 assert_eq!(without_noise(a), without_noise(b), "seed {seed}");
             }
@@ -374,7 +419,7 @@ mod tests {
         assert!(config.validate().is_ok());
         let mut flips = 0;
         for seed in 0..500 {
-            let a = Augmentation::draw(seed, 1, &config);
+            let a = Augmentation::draw(seed, true, &config);
             assert!(a.rotation_deg.abs() <= config.rotation_max_deg);
             assert!(a.translate_x.abs() <= config.translation_max);
             assert!((config.scale_range.0..=config.scale_range.1).contains(&a.scale));
@@ -405,5 +450,55 @@ mod tests {
             ..AugmentConfig::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn the_static_setting_draws_what_wingflow_drew_before_epochs() {
+        // rotation_probability = 1 rotates every perturbed crop by the value drawn first: the
+        // older draws are untouched by the newer one, drawn last.
+        let config = AugmentConfig {
+            rotation_probability: 1.0,
+            keep_original: true,
+            ..AugmentConfig::default()
+        };
+        let json = serde_json::to_value(&config).unwrap();
+        assert!(json.get("rotation_probability").is_none() && json.get("keep_original").is_none());
+        let some = AugmentConfig {
+            rotation_probability: 0.0,
+            ..config.clone()
+        };
+        for seed in 0..50 {
+            let all = Augmentation::draw(seed, true, &config);
+            let none = Augmentation::draw(seed, true, &some);
+            assert_eq!(none.rotation_deg, 0.0);
+            assert_eq!(
+                Augmentation {
+                    rotation_deg: 0.0,
+                    ..all
+                },
+                none
+            );
+        }
+    }
+
+    #[test]
+    fn which_crops_are_perturbed_and_with_which_seed() {
+        // Every training crop of every epoch, unless it is the kept original.
+        assert!(perturbed(true, 0, 0, false));
+        assert!(!perturbed(true, 0, 0, true));
+        assert!(perturbed(true, 0, 1, true));
+        assert!(perturbed(true, 2, 0, true));
+        // Validation and test crops never.
+        assert!(!perturbed(false, 0, 0, false));
+        assert!(!perturbed(false, 0, 3, false));
+        assert_eq!(epoch_seed(42, 0), 42);
+        assert_ne!(epoch_seed(42, 1), epoch_seed(42, 2));
+        assert_ne!(epoch_seed(42, 1), epoch_seed(43, 1));
+        // Two epochs of one row draw different augmentations.
+        let config = AugmentConfig::default();
+        assert_ne!(
+            Augmentation::draw(epoch_seed(42, 1), true, &config),
+            Augmentation::draw(epoch_seed(42, 2), true, &config)
+        );
     }
 }

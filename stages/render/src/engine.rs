@@ -11,7 +11,7 @@
 //! temporary file) until its last image is done. Rendering per shard instead would keep files
 //! sequential but decode a multi-face image once per shard and each image once per crop size.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,18 +19,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::augment::Augmentation;
+use super::augment::{AugmentConfig, Augmentation, epoch_seed, perturbed};
 use super::decode::{self, SourceFile};
 use super::geometry::{self, Affine, BoxRule};
 use super::photometric;
 use super::shard::{
     self, CropLevel, FORMAT_VERSION, PIXEL_VERSION, RenderedCrop, SampleRecord, ShardIndex,
-    ShardLayout, Sidecar, io_err, set_dir,
+    ShardLayout, Sidecar, epoch_set_dir, io_err,
 };
 use super::warp::{self, Pyramid};
 use super::{RenderError, RenderParams, Result};
 use contract::scheme::Scheme;
 use faces::face::FaceRecord;
+use shapes::balance::TRAIN;
 use shapes::plan::PlanRow;
 
 /// Everything a render needs besides the output location.
@@ -81,6 +82,19 @@ pub enum RenderProgress {
     ShardWritten(PathBuf),
 }
 
+/// What one run did for one augmentation epoch of the training sets (both crop levels).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EpochReport {
+    /// The augmentation epoch.
+    pub epoch: u32,
+    /// Its shards rendered by this run.
+    pub shards_rendered: usize,
+    /// Its shards found up to date.
+    pub shards_fresh: usize,
+    /// Its shard files' bytes on disk.
+    pub bytes: u64,
+}
+
 /// What [`render_shards`] did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RenderReport {
@@ -90,8 +104,10 @@ pub struct RenderReport {
     pub fresh: Vec<PathBuf>,
     /// Source images decoded.
     pub images_decoded: usize,
-    /// Crops rendered (one plan row gives up to two: stage 1 and stage 2).
+    /// Crops rendered (one plan row gives up to two per augmentation epoch: stage 1 and 2).
     pub crops_rendered: usize,
+    /// The training sets' augmentation epochs, in order.
+    pub epochs: Vec<EpochReport>,
     /// The indexes written (one-machine runs only; a worker split leaves indexing to
     /// [`super::index_shard_set`] once every worker is done).
     pub indexes: Vec<(PathBuf, ShardIndex)>,
@@ -248,10 +264,13 @@ pub fn render_image_crops(
     Ok(out)
 }
 
-/// One shard of the plan: its set, id, rows (plan indices sorted by (sample id, replica)).
+/// One shard of the plan: its set, augmentation epoch, id, rows (plan indices sorted by
+/// (sample id, replica)).
 struct PlannedShard<'a> {
     stage: CropLevel,
     split: &'a str,
+    /// The augmentation epoch (0 for validation and test sets, which have one).
+    epoch: u32,
     id: u32,
     rows: Vec<usize>,
     /// `sample_index` of the shard's first row (samples in lower shards of the set).
@@ -374,7 +393,7 @@ pub fn render_shards(
         }
     }
 
-    let shards = plan_shards(plan);
+    let shards = plan_shards(plan, params.epochs);
     let config_digest = params.digest();
     let selected: Vec<&PlannedShard> = shards
         .iter()
@@ -386,7 +405,7 @@ pub fn render_shards(
         .par_iter()
         .map(|s| {
             let key = shard_key(s, plan, &face_of, scheme, params, source_digest);
-            let dir = set_dir(out_root, s.stage, s.split);
+            let dir = epoch_set_dir(out_root, s.stage, s.split, s.epoch);
             let fresh =
                 shard::read_sidecar(&dir.join(shard::sidecar_file_name(s.id))).is_some_and(|sc| {
                     sc.key == key
@@ -400,7 +419,7 @@ pub fn render_shards(
     let mut report = RenderReport::default();
     let mut jobs: Vec<ShardJob> = Vec::new();
     for (s, key, fresh) in checked {
-        let dir = set_dir(out_root, s.stage, s.split);
+        let dir = epoch_set_dir(out_root, s.stage, s.split, s.epoch);
         let path = dir.join(shard::shard_file_name(s.id));
         if fresh {
             report.fresh.push(path);
@@ -428,16 +447,26 @@ pub fn render_shards(
         });
     }
 
-    // Which (job, row) each plan row feeds, per stage; and the images that feed any job.
-    let mut targets: Vec<[Option<(usize, usize)>; 2]> = vec![[None, None]; plan.len()];
+    // Which (job, row) each plan row feeds, per augmentation epoch and crop level (in that
+    // order); and the images that feed any job. Every pending epoch of an image's rows is
+    // rendered from one decode of it.
+    let mut targets: Vec<Vec<Target>> = vec![Vec::new(); plan.len()];
     for (j, job) in jobs.iter().enumerate() {
         for (pos, &r) in job.shard.rows.iter().enumerate() {
-            targets[r][job.shard.stage as usize] = Some((j, pos));
+            targets[r].push(Target {
+                epoch: job.shard.epoch,
+                stage: job.shard.stage,
+                job: j,
+                pos,
+            });
         }
+    }
+    for t in &mut targets {
+        t.sort_by_key(|t| (t.epoch, t.stage));
     }
     let mut by_image: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (r, t) in targets.iter().enumerate() {
-        if t.iter().any(Option::is_some) {
+        if !t.is_empty() {
             by_image
                 .entry(face_of[plan[r].sample_id.as_str()].image_path.as_str())
                 .or_default()
@@ -458,25 +487,29 @@ pub fn render_shards(
         .par_iter()
         .try_for_each(|(image_path, rows)| -> Result<()> {
             let file = SourceFile::read(Path::new(image_path))?;
-            let augs: Vec<Augmentation> = rows
-                .iter()
-                .map(|&r| Augmentation::draw(plan[r].seed, plan[r].replica, &params.augment))
-                .collect();
-            let mut wanted = Vec::new();
-            let mut crops = Vec::new();
-            for (&r, aug) in rows.iter().zip(&augs) {
-                let face = face_of[plan[r].sample_id.as_str()];
-                for stage in CropLevel::ALL {
-                    if let Some(target) = targets[r][stage as usize] {
-                        wanted.push((r, aug, target));
-                        crops.push((face, aug, stage));
+            // One draw per (row, epoch): both crop levels of it share the augmentation.
+            let mut draws: Vec<(usize, u32, u64, Augmentation)> = Vec::new();
+            for &r in rows {
+                for t in &targets[r] {
+                    if draws.last().is_none_or(|d| (d.0, d.1) != (r, t.epoch)) {
+                        let (seed, aug) = draw_for(&plan[r], t.epoch, &params.augment);
+                        draws.push((r, t.epoch, seed, aug));
                     }
                 }
             }
+            let mut wanted = Vec::new();
+            let mut crops = Vec::new();
+            for (r, epoch, seed, aug) in &draws {
+                let face = face_of[plan[*r].sample_id.as_str()];
+                for t in targets[*r].iter().filter(|t| t.epoch == *epoch) {
+                    wanted.push((*r, *seed, aug, t));
+                    crops.push((face, aug, t.stage));
+                }
+            }
             let rendered = render_image_crops(&file, &crops, scheme, params)?;
-            for ((r, aug, (j, pos)), (crop, affine)) in wanted.into_iter().zip(rendered) {
+            for ((r, seed, aug, t), (crop, affine)) in wanted.into_iter().zip(rendered) {
                 let row = &plan[r];
-                let job = &jobs[j];
+                let (job, pos) = (&jobs[t.job], t.pos);
                 job.layout.write_sample(&job.tmp, pos, &crop)?;
                 crops_done.fetch_add(1, Ordering::Relaxed);
                 let record = SampleRecord {
@@ -484,7 +517,7 @@ pub fn render_shards(
                     row: pos as u32,
                     sample_id: row.sample_id.clone(),
                     replica: row.replica,
-                    seed: row.seed,
+                    seed,
                     augmentation: aug.clone(),
                     affine,
                     pose_coefficient: row.pose_coefficient,
@@ -522,12 +555,19 @@ pub fn render_shards(
     report.images_decoded = images.len();
     report.crops_rendered = crops_done.into_inner();
 
+    report.epochs = epoch_reports(&shards, &report, out_root);
     if worker.is_none() {
-        let mut sets: Vec<(CropLevel, &str)> = shards.iter().map(|s| (s.stage, s.split)).collect();
+        let mut sets: Vec<(CropLevel, &str, u32)> =
+            shards.iter().map(|s| (s.stage, s.split, s.epoch)).collect();
         sets.dedup();
-        for (stage, split) in sets {
-            let dir = set_dir(out_root, stage, split);
-            let index = shard::index_shard_set(&dir)?;
+        for (stage, split, epoch) in sets {
+            let dir = epoch_set_dir(out_root, stage, split, epoch);
+            let epochs = if epoch == 0 && split == TRAIN {
+                params.epochs
+            } else {
+                1
+            };
+            let index = shard::index_shard_set(&dir, epochs)?;
             report.indexes.push((dir, index));
         }
     }
@@ -569,8 +609,9 @@ fn finish_job(
     shard::write_atomic(&path, &json)
 }
 
-/// Group plan rows into shards of each (stage, split) set, rows sorted by (sample id, replica).
-fn plan_shards(plan: &[PlanRow]) -> Vec<PlannedShard<'_>> {
+/// Group plan rows into shards of each (stage, split) set, rows sorted by (sample id, replica);
+/// the training sets' shards once per augmentation epoch (same rows, own draws).
+fn plan_shards(plan: &[PlanRow], epochs: u32) -> Vec<PlannedShard<'_>> {
     let mut sets: BTreeMap<(CropLevel, &str), BTreeMap<u32, Vec<usize>>> = BTreeMap::new();
     for (i, row) in plan.iter().enumerate() {
         for stage in CropLevel::ALL {
@@ -589,24 +630,75 @@ fn plan_shards(plan: &[PlanRow]) -> Vec<PlannedShard<'_>> {
                 .map(|(&id, rows)| (id, rows.len() as u32))
                 .collect(),
         );
-        let mut offset = 0i64;
-        for (id, mut rows) in shards {
-            rows.sort_by(|&a, &b| {
-                (&plan[a].sample_id, plan[a].replica).cmp(&(&plan[b].sample_id, plan[b].replica))
-            });
-            let n = rows.len() as i64;
-            out.push(PlannedShard {
-                stage,
-                split,
-                id,
-                rows,
-                offset,
-                set_shards: set_shards.clone(),
-            });
-            offset += n;
+        let set_epochs = if split == TRAIN { epochs } else { 1 };
+        for epoch in 0..set_epochs {
+            let mut offset = 0i64;
+            for (&id, rows) in &shards {
+                let mut rows = rows.clone();
+                rows.sort_by(|&a, &b| {
+                    (&plan[a].sample_id, plan[a].replica)
+                        .cmp(&(&plan[b].sample_id, plan[b].replica))
+                });
+                let n = rows.len() as i64;
+                out.push(PlannedShard {
+                    stage,
+                    split,
+                    epoch,
+                    id,
+                    rows,
+                    offset,
+                    set_shards: set_shards.clone(),
+                });
+                offset += n;
+            }
         }
     }
     out
+}
+
+/// Where a (row, epoch) crop goes: its crop level and the job and position in it.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    epoch: u32,
+    stage: CropLevel,
+    job: usize,
+    pos: usize,
+}
+
+/// The seed and augmentation of a plan row's crops in augmentation epoch `epoch`.
+fn draw_for(row: &PlanRow, epoch: u32, config: &AugmentConfig) -> (u64, Augmentation) {
+    let seed = epoch_seed(row.seed, epoch);
+    let perturb = perturbed(row.split == TRAIN, row.replica, epoch, config.keep_original);
+    (seed, Augmentation::draw(seed, perturb, config))
+}
+
+/// What the run did for each augmentation epoch of the training sets: shards rendered and
+/// fresh, and the epoch's bytes on disk (every level, all of its shards).
+fn epoch_reports(
+    shards: &[PlannedShard<'_>],
+    report: &RenderReport,
+    out_root: &Path,
+) -> Vec<EpochReport> {
+    let mut out: BTreeMap<u32, EpochReport> = BTreeMap::new();
+    let paths = |list: &[PathBuf]| -> HashSet<PathBuf> { list.iter().cloned().collect() };
+    let (rendered, fresh) = (paths(&report.rendered), paths(&report.fresh));
+    for s in shards.iter().filter(|s| s.split == TRAIN) {
+        let entry = out.entry(s.epoch).or_insert(EpochReport {
+            epoch: s.epoch,
+            ..EpochReport::default()
+        });
+        let path =
+            epoch_set_dir(out_root, s.stage, s.split, s.epoch).join(shard::shard_file_name(s.id));
+        if rendered.contains(&path) {
+            entry.shards_rendered += 1;
+        } else if fresh.contains(&path) {
+            entry.shards_fresh += 1;
+        }
+        if let Ok(meta) = std::fs::metadata(&path) {
+            entry.bytes += meta.len();
+        }
+    }
+    out.into_values().collect()
 }
 
 fn shard_key(
@@ -629,6 +721,11 @@ fn shard_key(
         "set_shards": *s.set_shards,
         "shard": s.id,
     });
+    let mut head = head;
+    if s.epoch > 0 {
+        // Epoch 0's key is the key shards had before augmentation epochs existed.
+        head["augmentation_epoch"] = serde_json::json!(s.epoch);
+    }
     h.update(head.to_string().as_bytes());
     for &r in &s.rows {
         let face = face_of[plan[r].sample_id.as_str()];

@@ -31,12 +31,12 @@ use serde::{Deserialize, Serialize};
 pub use augment::{AugmentConfig, Augmentation, Occlusion};
 pub use decode::SourceFile;
 pub use engine::{
-    RenderInputs, RenderProgress, RenderReport, WorkerSplit, crop_matrix, render_crop,
+    EpochReport, RenderInputs, RenderProgress, RenderReport, WorkerSplit, crop_matrix, render_crop,
     render_image_crops, render_sample, render_shards,
 };
 pub use geometry::{Affine, BoxRule};
 pub use inspect::{InspectReport, ShardCheck, ShardStatus, contact_sheet, inspect};
-pub use shard::{CropLevel, ShardIndex, gc, index_shard_set};
+pub use shard::{CropLevel, ShardIndex, gc, index_all, index_shard_set};
 pub use warp::Border;
 
 /// A render parameter out of its range: the key (relative to `[render]`, e.g.
@@ -175,7 +175,17 @@ pub struct RenderParams {
     /// low-pass filter than area averaging; much faster). PNG sources, and crops read at full
     /// resolution, always use the full decode.
     pub reduced_decode: bool,
+    /// Augmentation epochs of the training sets: each is one full pass over the plan's training
+    /// rows with its own draws (epoch 0 in the set's folder, epoch e ≥ 1 in its sub-folder
+    /// `augmentation-epoch-EEE`); validation and test sets have one. Not part of any shard's
+    /// key or of `config_digest` (never serialised with the other parameters): raising it
+    /// renders only the new epochs, lowering it leaves the surplus to `wingflow gc`.
+    #[serde(skip_serializing)]
+    pub epochs: u32,
 }
+
+/// The default number of augmentation epochs.
+pub const DEFAULT_EPOCHS: u32 = 4;
 
 impl Default for RenderParams {
     fn default() -> Self {
@@ -188,6 +198,7 @@ impl Default for RenderParams {
             border: Border::Constant(0),
             augment: AugmentConfig::default(),
             reduced_decode: true,
+            epochs: DEFAULT_EPOCHS,
         }
     }
 }
@@ -202,6 +213,12 @@ impl RenderParams {
             if !(1..=4096).contains(&size) {
                 return Err(InvalidParam::new(name, "a crop size must lie in 1..=4096"));
             }
+        }
+        if !(1..=999).contains(&self.epochs) {
+            return Err(InvalidParam::new(
+                "epochs",
+                format!("{} (allowed: 1..=999)", self.epochs),
+            ));
         }
         for (name, v) in [
             ("box_enlarge", self.box_enlarge),
@@ -220,7 +237,8 @@ impl RenderParams {
         })
     }
 
-    /// blake3 of the canonical JSON of these parameters (`config_digest` in `index.json`).
+    /// blake3 of the canonical JSON of these parameters (`config_digest` in `index.json`;
+    /// `epochs` is not part of it).
     pub fn digest(&self) -> String {
         // Serialising plain numbers, strings and enums cannot fail.
         let json = serde_json::to_vec(self).unwrap_or_default();

@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use super::augment::Augmentation;
 use super::geometry::Affine;
 use super::{RenderError, Result};
+use shapes::balance::TRAIN;
 use shapes::plan::PlanRow;
 
-use contract::layout::{Layout, shard_set};
+use contract::layout::{Layout, epoch_dir, parse_epoch_dir_name, shard_set};
 use contract::shards::tensor;
 pub use contract::shards::{FORMAT_VERSION, IndexEntry, ShardIndex};
 
@@ -63,9 +64,10 @@ impl CropLevel {
     }
 }
 
-/// The directory of one shard set: `<out_root>/shards/<stage>/<split>`.
-pub fn set_dir(out_root: &Path, stage: CropLevel, split: &str) -> PathBuf {
-    Layout::new(out_root).shard_set(stage.number(), split)
+/// The directory of one augmentation epoch of a shard set: `<out_root>/shards/<stage>/<split>`
+/// for epoch 0, its sub-folder `augmentation-epoch-EEE` for the others.
+pub fn epoch_set_dir(out_root: &Path, stage: CropLevel, split: &str, epoch: u32) -> PathBuf {
+    Layout::new(out_root).shard_set_epoch(stage.number(), split, epoch)
 }
 
 /// File name of shard `id`.
@@ -351,8 +353,10 @@ fn list_sidecars(dir: &Path) -> Result<BTreeMap<u32, Sidecar>> {
 /// Verify every shard of the set in `dir` (sidecar present, file size and blake3 as recorded,
 /// all sidecars agreeing on the set) and write `index.json` and `samples.parquet`. Sidecars of
 /// shards that the current set no longer lists (left over from an older plan) are ignored; `gc`
-/// removes them. Files are rewritten only when their content changes.
-pub fn index_shard_set(dir: &Path) -> Result<ShardIndex> {
+/// removes them. Files are rewritten only when their content changes. `augmentation_epochs` is
+/// recorded in the index (a training set's epoch 0 lists how many it has; every other set has
+/// one).
+pub fn index_shard_set(dir: &Path, augmentation_epochs: u32) -> Result<ShardIndex> {
     let sidecars = list_sidecars(dir)?;
     let bad = |reason: String| RenderError::Index {
         dir: dir.to_owned(),
@@ -442,6 +446,7 @@ pub fn index_shard_set(dir: &Path) -> Result<ShardIndex> {
         config_digest: first.config_digest.clone(),
         wingflow_version: env!("CARGO_PKG_VERSION").to_owned(),
         shards: entries,
+        augmentation_epochs,
     };
     let parquet_path = dir.join(shard_set::SAMPLES);
     let parquet = samples_parquet(&records).map_err(|source| RenderError::Parquet {
@@ -563,8 +568,9 @@ fn samples_parquet(records: &[&SampleRecord]) -> PolarsResult<Vec<u8>> {
 }
 
 /// Remove every shard file, sidecar and shard set under `<out_root>/shards` that `plan` no
-/// longer produces, plus leftover temporary files. Returns the removed paths, sorted.
-pub fn gc(out_root: &Path, plan: &[PlanRow]) -> Result<Vec<PathBuf>> {
+/// longer has, the training sets' augmentation epochs from `epochs` on, and temporary files
+/// left by a killed run. Returns what was removed, sorted.
+pub fn gc(out_root: &Path, plan: &[PlanRow], epochs: u32) -> Result<Vec<PathBuf>> {
     let mut wanted: BTreeMap<(CropLevel, &str), BTreeSet<u32>> = BTreeMap::new();
     for row in plan {
         for stage in CropLevel::ALL {
@@ -577,55 +583,93 @@ pub fn gc(out_root: &Path, plan: &[PlanRow]) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     for stage in CropLevel::ALL {
         let stage_dir = Layout::new(out_root).level_shards(stage.number());
-        let Ok(splits) = fs::read_dir(&stage_dir) else {
-            continue;
-        };
-        let mut split_dirs: Vec<PathBuf> = splits
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.is_dir())
-            .collect();
-        split_dirs.sort();
-        for dir in split_dirs {
+        for dir in subdirs(&stage_dir)? {
             let split = dir
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let keep = wanted.get(&(stage, split.as_str()));
-            let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-                .map_err(io_err(&dir))?
-                .filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| p.is_file())
-                .collect();
-            files.sort();
-            for file in files {
-                let name = file
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let stale = match keep {
-                    None => true,
-                    Some(ids) => {
-                        manifests::atomic::is_temp_file_name(&name)
-                            || parse_shard_id(&name).is_some_and(|(id, _)| !ids.contains(&id))
-                    }
+            let set_epochs = if split == TRAIN { epochs } else { 1 };
+            for epoch_dir in subdirs(&dir)? {
+                let name = epoch_dir.file_name().unwrap_or_default().to_string_lossy();
+                let Some(epoch) = parse_epoch_dir_name(&name) else {
+                    continue; // not ours: never removed
                 };
-                if stale {
-                    fs::remove_file(&file).map_err(io_err(&file))?;
-                    removed.push(file);
+                let surplus = keep.is_none() || epoch >= set_epochs;
+                gc_files(&epoch_dir, if surplus { None } else { keep }, &mut removed)?;
+                // Only succeeds when nothing unknown is left in it: never removes a user's files.
+                if surplus && fs::remove_dir(&epoch_dir).is_ok() {
+                    removed.push(epoch_dir);
                 }
             }
-            if keep.is_none() {
-                // Only succeeds when nothing unknown is left in it: never removes a user's files.
-                if fs::remove_dir(&dir).is_ok() {
-                    removed.push(dir);
-                }
+            gc_files(&dir, keep, &mut removed)?;
+            if keep.is_none() && fs::remove_dir(&dir).is_ok() {
+                removed.push(dir);
             }
         }
     }
     removed.sort();
     Ok(removed)
+}
+
+/// The sub-folders of `dir`, sorted (none when it does not exist).
+fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Remove the files of one shard set folder that are not shards (or sidecars) of `keep`, and
+/// temporary files; with `keep` `None`, every file of the set.
+fn gc_files(dir: &Path, keep: Option<&BTreeSet<u32>>, removed: &mut Vec<PathBuf>) -> Result<()> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    for file in files {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stale = match keep {
+            None => true,
+            Some(ids) => {
+                manifests::atomic::is_temp_file_name(&name)
+                    || parse_shard_id(&name).is_some_and(|(id, _)| !ids.contains(&id))
+            }
+        };
+        if stale {
+            fs::remove_file(&file).map_err(io_err(&file))?;
+            removed.push(file);
+        }
+    }
+    Ok(())
+}
+
+/// Verify and index every shard set under `<out_root>/shards` and each augmentation epoch of
+/// the training sets (epoch 0's index records `epochs`); returns each set's folder and index.
+pub fn index_all(out_root: &Path, epochs: u32) -> Result<Vec<(PathBuf, ShardIndex)>> {
+    let mut out = Vec::new();
+    for set in Layout::new(out_root).existing_shard_sets() {
+        let is_train = set.file_name().is_some_and(|n| n == TRAIN);
+        let set_epochs = if is_train { epochs } else { 1 };
+        for epoch in 0..set_epochs {
+            let dir = epoch_dir(&set, epoch);
+            let listed = if epoch == 0 { set_epochs } else { 1 };
+            out.push((dir.clone(), index_shard_set(&dir, listed)?));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -497,6 +497,7 @@ fn fixture(images: usize, image_side: u32) -> Fixture {
     }
 }
 
+/// Render the fixture with the default parameters and one augmentation epoch.
 fn run(
     fx: &Fixture,
     out: &Path,
@@ -504,14 +505,28 @@ fn run(
     worker: Option<WorkerSplit>,
     digests: &BTreeMap<String, String>,
 ) -> RenderReport {
+    let params = RenderParams {
+        epochs: 1,
+        ..RenderParams::default()
+    };
+    run_with(fx, out, threads, worker, digests, &params)
+}
+
+fn run_with(
+    fx: &Fixture,
+    out: &Path,
+    threads: usize,
+    worker: Option<WorkerSplit>,
+    digests: &BTreeMap<String, String>,
+    params: &RenderParams,
+) -> RenderReport {
     let scheme = scheme::by_name(&fx.faces[0].scheme).unwrap();
-    let params = RenderParams::default();
     let digest = |p: &str| digests.get(p).cloned().unwrap_or_default();
     let inputs = RenderInputs {
         faces: &fx.faces,
         plan: &fx.plan,
         scheme,
-        params: &params,
+        params,
         source_digest: &digest,
     };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -571,8 +586,9 @@ fn output_is_byte_identical_for_any_thread_count_and_worker_split() {
             id % 3 == index
         }));
     }
-    for (dir, _) in &report.indexes {
-        index_shard_set(&split.join(dir.strip_prefix(&one).unwrap())).unwrap();
+    for (dir, index) in &report.indexes {
+        let dir = split.join(dir.strip_prefix(&one).unwrap());
+        index_shard_set(&dir, index.augmentation_epochs).unwrap();
     }
     let (a, b, c) = (tree(&one), tree(&two), tree(&split));
     assert!(a.keys().any(|k| k.ends_with("stage2/val/samples.parquet")));
@@ -617,7 +633,7 @@ fn changed_source_rewrites_only_its_shards_and_corruption_is_repaired() {
         if f.image_path == image {
             for stage in CropLevel::ALL {
                 expected.insert(
-                    set_dir(&out, stage, &row.split)
+                    epoch_set_dir(&out, stage, &row.split, 0)
                         .join(shard::shard_file_name(stage.shard_of(row))),
                 );
             }
@@ -690,14 +706,14 @@ fn gc_removes_only_shards_the_plan_no_longer_has() {
         "shards/stage1/val".to_owned(),
         "shards/stage2/val".to_owned(),
     ]);
-    let removed = gc(&out, &fx.plan).unwrap();
+    let removed = gc(&out, &fx.plan, 1).unwrap();
     let names: BTreeSet<String> = removed
         .iter()
         .map(|p| p.strip_prefix(&out).unwrap().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, expected);
     assert!(!out.join("shards/stage2/val").exists());
-    assert!(gc(&out, &fx.plan).unwrap().is_empty());
+    assert!(gc(&out, &fx.plan, 1).unwrap().is_empty());
     let report = run(&fx, &out, 2, None, &fx.digests);
     assert!(report.indexes.iter().all(|(_, i)| i.split == "train"));
 }
