@@ -415,10 +415,44 @@ pub struct HostBatch {
     pub sample_index: Tensor,
 }
 
+/// The augmentation epochs of the training set `first` (its epoch 0): `first` itself and, when
+/// its index lists more (`augmentation_epochs`), each sub-folder `augmentation-epoch-EEE`, which
+/// must hold the same samples (count, crop size, points, scheme).
+pub fn open_augmentation_epochs(first: Arc<ShardSet>) -> Result<Vec<Arc<ShardSet>>> {
+    let count = first.index().augmentation_epochs.max(1);
+    let mut sets = vec![first.clone()];
+    for epoch in 1..count {
+        let dir = contract::layout::epoch_dir(first.dir(), epoch);
+        let set = ShardSet::open(&dir)?;
+        let same = set.len() == first.len()
+            && set.crop_size() == first.crop_size()
+            && set.num_points() == first.num_points()
+            && set.index().scheme == first.index().scheme;
+        if !same {
+            return Err(shard_err(
+                &dir,
+                format!(
+                    "augmentation epoch {epoch} ({} samples, {}², {} points, {}) does not match epoch 0 ({} samples, {}², {} points, {})",
+                    set.len(),
+                    set.crop_size(),
+                    set.num_points(),
+                    set.index().scheme,
+                    first.len(),
+                    first.crop_size(),
+                    first.num_points(),
+                    first.index().scheme
+                ),
+            ));
+        }
+        sets.push(Arc::new(set));
+    }
+    Ok(sets)
+}
+
 /// A position in the loader's stream: the next batch to produce is batch `batch` of `epoch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LoaderPosition {
-    /// Epoch number, from 0.
+    /// Pass number over the training set, from 0 (pass p reads augmentation epoch p mod E).
     pub epoch: u64,
     /// Batch number inside the epoch, from 0.
     pub batch: u64,
@@ -488,7 +522,28 @@ pub struct Loader {
 impl Loader {
     /// Start producing batches of `set` from `from`.
     pub fn start(set: Arc<ShardSet>, config: LoaderConfig, from: LoaderPosition) -> Result<Self> {
+        Self::start_epochs(vec![set], config, from)
+    }
+
+    /// Start producing batches of a training set's augmentation epochs from `from`: pass p
+    /// (`LoaderPosition::epoch`) reads augmentation epoch p mod `sets.len()`, shuffled by
+    /// (seed, p) as one set is. The sets must hold the same number of samples
+    /// ([`open_augmentation_epochs`] checks it).
+    pub fn start_epochs(
+        sets: Vec<Arc<ShardSet>>,
+        config: LoaderConfig,
+        from: LoaderPosition,
+    ) -> Result<Self> {
         ensure_config!(config.batch_size > 0, "batch size must be at least 1");
+        let set = sets
+            .first()
+            .cloned()
+            .ok_or_else(|| TrainerError::Config("no shard set to load".to_owned()))?;
+        ensure_config!(
+            sets.iter().all(|s| s.len() == set.len()),
+            "the augmentation epochs of {} hold different sample counts",
+            set.dir().display()
+        );
         let per_epoch = config.batches_per_epoch(&set);
         ensure_config!(
             per_epoch > 0,
@@ -500,7 +555,7 @@ impl Loader {
         let (tx, rx) = sync_channel(config.prefetch.max(1));
         let worker = std::thread::Builder::new()
             .name("wingflow-loader".into())
-            .spawn(move || produce(&set, config, from, per_epoch, &tx))
+            .spawn(move || produce(&sets, config, from, per_epoch, &tx))
             .map_err(io_err("<loader thread>"))?;
         Ok(Self {
             rx: Some(rx),
@@ -511,7 +566,7 @@ impl Loader {
 }
 
 fn produce(
-    set: &ShardSet,
+    sets: &[Arc<ShardSet>],
     config: LoaderConfig,
     from: LoaderPosition,
     per_epoch: u64,
@@ -525,6 +580,7 @@ fn produce(
             let _ = tx.send(Message::Done);
             return;
         }
+        let set = &sets[(epoch % sets.len() as u64) as usize];
         let order = set.epoch_order(config.order, epoch);
         for b in first..per_epoch {
             let start = (b as usize) * config.batch_size;

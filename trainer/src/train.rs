@@ -6,11 +6,15 @@
 //!   ([`CheckpointRecord`]): written every `checkpoint_every` steps and at the end.
 //! - `best.safetensors` + `best.json`: the weights with the lowest validation NME so far.
 //! - `train_log.csv`: one row per logged step (`step,epoch,loss,lr,images_per_sec,
-//!   val_nme_percent,elapsed_s`; `val_nme_percent` is empty on rows without validation).
+//!   val_nme_percent,elapsed_s,augmentation_epoch`; `epoch` is the pass over the training set,
+//!   `augmentation_epoch` the shard set it read (pass mod E); `val_nme_percent` is empty on rows
+//!   without validation).
 //!
-//! Resuming restores weights, optimiser moments and step count, and restarts the loader at the
-//! stored (epoch, batch); the sample order is a function of (seed, epoch), and nothing else in
-//! training draws random numbers, so a resumed run repeats the uninterrupted one.
+//! Pass p over the training set reads its augmentation epoch p mod E (`train/` for epoch 0,
+//! `train/augmentation-epoch-EEE/` for the others). Resuming restores weights, optimiser
+//! moments and step count, and restarts the loader at the stored (pass, batch); the sample order
+//! is a function of (seed, pass), and nothing else in training draws random numbers, so a
+//! resumed run repeats the uninterrupted one, across augmentation epochs too.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,7 +30,10 @@ use crate::eval::{Normaliser, evaluate_set};
 use crate::loss::{LossKind, TensorLoss};
 use crate::model::{Arch, LandmarkNet, ModelConfig, images_to_input};
 use crate::optim::{LrSchedule, Optimizer, OptimizerKind};
-use crate::shards::{LoadedBatch, Loader, LoaderConfig, LoaderPosition, SampleOrder, ShardSet};
+use crate::shards::{
+    LoadedBatch, Loader, LoaderConfig, LoaderPosition, SampleOrder, ShardSet,
+    open_augmentation_epochs,
+};
 use crate::tensor_io::{load_tensors, save_tensors, write_atomic};
 
 /// Version of `wingflow-train`, recorded in checkpoints and reports.
@@ -225,7 +232,8 @@ pub fn read_record(weights: &Path) -> Result<CheckpointRecord> {
     serde_json::from_str(&text).map_err(|source| TrainerError::Json { path, source })
 }
 
-const LOG_HEADER: &str = "step,epoch,loss,lr,images_per_sec,val_nme_percent,elapsed_s\n";
+const LOG_HEADER: &str =
+    "step,epoch,loss,lr,images_per_sec,val_nme_percent,elapsed_s,augmentation_epoch\n";
 
 /// A training run in progress.
 #[derive(Debug)]
@@ -235,6 +243,8 @@ pub struct Trainer {
     net: LandmarkNet,
     optimizer: Optimizer,
     train_set: Arc<ShardSet>,
+    /// The training set's augmentation epochs (`train_set` first): pass p reads epoch p mod E.
+    train_epochs: Vec<Arc<ShardSet>>,
     val_set: Option<Arc<ShardSet>>,
     normaliser: Normaliser,
     total_steps: u64,
@@ -313,12 +323,14 @@ impl Trainer {
         let optimizer = Optimizer::new(config.optimizer, net.parameters());
         let log = config.out_dir.join("train_log.csv");
         write_atomic(&log, LOG_HEADER.as_bytes())?;
+        let train_epochs = open_augmentation_epochs(train_set.clone())?;
         Ok(Self {
             config,
             device,
             net,
             optimizer,
             train_set,
+            train_epochs,
             val_set,
             normaliser,
             total_steps,
@@ -376,6 +388,7 @@ impl Trainer {
         };
         truncate_log(&out_dir.join("train_log.csv"), record.step)?;
         let elapsed_before = last_elapsed(&out_dir.join("train_log.csv"));
+        let train_epochs = open_augmentation_epochs(train_set.clone())?;
         Ok(Self {
             total_steps: total_steps.unwrap_or(record.total_steps),
             step: record.step,
@@ -387,6 +400,7 @@ impl Trainer {
             net,
             optimizer,
             train_set,
+            train_epochs,
             val_set,
             normaliser,
             elapsed_before,
@@ -429,8 +443,8 @@ impl Trainer {
         let mut epoch = self.position.epoch;
         let mut last_val = None;
         if self.step < stop {
-            let loader = Loader::start(
-                self.train_set.clone(),
+            let loader = Loader::start_epochs(
+                self.train_epochs.clone(),
                 loader_config(&self.config, None),
                 self.position,
             )?;
@@ -625,11 +639,12 @@ impl Trainer {
         let mut line = String::new();
         let _ = writeln!(
             line,
-            "{},{epoch},{},{lr:e},{},{},{elapsed:.3}",
+            "{},{epoch},{},{lr:e},{},{},{elapsed:.3},{}",
             self.step,
             num(loss),
             num(ips),
-            val.map(num).unwrap_or_default()
+            val.map(num).unwrap_or_default(),
+            epoch % self.train_epochs.len() as u64
         );
         let mut file = std::fs::OpenOptions::new()
             .append(true)
@@ -726,10 +741,40 @@ mod tests {
         }
     }
 
+    /// Give the training set in `train` a second augmentation epoch (other shapes, same size).
+    fn add_augmentation_epoch(train: &Path) {
+        let spec = TestShardSpec {
+            crop_size: 64,
+            shard_sizes: vec![10, 6],
+            seed: 77,
+            ..TestShardSpec::default()
+        };
+        write_test_shard_set(&contract::layout::epoch_dir(train, 1), &spec).unwrap();
+        let path = train.join("index.json");
+        let mut index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        index["augmentation_epochs"] = serde_json::json!(2);
+        std::fs::write(&path, index.to_string()).unwrap();
+    }
+
     #[test]
     fn resumed_run_equals_uninterrupted_run() {
+        resume_matches(false);
+    }
+
+    #[test]
+    fn resume_across_an_augmentation_epoch_boundary_matches_the_uninterrupted_run() {
+        resume_matches(true);
+    }
+
+    /// Train 6 steps of 4 from 16 samples (a pass is 4 steps) whole, and 4 + resume + 2: the
+    /// weights are equal; with two augmentation epochs, pass 1 (after the resume) reads epoch 1.
+    fn resume_matches(two_epochs: bool) {
         let dir = tempfile::tempdir().unwrap();
         let (train, val) = tiny_sets(dir.path());
+        if two_epochs {
+            add_augmentation_epoch(&train);
+        }
         let mut quiet = |_: &Progress| {};
 
         let mut whole = Trainer::new(
@@ -769,6 +814,31 @@ mod tests {
         let record = read_record(&out_b.join("last.safetensors")).unwrap();
         assert_eq!(record.step, 6);
         assert_eq!(record.next_position, LoaderPosition { epoch: 1, batch: 2 });
+        let augmentation_epochs: Vec<&str> = log
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split(',').nth(7))
+            .collect();
+        let after_resume = if two_epochs { "1" } else { "0" };
+        assert_eq!(
+            augmentation_epochs,
+            ["0", "0", "0", "0", after_resume, after_resume],
+            "{log}"
+        );
+        if two_epochs {
+            // Epoch 1 was really read: one epoch alone trains other weights.
+            let (train_1, val_1) = tiny_sets(&dir.path().join("one"));
+            let mut one =
+                Trainer::new(config(train_1, val_1, dir.path().join("c")), Device::Cpu).unwrap();
+            one.run(&mut quiet).unwrap();
+            let differs = one
+                .net()
+                .named_tensors()
+                .into_iter()
+                .zip(second.net().named_tensors())
+                .any(|((_, a), (_, b))| !a.equal(&b));
+            assert!(differs, "the second augmentation epoch was not read");
+        }
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub struct TrainLog {
     pub loss: Vec<(f64, f64)>,
     /// (step, validation NME ×100), for the steps where validation ran.
     pub val_nme: Vec<(f64, f64)>,
+    /// The first logged step of each pass over the training set after the first (a pass reads
+    /// the next augmentation epoch), from the `epoch` column when the log has one.
+    pub pass_starts: Vec<f64>,
 }
 
 /// Parse `train_log.csv` (header `step,epoch,loss,lr,images_per_sec,val_nme_percent,…`).
@@ -35,7 +38,9 @@ pub fn parse_train_log(text: &str, path: &Path) -> Result<TrainLog> {
             })
     };
     let (step, loss, val) = (column("step")?, column("loss")?, column("val_nme_percent")?);
+    let pass = column("epoch").ok();
     let mut log = TrainLog::default();
+    let mut last_pass = None;
     for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split(',').collect();
         let number = |k: usize| -> Result<Option<f64>> {
@@ -48,6 +53,12 @@ pub fn parse_train_log(text: &str, path: &Path) -> Result<TrainLog> {
             }
         };
         let Some(s) = number(step)? else { continue };
+        if let Some(p) = pass.map(number).transpose()?.flatten() {
+            if last_pass.is_some_and(|last| p > last) {
+                log.pass_starts.push(s);
+            }
+            last_pass = Some(p);
+        }
         if let Some(l) = number(loss)? {
             log.loss.push((s, l));
         }
@@ -92,6 +103,12 @@ pub fn plot_loss_curve(csv: &Path, png: &Path) -> Result<()> {
             (lo * 0.9)..(hi * 1.05),
             text,
         )?;
+        // A thin grey line where each pass over the training set (augmentation epoch) begins.
+        let boundaries = log
+            .pass_starts
+            .iter()
+            .map(|&s| PathElement::new(vec![(s, lo * 0.9), (s, hi * 1.05)], BLACK.mix(0.25)));
+        chart.draw_series(boundaries).map_err(err)?;
         chart
             .draw_series(LineSeries::new(positive, BLUE.stroke_width(2)))
             .map_err(err)?;
@@ -167,6 +184,7 @@ mod tests {
             vec![(50.0, 2019.5), (100.0, 1589.9), (150.0, 1548.6)]
         );
         assert_eq!(log.val_nme, vec![(100.0, 17.5)]);
+        assert_eq!(log.pass_starts, vec![150.0]);
     }
 
     #[test]
