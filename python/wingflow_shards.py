@@ -24,6 +24,17 @@ Usage::
 
 Shards are opened lazily (per DataLoader worker) and read one sample at a time through
 ``safetensors.safe_open``, so memory stays small whatever the set's size.
+
+**Augmentation epochs.** A training set rendered with ``[render] epochs = E`` holds E shard
+sets with the same samples and their own augmentation draws: epoch 0 in the set's folder (its
+``index.json`` lists ``augmentation_epochs: E``), epoch e >= 1 in ``augmentation-epoch-EEE/``.
+``ShardSet(dir, epoch=e)`` reads epoch e mod E; :class:`AugmentationEpochs` names the folder of
+each pass, so fresh crops come on every pass::
+
+    epochs = AugmentationEpochs("out/shards/stage1/train")
+    for pass_ in range(30):
+        ds = ShardSet(epochs(pass_))          # pass p reads epoch p mod E
+        # or: wingflow_batches.ShardBatches(epochs, ...) with set_epoch(pass_)
 """
 
 from __future__ import annotations
@@ -43,10 +54,36 @@ FORMAT_VERSION = 1
 TENSORS = ("images", "landmarks", "visible", "in_crop", "sample_index")
 
 
+def augmentation_epoch_dir(set_dir: str | os.PathLike, epoch: int) -> str:
+    """The folder of augmentation epoch ``epoch`` of the shard set ``set_dir`` (its epoch 0)."""
+    set_dir = os.fspath(set_dir)
+    return set_dir if epoch == 0 else os.path.join(set_dir, f"augmentation-epoch-{epoch:03d}")
+
+
+class AugmentationEpochs:
+    """The augmentation epochs of a training shard set: ``epochs(p)`` is the folder pass ``p``
+    reads (epoch ``p mod E``, E from epoch 0's ``index.json``; 1 for sets without epochs).
+    Picklable, so DataLoader workers may receive it."""
+
+    def __init__(self, set_dir: str | os.PathLike) -> None:
+        self.set_dir = os.fspath(set_dir)
+        with open(os.path.join(self.set_dir, "index.json"), encoding="utf-8") as f:
+            self.count: int = int(json.load(f).get("augmentation_epochs", 1))
+        if self.count < 1:
+            raise ValueError(f"{self.set_dir}/index.json: augmentation_epochs must be >= 1")
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __call__(self, pass_number: int) -> str:
+        return augmentation_epoch_dir(self.set_dir, pass_number % self.count)
+
+
 class ShardSet(torch.utils.data.Dataset):
     """All samples of one shard set, in index order (shard by shard, row by row).
 
-    ``dataset[i]`` is a dict of tensors: ``image`` uint8 [3, S, S] (``channels_first=True``,
+    ``epoch`` picks an augmentation epoch of a training set (``epoch mod E``; 0, the default,
+    is the set's own folder). ``dataset[i]`` is a dict of tensors: ``image`` uint8 [3, S, S] (``channels_first=True``,
     the default) or [S, S, 3]; ``landmarks`` float32 [L, 2]; ``visible`` and ``in_crop`` bool
     [L]; ``sample_index`` int64 scalar. ``transform``, if given, is applied to that dict.
     """
@@ -56,7 +93,10 @@ class ShardSet(torch.utils.data.Dataset):
         set_dir: str | os.PathLike,
         transform: Optional[Callable[[Dict[str, torch.Tensor]], Any]] = None,
         channels_first: bool = True,
+        epoch: int = 0,
     ) -> None:
+        if epoch:
+            set_dir = AugmentationEpochs(set_dir)(epoch)
         self.set_dir = os.fspath(set_dir)
         with open(os.path.join(self.set_dir, "index.json"), encoding="utf-8") as f:
             self.index: Dict[str, Any] = json.load(f)

@@ -13,7 +13,7 @@ import torch
 from safetensors.numpy import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from wingflow_shards import ShardSet, load_shard  # noqa: E402
+from wingflow_shards import AugmentationEpochs, ShardSet, load_shard  # noqa: E402
 
 
 def set_dirs(root: Path):
@@ -99,3 +99,19 @@ def test_reader_on_a_shard_written_in_python(tmp_path):
     (tmp_path / "index.json").write_text(json.dumps(index))
     with pytest.raises(ValueError, match="format_version"):
         ShardSet(tmp_path)
+
+
+def test_augmentation_epochs_of_a_rust_training_set(rust_shards):
+    train = rust_shards / "shards" / "stage1" / "train"
+    epochs = AugmentationEpochs(train)
+    assert len(epochs) == 2
+    assert epochs(0) == str(train) and epochs(2) == str(train)
+    assert epochs(1) == str(train / "augmentation-epoch-001")
+    first, second = ShardSet(train), ShardSet(train, epoch=1)
+    assert len(first) == len(second) > 0
+    a, b = first[0], second[0]
+    assert int(a["sample_index"]) == int(b["sample_index"])
+    # The same sample, another draw: the crops differ.
+    assert not torch.equal(a["image"], b["image"])
+    # Validation sets have one epoch.
+    assert len(AugmentationEpochs(rust_shards / "shards" / "stage1" / "val")) == 1

@@ -791,7 +791,12 @@ fn write_python_fixture() {
         panic!("set WINGFLOW_SHARD_FIXTURE to the output directory");
     };
     let fx = fixture(5, 128);
-    let report = run(&fx, Path::new(&target), 2, None, &fx.digests);
+    // Two augmentation epochs, so the Python readers see a training set with epochs.
+    let params = RenderParams {
+        epochs: 2,
+        ..RenderParams::default()
+    };
+    let report = run_with(&fx, Path::new(&target), 2, None, &fx.digests, &params);
     assert!(!report.indexes.is_empty());
 }
 
