@@ -52,14 +52,11 @@ pub struct TrainSection {
     pub enabled: bool,
     /// Loss: `wing` (w = 10, ε = 2), `l1`, `l2`, `smooth-l1`, or `wing:W,EPSILON`.
     pub loss: String,
-    /// Optimiser steps per stage.
-    pub steps: u64,
-    /// Samples per batch (the paper: 8).
-    pub batch_size: usize,
-    /// Initial learning rate (cosine decay to `final_lr`).
-    pub lr: f64,
-    /// Final learning rate.
-    pub final_lr: f64,
+    /// CNN-6's budget (`[train.cnn6]`, the train1 stage).
+    pub cnn6: NetworkSettings,
+    /// CNN-7's budget (`[train.cnn7]`, the train2 stage): CNN-7 needs a lower learning rate
+    /// than CNN-6 and trains about 5× slower per step.
+    pub cnn7: NetworkSettings,
     /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
     pub device: String,
     /// Batch normalisation after each convolution (off in the paper).
@@ -74,10 +71,8 @@ impl Default for TrainSection {
         TrainSection {
             enabled: true,
             loss: "wing".into(),
-            steps: 2000,
-            batch_size: 32,
-            lr: 1e-3,
-            final_lr: 1e-5,
+            cnn6: NetworkSettings::resolved_default(Arch::Cnn6).into(),
+            cnn7: NetworkSettings::resolved_default(Arch::Cnn7).into(),
             device: "auto".into(),
             batch_norm: false,
             normaliser: None,
@@ -85,7 +80,86 @@ impl Default for TrainSection {
     }
 }
 
+/// One network's training budget (`[train.cnn6]`, `[train.cnn7]`); a key left out takes the
+/// network's default ([`NetworkSettings::resolved_default`]).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSettings {
+    /// Optimiser steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u64>,
+    /// Samples per batch (the paper: 8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Initial learning rate (cosine decay to `final_lr`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// Final learning rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_lr: Option<f64>,
+}
+
+/// A network's budget with every value filled in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    /// Optimiser steps.
+    pub steps: u64,
+    /// Samples per batch.
+    pub batch_size: usize,
+    /// Initial learning rate.
+    pub lr: f64,
+    /// Final learning rate.
+    pub final_lr: f64,
+}
+
+impl From<Budget> for NetworkSettings {
+    fn from(b: Budget) -> Self {
+        NetworkSettings {
+            steps: Some(b.steps),
+            batch_size: Some(b.batch_size),
+            lr: Some(b.lr),
+            final_lr: Some(b.final_lr),
+        }
+    }
+}
+
+impl NetworkSettings {
+    /// The default budget of a network: 2000 steps of 32, learning rate 1e-3 (CNN-6) or 3e-4
+    /// (CNN-7, which diverges or stalls at CNN-6's rate: bench/README-losses.md, run 3),
+    /// cosine-decayed to 1e-5.
+    pub fn resolved_default(arch: Arch) -> Budget {
+        Budget {
+            steps: 2000,
+            batch_size: 32,
+            lr: match arch {
+                Arch::Cnn6 => 1e-3,
+                Arch::Cnn7 => 3e-4,
+            },
+            final_lr: 1e-5,
+        }
+    }
+
+    /// This budget, with the network's defaults where a key is left out.
+    pub fn resolved(&self, arch: Arch) -> Budget {
+        let d = Self::resolved_default(arch);
+        Budget {
+            steps: self.steps.unwrap_or(d.steps),
+            batch_size: self.batch_size.unwrap_or(d.batch_size),
+            lr: self.lr.unwrap_or(d.lr),
+            final_lr: self.final_lr.unwrap_or(d.final_lr),
+        }
+    }
+}
+
 impl TrainSection {
+    /// The budget of the network of crop level `level` (1: CNN-6, 2: CNN-7).
+    pub fn budget(&self, level: u8) -> Result<Budget> {
+        Ok(match Arch::for_level(level)? {
+            Arch::Cnn6 => self.cnn6.resolved(Arch::Cnn6),
+            Arch::Cnn7 => self.cnn7.resolved(Arch::Cnn7),
+        })
+    }
+
     /// The training request of crop level `level` (1: CNN-6, 2: CNN-7) on `shards`, into `out`.
     pub fn request(
         &self,
@@ -94,15 +168,16 @@ impl TrainSection {
         out: PathBuf,
         seed: u64,
     ) -> Result<TrainRequest> {
+        let budget = self.budget(level)?;
         Ok(TrainRequest {
             shards: Some(shards),
             out,
             arch: Arch::for_level(level)?,
             loss: self.loss.parse()?,
-            steps: Some(self.steps),
-            batch_size: self.batch_size,
-            lr: self.lr,
-            final_lr: self.final_lr,
+            steps: Some(budget.steps),
+            batch_size: budget.batch_size,
+            lr: budget.lr,
+            final_lr: budget.final_lr,
             device: self.device.parse()?,
             seed,
             batch_norm: self.batch_norm,
@@ -490,24 +565,30 @@ impl TrainSection {
                 format!("`{}` (allowed: {})", e.value, e.allowed),
             ));
         }
-        if self.steps == 0 {
-            problems.push(Problem::new(
-                &["train", "steps"],
-                "0 (allowed: an integer >= 1)",
-            ));
-        }
-        if self.batch_size == 0 {
-            problems.push(Problem::new(
-                &["train", "batch_size"],
-                "0 (allowed: an integer >= 1)",
-            ));
-        }
-        for (key, lr) in [("lr", self.lr), ("final_lr", self.final_lr)] {
-            if !(lr.is_finite() && lr > 0.0) {
+        for (net, arch, settings) in [
+            ("cnn6", Arch::Cnn6, &self.cnn6),
+            ("cnn7", Arch::Cnn7, &self.cnn7),
+        ] {
+            let b = settings.resolved(arch);
+            if b.steps == 0 {
                 problems.push(Problem::new(
-                    &["train", key],
-                    format!("{lr} (allowed: a finite number > 0)"),
+                    &["train", net, "steps"],
+                    "0 (allowed: an integer >= 1)",
                 ));
+            }
+            if b.batch_size == 0 {
+                problems.push(Problem::new(
+                    &["train", net, "batch_size"],
+                    "0 (allowed: an integer >= 1)",
+                ));
+            }
+            for (key, lr) in [("lr", b.lr), ("final_lr", b.final_lr)] {
+                if !(lr.is_finite() && lr > 0.0) {
+                    problems.push(Problem::new(
+                        &["train", net, key],
+                        format!("{lr} (allowed: a finite number > 0)"),
+                    ));
+                }
             }
         }
         if let Some(spec) = &self.normaliser {
@@ -800,7 +881,10 @@ mod tests {
     #[test]
     fn init_writes_a_commented_document_that_loads_with_its_overrides() {
         let dir = tempfile::tempdir().unwrap();
-        let text = init(dir.path(), &["train.steps=200", "train.batch_size=8"]);
+        let text = init(
+            dir.path(),
+            &["train.cnn6.steps=200", "train.cnn7.batch_size=8"],
+        );
         assert!(text.contains("# wingflow configuration"), "{text}");
         assert!(text.contains("# One of: wing, l1"), "{text}");
         assert!(text.contains("steps = 200"), "{text}");
@@ -816,7 +900,12 @@ mod tests {
         );
         let config = Config::load(&write(dir.path(), &with_source))
             .unwrap_or_else(|e| panic!("{e:#}\n{with_source}"));
-        assert_eq!((config.train.steps, config.train.batch_size), (200, 8));
+        let (six, seven) = (
+            config.train.budget(1).unwrap(),
+            config.train.budget(2).unwrap(),
+        );
+        assert_eq!((six.steps, six.batch_size, six.lr), (200, 32, 1e-3));
+        assert_eq!((seven.steps, seven.batch_size, seven.lr), (2000, 8, 3e-4));
         assert_eq!(config.render, RenderParams::default());
     }
 
@@ -824,10 +913,10 @@ mod tests {
     fn overrides_of_unknown_keys_or_bad_values_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let overrides = |o: &str| init_document(dir.path(), Path::new("out"), &[o.to_owned()]);
-        let err = overrides("train.stepz=3").unwrap_err().to_string();
+        let err = overrides("train.cnn6.stepz=3").unwrap_err().to_string();
         assert!(err.contains("stepz") && err.contains("steps"), "{err}");
-        assert!(overrides("trian.steps=3").is_err());
-        assert!(overrides("train.steps").is_err());
+        assert!(overrides("trian.cnn6.steps=3").is_err());
+        assert!(overrides("train.cnn6.steps").is_err());
         assert!(overrides("train.device=cpu").is_ok());
     }
 

@@ -384,7 +384,8 @@ fn train_stage<'a>(config: &'a Config, layout: &Layout, level: u8) -> Stage<'a> 
         report::loss_curve::plot_loss_curve(&out.join("train_log.csv"), &curve)
             .map_err(|e| format!("{e:#}"))?;
         eprintln!("    {name}: loss curve {}", curve.display());
-        Ok::<_, BoxError>(StageReport::new().rows("steps", t.steps))
+        let steps = t.budget(level).map_err(|e| format!("{e:#}"))?.steps;
+        Ok::<_, BoxError>(StageReport::new().rows("steps", steps))
     })
     .params(params)
     .input(layout.level_shards(level))
@@ -438,6 +439,7 @@ fn evaluate_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
         );
         let mut results: BTreeMap<String, serde_json::Value> = BTreeMap::new();
         for split in evaluation_splits(&plan) {
+            let mut mean_shape = None;
             for (name, models) in &variants {
                 let report = evaluate_two_stage(&EvalRequest {
                     out_root: &layout.root,
@@ -457,6 +459,15 @@ fn evaluate_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
                     s.faces, s.mean_nme_percent, s.median_nme_percent, fail(0), fail(1)
                 ));
                 results.insert(format!("{name}/{split}"), serde_json::to_value(s)?);
+                mean_shape = Some(report.mean_shape.clone());
+            }
+            if let Some(s) = mean_shape {
+                let fail = |k: usize| s.thresholds.get(k).map_or(f64::NAN, |t| 100.0 * t.failure_rate);
+                table.push_str(&format!(
+                    "  {split:<14} {:<7} {:>6} {:>6.2} {:>7.2} {:>9.1}% {:>8.1}%\n",
+                    "mean", s.faces, s.mean_nme_percent, s.median_nme_percent, fail(0), fail(1)
+                ));
+                results.insert(format!("mean-shape/{split}"), serde_json::to_value(&s)?);
             }
         }
         eprint!("{table}");

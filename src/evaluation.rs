@@ -9,14 +9,17 @@ use anyhow::{Context, Result, ensure};
 use contract::layout::Layout;
 use faces::face::FaceRecord;
 use faces::faces_table::read_faces_parquet;
-use render::geometry::stage1_box;
-use render::{Affine, BoxRule, RenderParams};
+use render::geometry::{stage1_box, stage1_matrix};
+use render::{Affine, Augmentation, BoxRule, RenderParams};
 use serde::Serialize;
 use shapes::plan_table::{BalanceSummary, read_plan_parquet};
 
-use crate::inference::{FaceQuery, Models, predict_faces, scratch_dir, stage2_matrix_for};
-use contract::metrics::{ErrorSummary, face_nme, points, sorted_quantile};
+use crate::inference::{
+    FaceQuery, Models, crop_to_image, image_to_crop, predict_faces, scratch_dir, stage2_matrix_for,
+};
+use contract::metrics::{ErrorSummary, Normaliser, face_nme, points, sorted_quantile};
 use report::ced::{CedSeries, plot_ced};
+use shapes::balance::TRAIN;
 
 /// One face's error in the evaluation report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -50,6 +53,9 @@ pub struct TwoStageReport {
     pub skipped: usize,
     /// Over every scored face.
     pub summary: ErrorSummary,
+    /// The mean-shape baseline on the same faces ([`mean_shape_baseline`]): what a network
+    /// has to beat to have learnt anything.
+    pub mean_shape: ErrorSummary,
     /// Per pose bin of the balance stage's histogram (bins of |coefficient| or of the signed
     /// coefficient, with the training set's edges; outer bins take values beyond the edges).
     pub per_pose_bin: BTreeMap<String, ErrorSummary>,
@@ -345,11 +351,64 @@ pub fn evaluate_two_stage(req: &EvalRequest<'_>) -> Result<TwoStageReport> {
         normaliser: normaliser.to_string(),
         skipped,
         summary: ErrorSummary::new(&nmes),
+        mean_shape: mean_shape_baseline(&faces, &chosen, req.params, &normaliser)?,
         per_pose_bin: summarise(by_pose),
         per_yaw_bin: summarise(by_yaw),
         per_face,
         stage2_normalisation: NormalisationError::new(&crop_pairs, req.params.stage2_size),
     })
+}
+
+/// The mean-shape baseline: the mean of the training faces' landmarks in their stage-1 crops,
+/// placed in each test face's stage-1 crop and mapped back to the image.
+pub fn mean_shape_baseline(
+    faces: &[FaceRecord],
+    test: &[&FaceRecord],
+    params: &RenderParams,
+    normaliser: &Normaliser,
+) -> Result<ErrorSummary> {
+    let matrix = |f: &FaceRecord| {
+        stage1_box(f, params.box_rule, params.box_enlarge)
+            .map(|b| stage1_matrix(&b, &Augmentation::identity(), params.stage1_size))
+    };
+    let mut sum: Vec<f64> = Vec::new();
+    let mut count: Vec<f64> = Vec::new();
+    for f in faces.iter().filter(|f| f.split == TRAIN) {
+        let Some(m) = matrix(f) else { continue };
+        let crop = image_to_crop(&m, &f.landmarks);
+        if sum.is_empty() {
+            sum = vec![0.0; crop.len()];
+            count = vec![0.0; crop.len()];
+        }
+        for (k, v) in crop.iter().enumerate() {
+            if v.is_finite() {
+                sum[k] += f64::from(*v);
+                count[k] += 1.0;
+            }
+        }
+    }
+    ensure!(!sum.is_empty(), "no training faces for the mean shape");
+    let mean: Vec<f32> = sum
+        .iter()
+        .zip(&count)
+        .map(|(s, c)| (s / c.max(1.0)) as f32)
+        .collect();
+    let mut nmes = Vec::new();
+    for f in test {
+        let Some(m) = matrix(f) else { continue };
+        let Some(pred) = crop_to_image(&m, &mean) else {
+            continue;
+        };
+        if let Some(nme) = face_nme(
+            &points(&pred),
+            &points(&f.landmarks),
+            &f.visible,
+            normaliser,
+        ) {
+            nmes.push(nme);
+        }
+    }
+    Ok(ErrorSummary::new(&nmes))
 }
 
 #[cfg(test)]

@@ -28,8 +28,7 @@ use contract::scheme::{self, Scheme};
 use faces::face::FaceRecord;
 use faces::faces_table::write_faces_parquet;
 use faces::ingest::{IngestPolicy, SourceConfig, SourceKind, ingest};
-use render::geometry::{stage1_box, stage1_matrix};
-use render::{Augmentation, RenderInputs, RenderParams, render_shards};
+use render::{RenderInputs, RenderParams, render_shards};
 use serde::Serialize;
 use shapes::align::{AlignParams, align_shapes};
 use shapes::balance::{BalanceParams, BalanceSample, TRAIN, balance};
@@ -37,11 +36,11 @@ use shapes::pca::{PcaParams, fit_shape_model};
 use shapes::plan_table::{write_plan_parquet, write_summary_json};
 use synth::{SynthConfig, SynthFormat, generate};
 
-use crate::evaluation::{EvalRequest, evaluate_two_stage};
-use crate::inference::{Models, crop_to_image, image_to_crop};
+use crate::evaluation::{EvalRequest, evaluate_two_stage, mean_shape_baseline};
+use crate::inference::Models;
 use crate::trainer_bin::train_command;
 use contract::layout::Layout;
-use contract::metrics::{ErrorSummary, Normaliser, face_nme, points, sorted_quantile};
+use contract::metrics::{ErrorSummary, sorted_quantile};
 use contract::training::{Arch, TrainRequest};
 use report::ced::{CedSeries, plot_ced};
 
@@ -845,58 +844,6 @@ fn evaluate(
         println!("  {:<14} {}", "", report.stage2_normalisation);
     }
     Ok(result)
-}
-
-/// The mean-shape baseline: the mean of the training faces' landmarks in their stage-1 crops,
-/// placed in each test face's stage-1 crop and mapped back to the image.
-pub fn mean_shape_baseline(
-    faces: &[FaceRecord],
-    test: &[&FaceRecord],
-    params: &RenderParams,
-    normaliser: &Normaliser,
-) -> Result<ErrorSummary> {
-    let matrix = |f: &FaceRecord| {
-        stage1_box(f, params.box_rule, params.box_enlarge)
-            .map(|b| stage1_matrix(&b, &Augmentation::identity(), params.stage1_size))
-    };
-    let mut sum: Vec<f64> = Vec::new();
-    let mut count: Vec<f64> = Vec::new();
-    for f in faces.iter().filter(|f| f.split == TRAIN) {
-        let Some(m) = matrix(f) else { continue };
-        let crop = image_to_crop(&m, &f.landmarks);
-        if sum.is_empty() {
-            sum = vec![0.0; crop.len()];
-            count = vec![0.0; crop.len()];
-        }
-        for (k, v) in crop.iter().enumerate() {
-            if v.is_finite() {
-                sum[k] += f64::from(*v);
-                count[k] += 1.0;
-            }
-        }
-    }
-    ensure!(!sum.is_empty(), "no training faces for the mean shape");
-    let mean: Vec<f32> = sum
-        .iter()
-        .zip(&count)
-        .map(|(s, c)| (s / c.max(1.0)) as f32)
-        .collect();
-    let mut nmes = Vec::new();
-    for f in test {
-        let Some(m) = matrix(f) else { continue };
-        let Some(pred) = crop_to_image(&m, &mean) else {
-            continue;
-        };
-        if let Some(nme) = face_nme(
-            &points(&pred),
-            &points(&f.landmarks),
-            &f.visible,
-            normaliser,
-        ) {
-            nmes.push(nme);
-        }
-    }
-    Ok(ErrorSummary::new(&nmes))
 }
 
 /// Mean and sample standard deviation.

@@ -121,9 +121,9 @@ fn init_sets_keys_through_set_and_refuses_unknown_ones() {
             .args(["init", "data", "--force", "--set", set]);
         cmd
     };
-    ok(&mut init("train.steps=123"));
+    ok(&mut init("train.cnn6.steps=123"));
     let text = std::fs::read_to_string(tmp.path().join("wingflow.toml")).unwrap();
     assert!(text.contains("steps = 123"), "{text}");
-    let err = fails(&mut init("train.stepz=5"));
+    let err = fails(&mut init("train.cnn6.stepz=5"));
     assert!(err.contains("stepz") && err.contains("batch_size"), "{err}");
 }
