@@ -175,6 +175,8 @@ impl TrainSection {
             arch: Arch::for_level(level)?,
             loss: self.loss.parse()?,
             steps: Some(budget.steps),
+            // About 20 checkpoints a run: what a killed run resumes from.
+            checkpoint_every: (budget.steps / 20).clamp(1, 500),
             batch_size: budget.batch_size,
             lr: budget.lr,
             final_lr: budget.final_lr,

@@ -29,6 +29,7 @@ use shapes::shape_store::{
 
 use crate::config::Config;
 pub use contract::layout::Layout;
+use contract::training::TrainRequest;
 
 /// Bump a stage's code version whenever its code would write different outputs for the same
 /// inputs and parameters: the DAG then re-runs it (and says so).
@@ -368,17 +369,38 @@ fn train_stage<'a>(config: &'a Config, layout: &Layout, level: u8) -> Stage<'a> 
     let params = json!({ "train": config.train, "seed": config.seed });
     let seed = config.seed;
     Stage::new(name.clone(), code_version::TRAIN, move |_ctx| {
-        // Train into a temporary folder and swap it in, so an interrupted run never leaves a
-        // half-trained model where a finished one is expected; the pipeline removes a killed
-        // run's temporary folder before the next run (the one temporary-name rule).
+        // Train into a work folder beside the model and swap it in when done, so an
+        // interrupted run never leaves a half-trained model where a finished one is expected.
+        // The work folder survives a kill: the next run resumes it from its last checkpoint
+        // when it was started by the same request on the same shards, and starts afresh
+        // otherwise.
         let parent = out.parent().ok_or("model folder has no parent")?;
         std::fs::create_dir_all(parent)?;
-        let tmp = manifests::create_temp_dir(&out)?;
+        let work = work_dir(&out);
         let t = &config.train;
         let request = t
-            .request(level, shards.clone(), tmp.clone(), seed)
+            .request(level, shards.clone(), work.clone(), seed)
             .map_err(|e| format!("{e:#}"))?;
-        crate::trainer_bin::train(&request).map_err(|e| format!("{e:#}"))?;
+        let inputs = shard_indexes_digest(&shards)?;
+        let resumable = resumable(&work, &request, &inputs);
+        if !resumable && work.exists() {
+            std::fs::remove_dir_all(&work)?;
+        }
+        std::fs::create_dir_all(&work)?;
+        if resumable {
+            eprintln!(
+                "    {name}: resuming the interrupted run in {}",
+                work.display()
+            );
+        } else {
+            manifests::write_atomic(work.join(RUN_INPUTS), inputs.as_bytes())?;
+        }
+        let run = TrainRequest {
+            resume: resumable,
+            ..request
+        };
+        crate::trainer_bin::train(&run, &work.join(RUN_REQUEST)).map_err(|e| format!("{e:#}"))?;
+        let tmp = work;
         manifests::commit_temp_dir(&tmp, &out)?;
         let curve = out.join("loss-curve.png");
         report::loss_curve::plot_loss_curve(&out.join("train_log.csv"), &curve)
@@ -390,6 +412,51 @@ fn train_stage<'a>(config: &'a Config, layout: &Layout, level: u8) -> Stage<'a> 
     .params(params)
     .input(layout.level_shards(level))
     .output(layout.model(level))
+}
+
+/// The request a training stage's work folder was started with (`request.json`).
+const RUN_REQUEST: &str = "request.json";
+/// The digest of the shard sets' indexes a training stage's work folder was started on.
+const RUN_INPUTS: &str = "inputs.blake3";
+
+/// Where the training stage that writes `model` trains: `.<name>.partial` beside it.
+fn work_dir(model: &Path) -> PathBuf {
+    let name = model.file_name().unwrap_or_default().to_string_lossy();
+    model.with_file_name(format!(".{name}.partial"))
+}
+
+/// blake3 over every `index.json` under a crop level's shard sets (every split and
+/// augmentation epoch; each lists its shards' digests), in path order.
+fn shard_indexes_digest(level_shards: &Path) -> Result<String, BoxError> {
+    let mut indexes = Vec::new();
+    let mut stack = vec![level_shards.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n == "index.json") {
+                indexes.push(path);
+            }
+        }
+    }
+    indexes.sort();
+    let mut h = blake3::Hasher::new();
+    for path in indexes {
+        h.update(path.to_string_lossy().as_bytes());
+        h.update(&std::fs::read(&path)?);
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Whether the work folder holds a checkpointed run of `request` on the same shards.
+fn resumable(work: &Path, request: &TrainRequest, inputs: &str) -> bool {
+    let same_request = std::fs::read(work.join(RUN_REQUEST))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<TrainRequest>(&b).ok())
+        .is_some_and(|r| TrainRequest { resume: false, ..r } == *request);
+    let same_inputs = std::fs::read_to_string(work.join(RUN_INPUTS)).is_ok_and(|s| s == inputs);
+    same_request && same_inputs && work.join("last.json").exists()
 }
 
 /// The checkpoint to evaluate: the best by validation NME, else the last.

@@ -43,29 +43,17 @@ pub fn train_command(request: &TrainRequest, file: &Path, threads: Option<u32>) 
     Ok(cmd)
 }
 
-/// Train `request` with `wingflow-train`, inheriting stdio, and fail if it fails. The request
-/// travels in a temporary file beside the run folder (named by the temporary-name rule, so a
-/// killed run's leftover is cleaned up), removed afterwards.
-pub fn train(request: &TrainRequest) -> Result<()> {
-    let beside = request
-        .out
-        .parent()
-        .context("the run folder has no parent")?
-        .join("train-request.json");
-    let (file, path) = manifests::create_temp(&beside)?;
-    drop(file);
-    let result = (|| {
-        let mut cmd = train_command(request, &path, None)?;
-        let status = cmd
-            .status()
-            .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
-        if !status.success() {
-            bail!("{:?} failed ({status})", cmd.get_program());
-        }
-        Ok(())
-    })();
-    let _ = std::fs::remove_file(&path);
-    result
+/// Train `request` with `wingflow-train`, inheriting stdio, and fail if it fails; the request
+/// is written to `file` first (for a resumed run, `file` keeps the request it started with).
+pub fn train(request: &TrainRequest, file: &Path) -> Result<()> {
+    let mut cmd = train_command(request, file, None)?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{:?} failed ({status})", cmd.get_program());
+    }
+    Ok(())
 }
 
 /// Run `wingflow-train` with `args`, inheriting stdio, and fail if it fails.

@@ -8,4 +8,5 @@ mod epochs;
 mod render;
 mod shapes;
 mod synth;
+mod train_resume;
 mod two_stage;

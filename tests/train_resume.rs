@@ -1,0 +1,97 @@
+//! A training stage killed mid-run resumes from its last checkpoint on the next `wingflow run`,
+//! and ends where an uninterrupted run ends.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::common::{ok, project_300w, wingflow};
+
+/// A project that trains CNN-6 for 80 steps of 4 (a checkpoint every 4 steps) and CNN-7 for 2.
+fn project(root: &Path) -> PathBuf {
+    let config = project_300w(root, 40, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let edits = [
+        ("enabled = false", "enabled = true"),
+        ("device = \"auto\"", "device = \"cpu\""),
+        ("epochs = 4", "epochs = 2"),
+        (
+            "[train.cnn6]\nsteps = 2000\nbatch_size = 32",
+            "[train.cnn6]\nsteps = 80\nbatch_size = 4",
+        ),
+        (
+            "[train.cnn7]\nsteps = 2000\nbatch_size = 32",
+            "[train.cnn7]\nsteps = 2\nbatch_size = 2",
+        ),
+    ];
+    let mut text = text;
+    for (from, to) in edits {
+        assert!(text.contains(from), "no `{from}` in\n{text}");
+        text = text.replace(from, to);
+    }
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+fn evaluation(root: &Path) -> serde_json::Value {
+    let path = root.join("out/reports/evaluation.json");
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_killed_training_stage_resumes_from_its_checkpoint() {
+    let whole = tempfile::tempdir().unwrap();
+    let config = project(whole.path());
+    ok(wingflow().arg("run").arg("--config").arg(&config));
+    let expected = evaluation(whole.path());
+
+    let killed = tempfile::tempdir().unwrap();
+    let config = project(killed.path());
+    // Its own process group, so the kill takes `wingflow-train` with it (as Ctrl-C would).
+    let mut child = wingflow()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let work = killed.path().join("out/models/.stage1.partial");
+    let started = Instant::now();
+    let checkpointed = || {
+        std::fs::read_to_string(work.join("last.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|r| r["step"].as_u64())
+            .is_some_and(|s| (8..80).contains(&s))
+    };
+    while !checkpointed() {
+        assert!(child.try_wait().unwrap().is_none(), "training ended first");
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let group = child.id() as i32;
+    // SAFETY: signalling a process group this test started.
+    unsafe { libc_kill(-group, 9) };
+    child.wait().unwrap();
+    assert!(!killed.path().join("out/models/stage1").exists());
+
+    let out = ok(wingflow().arg("run").arg("--config").arg(&config));
+    let log =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains("train1: resuming the interrupted run"),
+        "{log}"
+    );
+    assert!(!work.exists(), "the work folder was not swapped in");
+    assert_eq!(evaluation(killed.path()), expected, "resumed run differs");
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
