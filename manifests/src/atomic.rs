@@ -159,18 +159,8 @@ pub fn commit_temp(temp: &Path, dest: &Path) -> Result<()> {
     sync_dir(parent_dir(dest))
 }
 
-/// Creates an empty temporary folder for `dest` (a folder written whole, then swapped in with
-/// [`commit_temp_dir`]), named by the same rule as temporary files, so a killed writer's
-/// leftover is recognised and removed by [`remove_stale_temp_files`].
-pub fn create_temp_dir(dest: &Path) -> Result<PathBuf> {
-    Ok(unique_temp(dest, "create temporary folder", |p: &Path| {
-        fs::create_dir(p)
-    })?
-    .1)
-}
-
-/// Replaces the folder `dest` (if any) with the finished temporary folder `temp` and fsyncs
-/// their parent. Between the removal and the rename no folder is at `dest`, never a partial one.
+/// Replaces the folder `dest` (if any) with the finished folder `temp` (a training run's work
+/// folder) and fsyncs their parent. Between the removal and the rename no folder is at `dest`, never a partial one.
 pub fn commit_temp_dir(temp: &Path, dest: &Path) -> Result<()> {
     match fs::remove_dir_all(dest) {
         Ok(()) => {}
@@ -438,20 +428,19 @@ mod tests {
     }
 
     #[test]
-    fn a_temporary_folder_is_swapped_in_or_removed_whole() {
+    fn a_finished_folder_is_swapped_in_and_a_temporary_one_removed_whole() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("stage1");
         fs::create_dir(&dest).unwrap();
         fs::write(dest.join("old.txt"), b"old").unwrap();
-        let temp = create_temp_dir(&dest).unwrap();
-        assert!(is_temp_file_name(
-            &temp.file_name().unwrap().to_string_lossy()
-        ));
-        fs::write(temp.join("new.txt"), b"new").unwrap();
-        commit_temp_dir(&temp, &dest).unwrap();
+        let work = dir.path().join(".stage1.partial");
+        fs::create_dir(&work).unwrap();
+        fs::write(work.join("new.txt"), b"new").unwrap();
+        commit_temp_dir(&work, &dest).unwrap();
         assert_eq!(names_in(&dest), ["new.txt"]);
-        // A killed run's folder is removed whole by the cleanup.
-        let leftover = create_temp_dir(&dest).unwrap();
+        // A folder under a temporary name (a killed writer's) is removed whole by the cleanup.
+        let leftover = dir.path().join(".stage1.tmp-1-0");
+        fs::create_dir(&leftover).unwrap();
         fs::write(leftover.join("half.safetensors"), b"x").unwrap();
         assert_eq!(
             remove_stale_temp_files(dir.path(), false).unwrap(),

@@ -21,8 +21,8 @@ pub mod run_lock;
 pub mod stat_cache;
 
 pub use atomic::{
-    AtomicFile, commit_temp, commit_temp_dir, create_temp, create_temp_dir,
-    remove_stale_temp_files, write_atomic, write_if_changed,
+    AtomicFile, commit_temp, commit_temp_dir, create_temp, remove_stale_temp_files, write_atomic,
+    write_if_changed,
 };
 pub use digest::{Digest, canonical_json, digest_bytes, digest_file, digest_value};
 pub use error::{Error, Result};
