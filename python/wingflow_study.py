@@ -25,52 +25,85 @@ LOSS_NAMES = {"l2": "L2", "l1": "L1", "smooth-l1": "smooth L1", "wing": "Wing"}
 @dataclass(frozen=True)
 class Comparison:
     """`better` is expected to have the lower NME than `worse` (same split, same seed), or,
-    when `approx`, about the same."""
+    when `approx`, about the same. Cells are (augmentation setting, method, loss)."""
 
     label: str
-    better: tuple[str, str]  # (method, loss)
-    worse: tuple[str, str]
+    better: tuple[str, str, str]
+    worse: tuple[str, str, str]
     approx: bool = False
 
 
-def comparisons() -> list[Comparison]:
-    """The paper's claims: the loss ordering per row, PDB per loss, the second stage per loss."""
+def setting_of(run: dict) -> str:
+    """A run's augmentation setting (`static`, `fresh-eE`); studies from before augmentation
+    epochs have no such field and were static."""
+    return run.get("augmentation", "static")
+
+
+def epochs_of(setting: str) -> int:
+    """Augmentation epochs of a setting (static: 0, below every fresh setting)."""
+    return int(setting.removeprefix("fresh-e")) if setting.startswith("fresh-e") else 0
+
+
+def comparisons(settings: list[str] | None = None) -> list[Comparison]:
+    """The paper's claims within each augmentation setting (the loss ordering per row, PDB per
+    loss, the second stage per loss), then, per method and loss, each fresh setting against
+    static and against every fresh setting with fewer epochs."""
+    settings = sorted(settings or ["static"], key=epochs_of)
+    many = len(settings) > 1
     out = []
-    for m in METHODS:
-        out.append(Comparison(f"{m}: Wing < L1", (m, "wing"), (m, "l1")))
-        out.append(Comparison(f"{m}: Wing < smooth L1", (m, "wing"), (m, "smooth-l1")))
-        out.append(Comparison(f"{m}: L1 ≈ smooth L1", (m, "l1"), (m, "smooth-l1"), approx=True))
-        out.append(Comparison(f"{m}: L1 < L2", (m, "l1"), (m, "l2")))
-        out.append(Comparison(f"{m}: smooth L1 < L2", (m, "smooth-l1"), (m, "l2")))
-    for loss, name in LOSS_NAMES.items():
-        out.append(Comparison(f"{name}: CNN-6 + PDB < CNN-6", ("CNN-6 + PDB", loss), ("CNN-6", loss)))
-        out.append(
-            Comparison(f"{name}: CNN-6/7 + PDB < CNN-6/7", ("CNN-6/7 + PDB", loss), ("CNN-6/7", loss))
-        )
-    for loss, name in LOSS_NAMES.items():
-        out.append(Comparison(f"{name}: CNN-6/7 < CNN-6", ("CNN-6/7", loss), ("CNN-6", loss)))
-        out.append(
-            Comparison(
-                f"{name}: CNN-6/7 + PDB < CNN-6 + PDB", ("CNN-6/7 + PDB", loss), ("CNN-6 + PDB", loss)
+    for a in settings:
+        tag = f"[{a}] " if many else ""
+        for m in METHODS:
+            out.append(Comparison(f"{tag}{m}: Wing < L1", (a, m, "wing"), (a, m, "l1")))
+            out.append(Comparison(f"{tag}{m}: Wing < smooth L1", (a, m, "wing"), (a, m, "smooth-l1")))
+            out.append(
+                Comparison(f"{tag}{m}: L1 ≈ smooth L1", (a, m, "l1"), (a, m, "smooth-l1"), approx=True)
             )
-        )
+            out.append(Comparison(f"{tag}{m}: L1 < L2", (a, m, "l1"), (a, m, "l2")))
+            out.append(Comparison(f"{tag}{m}: smooth L1 < L2", (a, m, "smooth-l1"), (a, m, "l2")))
+        for loss, name in LOSS_NAMES.items():
+            out.append(
+                Comparison(f"{tag}{name}: CNN-6 + PDB < CNN-6", (a, "CNN-6 + PDB", loss), (a, "CNN-6", loss))
+            )
+            out.append(
+                Comparison(
+                    f"{tag}{name}: CNN-6/7 + PDB < CNN-6/7", (a, "CNN-6/7 + PDB", loss), (a, "CNN-6/7", loss)
+                )
+            )
+        for loss, name in LOSS_NAMES.items():
+            out.append(Comparison(f"{tag}{name}: CNN-6/7 < CNN-6", (a, "CNN-6/7", loss), (a, "CNN-6", loss)))
+            out.append(
+                Comparison(
+                    f"{tag}{name}: CNN-6/7 + PDB < CNN-6 + PDB",
+                    (a, "CNN-6/7 + PDB", loss),
+                    (a, "CNN-6 + PDB", loss),
+                )
+            )
+    for k, better in enumerate(settings):
+        for worse in settings[:k]:
+            for m in METHODS:
+                for loss, name in LOSS_NAMES.items():
+                    out.append(
+                        Comparison(f"{m}, {name}: {better} < {worse}", (better, m, loss), (worse, m, loss))
+                    )
     return out
 
 
-def nme_by_cell(results: dict) -> dict[tuple[str, str, int, str], float]:
-    """NME ×100 keyed by (method, loss, seed, split), for the runs that have that split."""
+def nme_by_cell(results: dict) -> dict[tuple[str, str, str, int, str], float]:
+    """NME ×100 keyed by (setting, method, loss, seed, split), for the runs that have that split."""
     cells = {}
     for run in results["runs"]:
         for split in SPLITS:
             summary = run.get(split)
             if summary:
-                cells[(run["method"], run["loss"], run["seed"], split)] = summary["mean_nme_percent"]
+                key = (setting_of(run), run["method"], run["loss"], run["seed"], split)
+                cells[key] = summary["mean_nme_percent"]
     return cells
 
 
 def paired(cells: dict, c: Comparison, split: str) -> list[float]:
     """better − worse per seed, over the seeds where both cells finished."""
-    seeds = sorted({k[2] for k in cells})
+    seeds = sorted({k[3] for k in cells})
     return [
         cells[c.better + (s, split)] - cells[c.worse + (s, split)]
         for s in seeds
@@ -92,8 +125,9 @@ def cell_text(diffs: list[float], approx: bool = False) -> str:
 
 
 def report(results: dict) -> str:
-    """The paired comparisons as one Markdown table."""
+    """The paired comparisons with at least one seed compared, as one Markdown table."""
     cells = nme_by_cell(results)
+    settings = sorted({setting_of(run) for run in results["runs"]}, key=epochs_of)
     lines = [
         "Paired differences, NME ×100 (first − second; negative: the claim holds), "
         "mean ± std over seeds (seeds where it holds / seeds compared; for ≈, the seeds compared).",
@@ -101,12 +135,11 @@ def report(results: dict) -> str:
         "| claim | " + " | ".join(SPLITS) + " |",
         "|---|" + "---|" * len(SPLITS),
     ]
-    for c in comparisons():
-        lines.append(
-            f"| {c.label} | "
-            + " | ".join(cell_text(paired(cells, c, s), c.approx) for s in SPLITS)
-            + " |"
-        )
+    for c in comparisons(settings):
+        texts = [cell_text(paired(cells, c, s), c.approx) for s in SPLITS]
+        if all(t == "–" for t in texts):
+            continue
+        lines.append(f"| {c.label} | " + " | ".join(texts) + " |")
     return "\n".join(lines) + "\n"
 
 

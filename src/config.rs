@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use contract::layout::{LEVELS, level_dir_name};
 use contract::training::{Arch, DeviceSpec, LossKind, TrainRequest};
 use faces::ingest::{IngestPolicy, SourceConfig};
 use render::RenderParams;
@@ -64,6 +65,33 @@ pub struct TrainSection {
     /// NME normaliser for evaluation (default: the scheme's, e.g. inter-ocular for ibug68).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub normaliser: Option<String>,
+    /// A named training run: its models and reports go to `models/<run>/` and
+    /// `reports/<run>/`, and its stages are `train1@<run>`, `train2@<run>`, `evaluate@<run>`,
+    /// so runs with other losses, budgets or seeds share the root's shards and keep each
+    /// other's results (none: `models/`, `reports/`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// The networks' initialisation and sample-order seed (default: the run's `seed`, which
+    /// also seeds the augmentation: set this to vary the training alone on the same shards).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Score the validation split during training and evaluate the best checkpoint by it
+    /// (false: no validation passes; evaluation takes the last checkpoint).
+    #[serde(skip_serializing_if = "is_true")]
+    pub validation: bool,
+    /// Train CNN-7 (train2) after CNN-6 (false: CNN-6 alone is trained and evaluated).
+    #[serde(skip_serializing_if = "is_true")]
+    pub second_stage: bool,
+    /// libtorch threads of each training (default: libtorch's, one per core). How fast, not
+    /// what, a run trains: it is in no stage's parameters, so changing it retrains nothing.
+    #[serde(skip_serializing)]
+    pub threads: Option<u32>,
+}
+
+/// For `skip_serializing_if`: a `true` default is left out, so settings files and stage
+/// parameters from before the key existed stay as they were.
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 impl Default for TrainSection {
@@ -76,6 +104,11 @@ impl Default for TrainSection {
             device: "auto".into(),
             batch_norm: false,
             normaliser: None,
+            run: None,
+            seed: None,
+            validation: true,
+            second_stage: true,
+            threads: None,
         }
     }
 }
@@ -160,13 +193,19 @@ impl TrainSection {
         })
     }
 
-    /// The training request of crop level `level` (1: CNN-6, 2: CNN-7) on `shards`, into `out`.
+    /// The crop levels trained: 1, and 2 unless `second_stage` is off.
+    pub fn levels(&self) -> &'static [u8] {
+        if self.second_stage { &[1, 2] } else { &[1] }
+    }
+
+    /// The training request of crop level `level` (1: CNN-6, 2: CNN-7) on `shards`, into
+    /// `out`; `run_seed` is the config's `seed`, used unless `[train] seed` is set.
     pub fn request(
         &self,
         level: u8,
         shards: PathBuf,
         out: PathBuf,
-        seed: u64,
+        run_seed: u64,
     ) -> Result<TrainRequest> {
         let budget = self.budget(level)?;
         Ok(TrainRequest {
@@ -181,9 +220,10 @@ impl TrainSection {
             lr: budget.lr,
             final_lr: budget.final_lr,
             device: self.device.parse()?,
-            seed,
+            seed: self.seed.unwrap_or(run_seed),
             batch_norm: self.batch_norm,
             normaliser: self.normaliser.clone(),
+            no_val: !self.validation,
             ..TrainRequest::default()
         })
     }
@@ -285,6 +325,10 @@ pub struct BalanceSection {
     /// Cap on the total training rows; duplicates are scaled down to meet it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_train_rows: Option<u64>,
+    /// Replicate uniformly instead of by pose: this many training rows, every training face
+    /// the same number of times (±1). The pose-free baseline of a PDB set's size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uniform_train_rows: Option<u64>,
     /// Target shard size in bytes; fixes each shard set's shard count.
     pub target_shard_bytes: u64,
 }
@@ -298,6 +342,7 @@ impl Default for BalanceSection {
             histogram: p.histogram,
             max_replication: p.max_replication,
             max_train_rows: p.max_train_rows,
+            uniform_train_rows: p.uniform_train_rows,
             target_shard_bytes: p.target_shard_bytes,
         }
     }
@@ -312,6 +357,7 @@ impl BalanceSection {
             histogram: self.histogram,
             max_replication: self.max_replication,
             max_train_rows: self.max_train_rows,
+            uniform_train_rows: self.uniform_train_rows,
             seed,
             target_shard_bytes: self.target_shard_bytes,
             num_points,
@@ -534,6 +580,14 @@ impl Config {
                 "0 (allowed: a byte count >= 1)",
             ));
         }
+        if b.uniform_train_rows.is_some()
+            && (b.max_replication.is_some() || b.max_train_rows.is_some())
+        {
+            problems.push(Problem::new(
+                &["balance", "uniform_train_rows"],
+                "replaces pose balancing (allowed: without max_replication and max_train_rows)",
+            ));
+        }
         if let Err(e) = self.render.validate() {
             // `augment.x` is `x` of [render.augment].
             let key = std::iter::once("render")
@@ -591,6 +645,28 @@ impl TrainSection {
                         format!("{lr} (allowed: a finite number > 0)"),
                     ));
                 }
+            }
+        }
+        if self.threads == Some(0) {
+            problems.push(Problem::new(
+                &["train", "threads"],
+                "0 (allowed: an integer >= 1)",
+            ));
+        }
+        if let Some(run) = &self.run {
+            let well_formed = !run.is_empty()
+                && run
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && !run.starts_with('.');
+            if !well_formed || LEVELS.iter().any(|&level| level_dir_name(level) == *run) {
+                problems.push(Problem::new(
+                    &["train", "run"],
+                    format!(
+                        "`{run}` (allowed: letters, digits, `-`, `_`, `.`, not first, and not \
+                         a crop level's folder name stage1 or stage2)"
+                    ),
+                ));
             }
         }
         if let Some(spec) = &self.normaliser {
@@ -951,6 +1027,14 @@ mod tests {
                 "[render.augment]\nflip_probability = 2.0\n",
                 "render.augment.flip_probability",
                 "[0, 1]",
+            ),
+            ("[train]\nrun = \"stage1\"\n", "train.run", "not"),
+            ("[train]\nrun = \"a/b\"\n", "train.run", "letters, digits"),
+            ("[train]\nthreads = 0\n", "train.threads", ">= 1"),
+            (
+                "[balance]\nmax_replication = 2\nuniform_train_rows = 900\n",
+                "balance.uniform_train_rows",
+                "without max_replication",
             ),
         ];
         for (section, key, allowed) in cases {

@@ -55,11 +55,22 @@ pub fn build(config: &Config) -> Result<Pipeline<'_>> {
     pipeline.add(plots_stage(&layout));
     pipeline.add(render_stage(config, &layout, None));
     if config.train.enabled {
-        pipeline.add(train_stage(config, &layout, 1));
-        pipeline.add(train_stage(config, &layout, 2));
-        pipeline.add(evaluate_stage(config, &layout));
+        let run = layout.for_run(config.train.run.as_deref());
+        for &level in config.train.levels() {
+            pipeline.add(train_stage(config, &run, level));
+        }
+        pipeline.add(evaluate_stage(config, &run));
     }
     Ok(pipeline)
+}
+
+/// A training run's stage: `base` (train1, train2, evaluate) for the unnamed run, `base@run`
+/// for a named one, so each run has its own entry in `wingflow.lock`.
+pub fn run_stage_name(base: &str, run: Option<&str>) -> String {
+    match run {
+        Some(run) => format!("{base}@{run}"),
+        None => base.to_owned(),
+    }
 }
 
 /// The scheme shared by every face (ingest refuses mixed schemes).
@@ -365,7 +376,7 @@ fn ingest_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
 fn train_stage<'a>(config: &'a Config, layout: &Layout, level: u8) -> Stage<'a> {
     let shards = layout.level_shards(level);
     let out = layout.model(level);
-    let name = format!("train{level}");
+    let name = run_stage_name(&format!("train{level}"), layout.run.as_deref());
     let params = json!({ "train": config.train, "seed": config.seed });
     let seed = config.seed;
     Stage::new(name.clone(), code_version::TRAIN, move |_ctx| {
@@ -399,7 +410,8 @@ fn train_stage<'a>(config: &'a Config, layout: &Layout, level: u8) -> Stage<'a> 
             resume: resumable,
             ..request
         };
-        crate::trainer_bin::train(&run, &work.join(RUN_REQUEST)).map_err(|e| format!("{e:#}"))?;
+        crate::trainer_bin::train(&run, &work.join(RUN_REQUEST), t.threads)
+            .map_err(|e| format!("{e:#}"))?;
         let tmp = work;
         manifests::commit_temp_dir(&tmp, &out)?;
         let curve = out.join("loss-curve.png");
@@ -486,8 +498,9 @@ fn evaluation_splits(plan: &[shapes::plan::PlanRow]) -> Vec<String> {
 }
 
 fn evaluate_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
-    let stage_layout = Layout::new(&layout.root);
-    Stage::new("evaluate", code_version::EVALUATE, move |_ctx| {
+    let stage_layout = layout.clone();
+    let name = run_stage_name("evaluate", layout.run.as_deref());
+    Stage::new(name, code_version::EVALUATE, move |_ctx| {
         use crate::evaluation::{EvalRequest, evaluate_two_stage};
         use crate::inference::Models;
         let layout = &stage_layout;
@@ -495,12 +508,13 @@ fn evaluate_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
         std::fs::create_dir_all(&reports)?;
         let plan = read_plan_parquet(&layout.plan())?;
         let stage1 = checkpoint_of(&layout.model(1));
-        let stage2 = checkpoint_of(&layout.model(2));
         let device = config.train.device.clone();
-        let variants = [
-            ("cnn6", Models { stage1: stage1.clone(), stage2: None, device: device.clone() }),
-            ("cnn6-7", Models { stage1, stage2: Some(stage2), device }),
-        ];
+        let mut variants =
+            vec![("cnn6", Models { stage1: stage1.clone(), stage2: None, device: device.clone() })];
+        if config.train.second_stage {
+            let stage2 = Some(checkpoint_of(&layout.model(2)));
+            variants.push(("cnn6-7", Models { stage1, stage2, device }));
+        }
         let mut table = String::from(
             "NME ×100 in original image coordinates (two-stage inference path):\n  split          model    faces    NME  median  fail@0.08 fail@0.10\n",
         );
@@ -543,8 +557,7 @@ fn evaluate_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
         Ok::<_, BoxError>(StageReport::new().rows("reports", results.len() as u64))
     })
     .params(json!({ "normaliser": config.train.normaliser, "device": config.train.device, "render": config.render }))
-    .input(layout.model(1))
-    .input(layout.model(2))
+    .inputs(config.train.levels().iter().map(|&level| layout.model(level)))
     .input(layout.faces())
     .input(layout.plan())
     .input(layout.balance_summary())

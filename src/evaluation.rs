@@ -11,7 +11,7 @@ use faces::face::FaceRecord;
 use faces::faces_table::read_faces_parquet;
 use render::geometry::{stage1_box, stage1_matrix};
 use render::{Affine, Augmentation, BoxRule, RenderParams};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shapes::plan_table::{BalanceSummary, read_plan_parquet};
 
 use crate::inference::{
@@ -22,7 +22,7 @@ use report::ced::{CedSeries, plot_ced};
 use shapes::balance::TRAIN;
 
 /// One face's error in the evaluation report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaceError {
     /// The face's sample id.
     pub sample_id: String,
@@ -37,7 +37,7 @@ pub struct FaceError {
 }
 
 /// The evaluation of a split through the two-stage path.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TwoStageReport {
     /// The split asked for.
     pub split: String,
@@ -70,7 +70,7 @@ pub struct TwoStageReport {
 /// How far CNN-6's landmarks move the stage-2 crop from where the true landmarks put it: the
 /// error the stage-2 noise of CNN-7's training crops stands for, and must cover. Percentiles
 /// over the faces whose two crops both exist.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NormalisationError {
     /// Faces measured.
     pub faces: usize,

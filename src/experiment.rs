@@ -1,48 +1,54 @@
 //! `wingflow experiment losses`: the Wing-loss paper's loss study on a synthetic 300W-format
-//! benchmark.
+//! benchmark, run through the same DAG as `wingflow run`.
 //!
-//! Steps, all as library calls except training: `synth` writes a 300W tree (its `ibug`
-//! folder, the challenging split, gets the hardest poses) → ingest → align (GPA of the training
-//! shapes) → pca (pose component) → balance twice, with pose-based data balancing and without
-//! it (replication off: `max_replication = 1`) → render both plans → `wingflow-train train`
-//! subprocesses for CNN-6 and CNN-7 with L2, L1, smooth L1 and Wing, the same steps, batch and
-//! seeds for all → evaluation of every CNN-6 alone and of every CNN-6/7 pair through the
-//! two-stage inference path ([`crate::evaluation::evaluate_two_stage`]) on the `full` test split
-//! (common + challenging), in original image coordinates.
+//! `synth` writes a 300W tree once (`data/`; its `ibug` folder, the challenging split, gets the
+//! hardest poses). Every data variant, an augmentation setting × a balance, is an output root
+//! `work/<variant>/`:
+//! - augmentation `static`: the shards as before augmentation epochs (one epoch, replica 0 of
+//!   every face unperturbed, every duplicate rotated), the setting of the published tables;
+//!   `fresh`: the render defaults (every training crop augmented, `[render] epochs`
+//!   augmentation epochs);
+//! - balance `pdb`: pose-based data balancing; `no-pdb`: no pose balance, every training face
+//!   replicated uniformly to the PDB set's training size (`--no-pdb-rows equal`, so that "PDB"
+//!   means pose balance alone) or once (`original`).
 //!
-//! Outputs in OUT_DIR: `results.json` (every run's NMEs), `results.md` (the paper's table
-//! layout: rows CNN-6, CNN-6 + PDB, CNN-6/7, CNN-6/7 + PDB; columns L2, L1, smooth L1, Wing;
-//! NME ×100 mean ± std over seeds), one CED PNG per row, and the data, shards and runs under
-//! `data/`, `work/`, `runs/`. Finished training runs are reused when the command is run again
-//! (a long full-budget run can be interrupted and continued).
+//! Every cell (variant, loss, seed) is a `wingflow.toml` in its variant's root,
+//! `work/<variant>/<run>.toml` with `[train] run = "<loss>-s<seed>"`: the cells of a variant
+//! share its data stages (fresh through `wingflow.lock` after the first) and each trains CNN-6
+//! and CNN-7 and evaluates them as its own named run (`models/<run>/`, `reports/<run>/`). The
+//! training seed varies by cell (`[train] seed`); the data and its augmentation draws are the
+//! same for every seed. Run again, the study reuses what has finished and resumes an
+//! interrupted training from its last checkpoint; `wingflow run -c work/<variant>/<run>.toml`
+//! redoes or inspects one cell by hand.
+//!
+//! Outputs in OUT_DIR: `results.json` (every run's NMEs on `full` = common + challenging, and on
+//! each), `results.md` (the paper's table layout, one set of tables per augmentation setting:
+//! rows CNN-6, CNN-6 + PDB, CNN-6/7, CNN-6/7 + PDB; columns L2, L1, smooth L1, Wing; NME ×100
+//! mean ± std over seeds), one CED PNG per row.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::ValueEnum;
-use contract::scheme::{self, Scheme};
-use faces::face::FaceRecord;
-use faces::faces_table::write_faces_parquet;
-use faces::ingest::{IngestPolicy, SourceConfig, SourceKind, ingest};
-use render::{RenderInputs, RenderParams, render_shards};
-use serde::Serialize;
-use shapes::align::{AlignParams, align_shapes};
-use shapes::balance::{BalanceParams, BalanceSample, TRAIN, balance};
-use shapes::pca::{PcaParams, fit_shape_model};
-use shapes::plan_table::{write_plan_parquet, write_summary_json};
-use synth::{SynthConfig, SynthFormat, generate};
-
-use crate::evaluation::{EvalRequest, evaluate_two_stage, mean_shape_baseline};
-use crate::inference::Models;
-use crate::trainer_bin::train_command;
 use contract::layout::Layout;
 use contract::metrics::{ErrorSummary, sorted_quantile};
-use contract::training::{Arch, TrainRequest};
+use contract::scheme;
+use faces::face::FaceRecord;
+use faces::faces_table::read_faces_parquet;
+use pipeline::{Event, HashPolicy, RunOptions};
+use render::RenderParams;
 use report::ced::{CedSeries, plot_ced};
+use serde::Serialize;
+use shapes::balance::TRAIN;
+use shapes::plan_table::BalanceSummary;
+use synth::{SynthConfig, SynthFormat, generate};
+
+use crate::config::Config;
+use crate::dag::run_stage_name;
+use crate::evaluation::{TwoStageReport, mean_shape_baseline};
 
 /// How much compute the study spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -50,10 +56,11 @@ pub enum Budget {
     /// Minutes on a 2-core CPU (about 8): 240 faces, 150 CNN-6 / 25 CNN-7 steps, one seed. Its differences are
     /// within noise; it shows the machinery, not the result.
     Quick,
-    /// 3 seeds, 1500 faces, 1000 CNN-6 / 1500 CNN-7 steps of batch 16: about 10 hours on 2 CPU
-    /// cores (CNN-6 trains at ≈ 110 images/s there, CNN-7 at ≈ 20), minutes on a GPU. Finished
-    /// runs are reused and unfinished ones resume from their last checkpoint, so it can be run
-    /// in several sittings.
+    /// 3 seeds, 1500 faces, 1000 CNN-6 / 1500 CNN-7 steps of batch 16: about 25 minutes a cell
+    /// (one variant, loss and seed) on 2 CPU cores (CNN-6 trains at ≈ 110 images/s there,
+    /// CNN-7 at ≈ 20), so hours for a table; minutes on a GPU. Finished cells are reused and an
+    /// interrupted training resumes from its last checkpoint, so it can be run in several
+    /// sittings.
     Full,
 }
 
@@ -160,66 +167,110 @@ pub struct LossStudyArgs {
     /// Skip CNN-7 (rows CNN-6 and CNN-6 + PDB only).
     #[arg(long)]
     pub stage1_only: bool,
-    /// Skip the PDB variant (rows without PDB only).
-    #[arg(long)]
-    pub no_pdb_variant: bool,
+    /// Balances compared (comma-separated): `pdb` (pose-based data balancing) and/or
+    /// `no-pdb` (see `--no-pdb-rows`).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "pdb,no-pdb")]
+    pub balance: Vec<Balance>,
+    /// Augmentation settings compared (comma-separated): `fresh` (the render defaults: every
+    /// training crop augmented, augmentation epochs) and/or `static` (the shards as before
+    /// augmentation epochs, the published tables' setting).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "fresh")]
+    pub augmentation: Vec<Augmentation>,
+    /// Augmentation epochs of the `fresh` variants (comma-separated: one variant each;
+    /// default: the render default).
+    #[arg(long, value_delimiter = ',')]
+    pub epochs: Vec<u32>,
+    /// Training rows of the variant without PDB: `equal` (the PDB set's count, every face
+    /// replicated uniformly: the two differ in pose balance alone) or `original` (every face
+    /// once, as in the published tables).
+    #[arg(long, value_enum, default_value = "equal")]
+    pub no_pdb_rows: NoPdbRows,
     /// libtorch threads of each training run.
     #[arg(long)]
     pub threads: Option<u32>,
-    /// Training chains run at once (each a seed, loss and data variant: CNN-6 then CNN-7).
-    /// On a CPU, use `--jobs N --threads T` with N·T = cores; on a GPU, several small runs
-    /// share it.
+    /// Cells run at once (each a seed, loss and data variant: CNN-6 then CNN-7); cells of one
+    /// data variant take turns (they share its output root). On a CPU, use `--jobs N
+    /// --threads T` with N·T = cores; on a GPU, several small runs share it.
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
     /// Device of the training runs: auto, cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Train nothing: evaluate the runs that have finished (a study still running elsewhere,
+    /// Train nothing: read the cells that have finished (a study still running elsewhere,
     /// or stopped) and write an interim table, `results-interim.md` and `.json`, whose cells
     /// say over how many seeds they are. The final `results.*` and CED plots are not touched.
     #[arg(long)]
     pub finished_only: bool,
 }
 
-/// One prepared data variant (with or without PDB): its output root and what it holds.
+/// The augmentation setting of a data variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Augmentation {
+    /// The shards as before augmentation epochs: one epoch, replica 0 of every face
+    /// unperturbed, every duplicate rotated (the published tables' setting).
+    Static,
+    /// The render defaults: every training crop of every augmentation epoch augmented.
+    Fresh,
+}
+
+/// The balance of a data variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Balance {
+    /// Pose-based data balancing.
+    Pdb,
+    /// No pose balance (`--no-pdb-rows` says how many rows).
+    NoPdb,
+}
+
+/// How many training rows the variant without PDB has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoPdbRows {
+    /// As many as the PDB set, every face replicated uniformly (`[balance]
+    /// uniform_train_rows`): the two differ in pose balance alone.
+    Equal,
+    /// Every face once (`max_replication = 1`): the published tables' baseline, which also has
+    /// fewer training rows.
+    Original,
+}
+
+/// One data variant: an output root whose cells share its data stages.
 struct Variant {
+    augmentation: Augmentation,
+    /// Augmentation epochs of a `fresh` variant (1 for `static`).
+    epochs: u32,
     pdb: bool,
     root: PathBuf,
-    train_rows: usize,
-    /// The training sets of stage 1 and stage 2 (read once, after rendering).
-    training_sets: [TrainingSet; 2],
-}
-
-/// A stage's shard folder and the identity of its training set: a digest of every training
-/// shard's name and digest (from the set's index). A run is reused, resumed or evaluated only on
-/// the very shards it was trained on: its folder name holds the settings, a file in it this
-/// identity (the render settings that made the shards do not count, only their bytes).
-struct TrainingSet {
-    shards: PathBuf,
-    id: String,
-}
-
-impl TrainingSet {
-    fn read(root: &Path, stage: u8) -> Result<Self> {
-        let shards = Layout::new(root).level_shards(stage);
-        let index = shards.join("train").join("index.json");
-        let set: render::ShardIndex = serde_json::from_slice(
-            &std::fs::read(&index).with_context(|| format!("cannot read {}", index.display()))?,
-        )
-        .with_context(|| format!("{} is not a shard index", index.display()))?;
-        let content: Vec<(&str, &str)> = set
-            .shards
-            .iter()
-            .map(|e| (e.file.as_str(), e.blake3.as_str()))
-            .collect();
-        let id = manifests::digest_value(&content)?.to_string();
-        Ok(TrainingSet { shards, id })
-    }
 }
 
 impl Variant {
-    fn name(&self) -> &'static str {
-        if self.pdb { "pdb" } else { "no-pdb" }
+    fn new(out: &Path, augmentation: Augmentation, epochs: u32, pdb: bool) -> Variant {
+        let mut v = Variant {
+            augmentation,
+            epochs,
+            pdb,
+            root: PathBuf::new(),
+        };
+        v.root = out.join("work").join(v.name());
+        v
+    }
+
+    /// `static` or `fresh-eE`: the augmentation setting, as the tables name it.
+    fn setting(&self) -> String {
+        match self.augmentation {
+            Augmentation::Static => "static".to_owned(),
+            Augmentation::Fresh => format!("fresh-e{}", self.epochs),
+        }
+    }
+
+    /// The setting and the balance (`fresh-e4-pdb`): the variant's folder under `work/`.
+    fn name(&self) -> String {
+        format!(
+            "{}-{}",
+            self.setting(),
+            if self.pdb { "pdb" } else { "no-pdb" }
+        )
     }
 }
 
@@ -228,6 +279,8 @@ impl Variant {
 pub struct RunResult {
     /// Table row: `CNN-6`, `CNN-6 + PDB`, `CNN-6/7`, `CNN-6/7 + PDB`.
     pub method: String,
+    /// The augmentation setting of its data: `static`, or `fresh-eE` (E augmentation epochs).
+    pub augmentation: String,
     /// Loss name.
     pub loss: String,
     /// Training seed.
@@ -254,11 +307,13 @@ pub struct StudyResults {
     pub interim: Option<usize>,
     /// The settings used.
     pub settings: StudySettings,
+    /// The training rows of the variants without PDB.
+    pub no_pdb_rows: NoPdbRows,
     /// NME normaliser.
     pub normaliser: String,
     /// Test faces per split.
     pub test_faces: BTreeMap<String, usize>,
-    /// Training rows without and with PDB.
+    /// Training rows of each data variant.
     pub train_rows: BTreeMap<String, usize>,
     /// The mean-shape baseline (mean training shape placed in each test face's stage-1 box).
     pub mean_shape_baseline: ErrorSummary,
@@ -271,38 +326,9 @@ pub const METHODS: [&str; 4] = ["CNN-6", "CNN-6 + PDB", "CNN-6/7", "CNN-6/7 + PD
 
 /// `wingflow experiment losses`.
 pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
-    let mut s = StudySettings::for_budget(args.budget);
-    if let Some(v) = args.seeds {
-        s.seeds = v;
-    }
-    if let Some(v) = args.faces {
-        s.faces = v;
-    }
-    if let Some(v) = args.stage1_steps {
-        s.stage1_steps = v;
-    }
-    if let Some(v) = args.stage2_steps {
-        s.stage2_steps = v;
-    }
-    if let Some(v) = args.batch_size {
-        s.batch_size = v;
-    }
-    if let Some(v) = args.lr {
-        s.lr = v;
-    }
-    if let Some(v) = args.stage2_lr {
-        s.stage2_lr = v;
-    }
-    if !args.losses.is_empty() {
-        s.losses = args.losses.clone();
-    }
-    if args.stage1_only {
-        s.stage2_steps = 0; // No CNN-7 is trained (the report says so).
-    }
-    ensure!(s.seeds >= 1, "--seeds must be at least 1");
-    ensure!(s.faces >= 40, "--faces must be at least 40");
+    let s = settings(args)?;
     let started = Instant::now();
-    let out = &args.out_dir;
+    let out = &std::path::absolute(&args.out_dir)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     if s.budget == Budget::Quick {
         println!(
@@ -336,91 +362,93 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
             summary.per_split
         );
     }
-    let source = SourceConfig {
-        kind: SourceKind::W300,
-        path: std::path::absolute(&data)?,
-        scheme: None,
-        dataset: None,
-        images: None,
-        split: None,
+
+    let mut augmentations = args.augmentation.clone();
+    augmentations.sort();
+    augmentations.dedup();
+    let mut epochs = if args.epochs.is_empty() {
+        vec![RenderParams::default().epochs]
+    } else {
+        args.epochs.clone()
     };
-    let faces = ingest(&[source], &IngestPolicy::default())?.faces;
-    let scheme = scheme::by_name(&faces[0].scheme)?;
-    // The study's shards are rendered as before augmentation epochs (one epoch, replica 0 of
-    // every face unperturbed, every duplicate rotated): its tables stay comparable with the
-    // published ones until the study itself gains augmentation epochs.
-    let mut params = RenderParams {
-        epochs: 1,
-        ..RenderParams::default()
-    };
-    params.augment.keep_original = true;
-    params.augment.rotation_probability = 1.0;
-    let (shift, scale, rotation) = s.stage2_noise;
-    params.augment.stage2_translation_max = shift;
-    params.augment.stage2_scale_range = scale;
-    params.augment.stage2_rotation_max_deg = rotation;
-    let coefficients = pose_coefficients(&faces, scheme)?;
+    epochs.sort();
+    epochs.dedup();
     let mut variants = Vec::new();
-    for pdb in [false, true] {
-        if pdb && args.no_pdb_variant {
-            continue;
+    for &augmentation in &augmentations {
+        let epochs: &[u32] = match augmentation {
+            Augmentation::Static => &[1],
+            Augmentation::Fresh => &epochs,
+        };
+        for &e in epochs {
+            for pdb in [true, false] {
+                let balance = if pdb { Balance::Pdb } else { Balance::NoPdb };
+                if args.balance.contains(&balance) {
+                    variants.push(Variant::new(out, augmentation, e, pdb));
+                }
+            }
         }
-        variants.push(prepare_variant(
-            out,
-            &faces,
-            &coefficients,
-            scheme,
-            &params,
-            pdb,
-        )?);
     }
+    let study = Study {
+        args,
+        settings: &s,
+        data: &data,
+        pdb_rows: pdb_training_rows(
+            args,
+            &s,
+            &data,
+            &Variant::new(out, variants[0].augmentation, variants[0].epochs, true),
+        )?,
+    };
+    // The data stages of every variant first, one variant at a time (render takes every core).
+    let mut train_rows = BTreeMap::new();
+    for v in &variants {
+        let config = study.write_config(v, None, 0)?;
+        let t = Instant::now();
+        if !args.finished_only {
+            run_pipeline(&config, Some("render"), &v.name())?;
+        }
+        let rows = training_rows(&Layout::new(&v.root))?;
+        println!(
+            "{}: {rows} training rows, data ready in {:.1}s",
+            v.name(),
+            t.elapsed().as_secs_f64()
+        );
+        train_rows.insert(v.name(), rows);
+    }
+
+    let first = Layout::new(&variants[0].root);
+    let faces = read_faces_parquet(&first.faces())?;
+    let scheme = scheme::by_name(&faces.first().context("the study has no faces")?.scheme)?;
     let normaliser = contract::scheme::resolve_normaliser(scheme.name, None)?;
     let test: Vec<&FaceRecord> = faces
         .iter()
         .filter(|f| f.split == "common" || f.split == "challenging")
         .collect();
     ensure!(!test.is_empty(), "the synthetic set has no test faces");
-    let baseline = mean_shape_baseline(&faces, &test, &params, &normaliser)?;
+    let baseline = mean_shape_baseline(
+        &faces,
+        &test,
+        &study.render_params(Augmentation::Static, 1),
+        &normaliser,
+    )?;
     println!(
         "mean-shape baseline on full: NME {:.2} (×100)",
         baseline.mean_nme_percent
     );
 
-    // One cell = one (seed, loss, data variant): CNN-6, its evaluation, then CNN-7 and the
-    // two-stage evaluation. Cells are independent (own run folders, own scratch folders), so
-    // `--jobs` of them run at once; results keep the cells' order whatever finishes first.
-    let mut cells: Vec<(u32, &String, &Variant)> = Vec::new();
+    // One cell = one (seed, loss, data variant): its configuration run through the DAG. Cells
+    // of different variants run at once (`--jobs`); cells of one variant share its output root
+    // and its run lock, so they take turns. Results keep the cells' order.
+    let mut cells: Vec<(u32, &String, usize)> = Vec::new();
     for seed in 0..s.seeds {
         for loss in &s.losses {
-            cells.extend(variants.iter().map(|v| (seed, loss, v)));
+            cells.extend((0..variants.len()).map(|v| (seed, loss, v)));
         }
     }
-    let run_cell = |&(seed, loss, v): &(u32, &String, &Variant)| -> Result<Vec<RunResult>> {
-        let suffix = if v.pdb { " + PDB" } else { "" };
-        let run_dir = |stage| {
-            out.join("runs")
-                .join(v.name())
-                .join(run_name(stage, loss, &s, seed))
-        };
-        let run6 = run_dir(1);
-        if !trained(args, &s, v, 1, loss, seed, &run6)? {
-            return Ok(Vec::new());
-        }
-        let w6 = run6.join("last.safetensors");
-        let evaluate = |stage2: Option<&Path>, method: &str| {
-            evaluate(args, v, &params, &w6, stage2, method, loss, seed)
-        };
-        let mut results = vec![evaluate(None, &format!("CNN-6{suffix}"))?];
-        if !args.stage1_only {
-            let run7 = run_dir(2);
-            if trained(args, &s, v, 2, loss, seed, &run7)? {
-                let w7 = run7.join("last.safetensors");
-                results.push(evaluate(Some(&w7), &format!("CNN-6/7{suffix}"))?);
-            }
-        }
-        Ok(results)
+    let run_cell = |&(seed, loss, v): &(u32, &String, usize)| -> Result<Vec<RunResult>> {
+        study.cell(&variants[v], loss, seed)
     };
-    let runs = run_parallel(&cells, args.jobs.max(1), run_cell)?
+    let runs = run_parallel(&cells, |c| c.2, args.jobs.max(1), run_cell)?
         .into_iter()
         .flatten()
         .collect();
@@ -432,12 +460,10 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
     let results = StudyResults {
         interim: args.finished_only.then_some(planned_runs),
         settings: s,
+        no_pdb_rows: args.no_pdb_rows,
         normaliser: normaliser.to_string(),
         test_faces,
-        train_rows: variants
-            .iter()
-            .map(|v| (v.name().to_owned(), v.train_rows))
-            .collect(),
+        train_rows,
         mean_shape_baseline: baseline,
         runs,
     };
@@ -461,34 +487,40 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
     }
     manifests::write_atomic(out.join("results.json"), json.as_bytes())?;
     manifests::write_atomic(out.join("results.md"), table.as_bytes())?;
-    for method in METHODS {
-        let series: Vec<CedSeries> = results
-            .settings
-            .losses
-            .iter()
-            .filter_map(|loss| {
-                let nmes: Vec<f64> = results
-                    .runs
-                    .iter()
-                    .filter(|r| r.method == method && &r.loss == loss)
-                    .flat_map(|r| r.nmes.iter().copied())
-                    .collect();
-                (!nmes.is_empty()).then(|| CedSeries {
-                    label: loss.clone(),
-                    nmes,
+    let mut settings: Vec<String> = variants.iter().map(Variant::setting).collect();
+    settings.dedup();
+    for setting in &settings {
+        for method in METHODS {
+            let series: Vec<CedSeries> = results
+                .settings
+                .losses
+                .iter()
+                .filter_map(|loss| {
+                    let nmes: Vec<f64> = results
+                        .runs
+                        .iter()
+                        .filter(|r| {
+                            r.method == method && &r.loss == loss && &r.augmentation == setting
+                        })
+                        .flat_map(|r| r.nmes.iter().copied())
+                        .collect();
+                    (!nmes.is_empty()).then(|| CedSeries {
+                        label: loss.clone(),
+                        nmes,
+                    })
                 })
-            })
-            .collect();
-        if series.is_empty() {
-            continue;
+                .collect();
+            if series.is_empty() {
+                continue;
+            }
+            let png = out.join(format!("ced-{setting}-{}.png", slug(method)));
+            plot_ced(
+                &png,
+                &format!("CED on full, {method}, {setting} augmentation (all seeds pooled)"),
+                &series,
+                ced_range(&series),
+            )?;
         }
-        let png = out.join(format!("ced-{}.png", slug(method)));
-        plot_ced(
-            &png,
-            &format!("CED on full, {method} (all seeds pooled)"),
-            &series,
-            ced_range(&series),
-        )?;
     }
     println!("{table}");
     println!(
@@ -501,30 +533,377 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
     Ok(results)
 }
 
+/// The budget's settings with the command line's overrides.
+fn settings(args: &LossStudyArgs) -> Result<StudySettings> {
+    let mut s = StudySettings::for_budget(args.budget);
+    if let Some(v) = args.seeds {
+        s.seeds = v;
+    }
+    if let Some(v) = args.faces {
+        s.faces = v;
+    }
+    if let Some(v) = args.stage1_steps {
+        s.stage1_steps = v;
+    }
+    if let Some(v) = args.stage2_steps {
+        s.stage2_steps = v;
+    }
+    if let Some(v) = args.batch_size {
+        s.batch_size = v;
+    }
+    if let Some(v) = args.lr {
+        s.lr = v;
+    }
+    if let Some(v) = args.stage2_lr {
+        s.stage2_lr = v;
+    }
+    if !args.losses.is_empty() {
+        s.losses = args.losses.clone();
+    }
+    if args.stage1_only {
+        s.stage2_steps = 0; // No CNN-7 is trained (the report says so).
+    }
+    ensure!(s.seeds >= 1, "--seeds must be at least 1");
+    ensure!(s.faces >= 40, "--faces must be at least 40");
+    ensure!(
+        !args.augmentation.is_empty(),
+        "--augmentation names no setting"
+    );
+    for loss in &s.losses {
+        loss.parse::<contract::training::LossKind>()?;
+    }
+    Ok(s)
+}
+
+/// What every cell's configuration is made from.
+struct Study<'a> {
+    args: &'a LossStudyArgs,
+    settings: &'a StudySettings,
+    /// The synthetic 300W tree.
+    data: &'a Path,
+    /// The training rows of the PDB set (what the variants without PDB are replicated to with
+    /// `--no-pdb-rows equal`).
+    pdb_rows: u64,
+}
+
+impl Study<'_> {
+    /// The render parameters of an augmentation setting, with the study's stage-2 noise.
+    fn render_params(&self, augmentation: Augmentation, epochs: u32) -> RenderParams {
+        let mut params = RenderParams {
+            epochs,
+            ..RenderParams::default()
+        };
+        if augmentation == Augmentation::Static {
+            params.epochs = 1;
+            params.augment.keep_original = true;
+            params.augment.rotation_probability = 1.0;
+        }
+        let (shift, scale, rotation) = self.settings.stage2_noise;
+        params.augment.stage2_translation_max = shift;
+        params.augment.stage2_scale_range = scale;
+        params.augment.stage2_rotation_max_deg = rotation;
+        params
+    }
+
+    /// Write the configuration of variant `v` with the training run of `loss` and `seed`
+    /// (`work/<variant>/<run>.toml`; with no loss, the variant's data stages alone:
+    /// `work/<variant>/data.toml`) and load it back, checked like any `wingflow.toml`.
+    fn write_config(&self, v: &Variant, loss: Option<&str>, seed: u32) -> Result<Config> {
+        let s = self.settings;
+        let params = self.render_params(v.augmentation, v.epochs);
+        let mut doc = crate::config::init_document(self.data, &v.root, &[])?;
+        let mut set = |key: &str, value: toml_edit::Value| set_key(&mut doc, key, value);
+        set("render.epochs", i64::from(params.epochs).into())?;
+        let a = &params.augment;
+        set("render.augment.keep_original", a.keep_original.into())?;
+        set(
+            "render.augment.rotation_probability",
+            a.rotation_probability.into(),
+        )?;
+        set(
+            "render.augment.stage2_translation_max",
+            a.stage2_translation_max.into(),
+        )?;
+        let (lo, hi) = a.stage2_scale_range;
+        set(
+            "render.augment.stage2_scale_range",
+            toml_edit::Array::from_iter([lo, hi]).into(),
+        )?;
+        set(
+            "render.augment.stage2_rotation_max_deg",
+            a.stage2_rotation_max_deg.into(),
+        )?;
+        if !v.pdb {
+            match self.args.no_pdb_rows {
+                NoPdbRows::Equal => set(
+                    "balance.uniform_train_rows",
+                    i64::try_from(self.pdb_rows)?.into(),
+                )?,
+                NoPdbRows::Original => set("balance.max_replication", 1i64.into())?,
+            }
+        }
+        let file = match loss {
+            None => {
+                set("train.enabled", false.into())?;
+                v.root.join("data.toml")
+            }
+            Some(loss) => {
+                let run = run_name(loss, seed);
+                set("train.run", run.as_str().into())?;
+                set("train.seed", i64::from(seed).into())?;
+                set("train.loss", loss.into())?;
+                set("train.device", self.args.device.as_str().into())?;
+                set("train.validation", false.into())?;
+                if self.args.stage1_only {
+                    set("train.second_stage", false.into())?;
+                }
+                if let Some(threads) = self.args.threads {
+                    set("train.threads", i64::from(threads).into())?;
+                }
+                for (net, steps, lr) in [
+                    ("cnn6", s.stage1_steps, s.lr),
+                    ("cnn7", s.stage2_steps.max(1), s.stage2_lr),
+                ] {
+                    set(&format!("train.{net}.steps"), i64::try_from(steps)?.into())?;
+                    set(
+                        &format!("train.{net}.batch_size"),
+                        i64::try_from(s.batch_size)?.into(),
+                    )?;
+                    set(&format!("train.{net}.lr"), lr.into())?;
+                    set(&format!("train.{net}.final_lr"), (lr / 100.0).into())?;
+                }
+                v.root.join(format!("{run}.toml"))
+            }
+        };
+        std::fs::create_dir_all(&v.root)?;
+        manifests::write_if_changed(&file, doc.to_string().as_bytes())?;
+        Config::load(&file)
+    }
+
+    /// Train and evaluate one cell (or, with `--finished-only`, read it if it has finished).
+    fn cell(&self, v: &Variant, loss: &str, seed: u32) -> Result<Vec<RunResult>> {
+        let config = self.write_config(v, Some(loss), seed)?;
+        let run = run_name(loss, seed);
+        let label = format!("{} {run}", v.name());
+        let evaluate = run_stage_name("evaluate", Some(&run));
+        if self.args.finished_only {
+            let pipeline = crate::dag::build(&config)?;
+            let status = pipeline.status(HashPolicy::TrustStat)?;
+            if !status.get(&evaluate).is_some_and(|s| s.is_fresh()) {
+                return Ok(Vec::new());
+            }
+        } else {
+            let t = Instant::now();
+            let summary = run_pipeline(&config, None, &label)?;
+            if summary.ran().is_empty() {
+                println!("  {label}: finished earlier, reused");
+            } else {
+                println!("  {label}: done in {:.0}s", t.elapsed().as_secs_f64());
+            }
+        }
+        let reports = Layout::new(&v.root).for_run(Some(&run)).reports();
+        let suffix = if v.pdb { " + PDB" } else { "" };
+        let mut results = vec![read_result(
+            &reports.join("cnn6-full.json"),
+            &format!("CNN-6{suffix}"),
+            &v.setting(),
+            loss,
+            seed,
+        )?];
+        if !self.args.stage1_only {
+            results.push(read_result(
+                &reports.join("cnn6-7-full.json"),
+                &format!("CNN-6/7{suffix}"),
+                &v.setting(),
+                loss,
+                seed,
+            )?);
+        }
+        Ok(results)
+    }
+}
+
+/// A cell's training run name: loss and seed (its budget is in its configuration; a cell run
+/// again with another budget retrains, as any DAG stage whose parameters changed).
+fn run_name(loss: &str, seed: u32) -> String {
+    format!("{}-s{seed}", loss.replace([':', ','], "_"))
+}
+
+/// Set `key` (dotted: `train.cnn6.steps`) in `doc`, creating the tables on its path.
+fn set_key(doc: &mut toml_edit::DocumentMut, key: &str, value: toml_edit::Value) -> Result<()> {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let leaf = parts.pop().context("empty key")?;
+    let mut table = doc.as_table_mut();
+    for part in parts {
+        table = table
+            .entry(part)
+            .or_insert_with(toml_edit::table)
+            .as_table_mut()
+            .with_context(|| format!("{key}: `{part}` is not a table"))?;
+    }
+    table.insert(leaf, toml_edit::Item::Value(value));
+    Ok(())
+}
+
+/// Run `config`'s pipeline (up to stage `until`), printing each stage that runs, prefixed by
+/// `label`.
+fn run_pipeline(config: &Config, until: Option<&str>, label: &str) -> Result<pipeline::RunSummary> {
+    let mut pipeline = crate::dag::build(config)?;
+    let options = RunOptions {
+        until: until.map(str::to_owned),
+        ..RunOptions::default()
+    };
+    let on_event = |event: &Event<'_>| match event {
+        Event::Started { stage, .. } => println!("  {label}: {stage} running"),
+        Event::Finished {
+            stage, duration, ..
+        } => println!("  {label}: {stage} done in {:.1}s", duration.as_secs_f64()),
+        _ => {}
+    };
+    pipeline.run(&options, &on_event).with_context(|| {
+        format!(
+            "{label}: the pipeline of {} failed",
+            config.output.display()
+        )
+    })
+}
+
+/// The training rows of the PDB set: the balance stage of variant `pdb` (the balance does not
+/// depend on the augmentation).
+fn pdb_training_rows(
+    args: &LossStudyArgs,
+    s: &StudySettings,
+    data: &Path,
+    pdb: &Variant,
+) -> Result<u64> {
+    let study = Study {
+        args,
+        settings: s,
+        data,
+        pdb_rows: 0,
+    };
+    let config = study.write_config(pdb, None, 0)?;
+    if !args.finished_only {
+        run_pipeline(&config, Some("balance"), &pdb.name())?;
+    }
+    Ok(training_rows(&Layout::new(&pdb.root))? as u64)
+}
+
+/// The training rows of the plan in `layout` (from `balance.json`).
+fn training_rows(layout: &Layout) -> Result<usize> {
+    let path = layout.balance_summary();
+    let summary: BalanceSummary = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+    )
+    .with_context(|| format!("{} is not a balance summary", path.display()))?;
+    Ok(summary
+        .rows_per_split
+        .iter()
+        .find(|(split, _)| split == TRAIN)
+        .map_or(0, |(_, n)| *n as usize))
+}
+
+/// One model's result from the evaluate stage's report on `full`, split by source split.
+fn read_result(
+    path: &Path,
+    method: &str,
+    augmentation: &str,
+    loss: &str,
+    seed: u32,
+) -> Result<RunResult> {
+    let report: TwoStageReport = serde_json::from_slice(
+        &std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+    )
+    .with_context(|| format!("{} is not an evaluation report", path.display()))?;
+    let of = |split: &str| -> Vec<f64> {
+        report
+            .per_face
+            .iter()
+            .filter(|f| f.split == split)
+            .map(|f| f.nme_percent / 100.0)
+            .collect()
+    };
+    let result = RunResult {
+        method: method.to_owned(),
+        augmentation: augmentation.to_owned(),
+        loss: loss.to_owned(),
+        seed,
+        full: report.summary.clone(),
+        common: ErrorSummary::new(&of("common")),
+        challenging: ErrorSummary::new(&of("challenging")),
+        per_yaw_bin: report.per_yaw_bin.clone(),
+        nmes: report.nmes(),
+    };
+    println!(
+        "  {method:<14} {augmentation:<9} {loss:<9} seed {seed}: NME full {:.2}, common {:.2}, challenging {:.2}",
+        result.full.mean_nme_percent,
+        result.common.mean_nme_percent,
+        result.challenging.mean_nme_percent
+    );
+    if report.stage2_checkpoint.is_none() {
+        // What CNN-7's stage-2 noise has to cover (the same for every CNN-7 on this CNN-6).
+        println!("  {:<14} {}", "", report.stage2_normalisation);
+    }
+    Ok(result)
+}
+
 /// `f` over `items` on `jobs` threads; the results in the items' order. Workers take the next
-/// item as they finish one; after a failure no new item starts, and the first error (in item
-/// order) is returned once the running items end.
-fn run_parallel<T: Sync, R: Send>(
+/// item whose key (`key_of`) no running item has, so items of one key never run at once; after
+/// a failure no new item starts, and the first error (in item order) is returned once the
+/// running items end.
+fn run_parallel<T: Sync, K: PartialEq + Send, R: Send>(
     items: &[T],
+    key_of: impl Fn(&T) -> K + Sync,
     jobs: usize,
     f: impl Fn(&T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failed = std::sync::atomic::AtomicBool::new(false);
+    struct Queue<K> {
+        started: Vec<bool>,
+        running: Vec<K>,
+        failed: bool,
+    }
+    let queue = std::sync::Mutex::new(Queue {
+        started: vec![false; items.len()],
+        running: Vec::new(),
+        failed: false,
+    });
+    let changed = std::sync::Condvar::new();
     let slots: Vec<std::sync::Mutex<Option<Result<R>>>> =
         items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let lock = || queue.lock().expect("no worker panics holding the queue");
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(items.len()) {
             scope.spawn(|| {
-                use std::sync::atomic::Ordering::SeqCst;
-                while !failed.load(SeqCst) {
-                    let i = next.fetch_add(1, SeqCst);
-                    let Some(item) = items.get(i) else { break };
-                    let result = f(item);
+                loop {
+                    let mut q = lock();
+                    let i = loop {
+                        if q.failed || q.started.iter().all(|&s| s) {
+                            return;
+                        }
+                        let free = (0..items.len())
+                            .find(|&i| !q.started[i] && !q.running.contains(&key_of(&items[i])));
+                        match free {
+                            Some(i) => break i,
+                            None => {
+                                q = changed.wait(q).expect("no worker panics holding the queue")
+                            }
+                        }
+                    };
+                    q.started[i] = true;
+                    q.running.push(key_of(&items[i]));
+                    drop(q);
+                    let result = f(&items[i]);
+                    let mut q = lock();
                     if result.is_err() {
-                        failed.store(true, SeqCst);
+                        q.failed = true;
                     }
+                    let key = key_of(&items[i]);
+                    if let Some(k) = q.running.iter().position(|r| *r == key) {
+                        q.running.swap_remove(k);
+                    }
+                    drop(q);
                     *slots[i].lock().expect("no worker panics holding a slot") = Some(result);
+                    changed.notify_all();
                 }
             });
         }
@@ -555,297 +934,6 @@ fn slug(method: &str) -> String {
         .replace(['/', ' '], "-")
 }
 
-/// The pose coefficient of every face: GPA + PCA of the training shapes, then the projection of
-/// every face (training or not) on the pose component.
-fn pose_coefficients(faces: &[FaceRecord], scheme: &Scheme) -> Result<Vec<f64>> {
-    let l = scheme.num_points();
-    let train: Vec<usize> = (0..faces.len())
-        .filter(|&i| faces[i].split == TRAIN)
-        .collect();
-    let shapes: Vec<f32> = train
-        .iter()
-        .flat_map(|&i| faces[i].landmarks.iter().copied())
-        .collect();
-    let alignment = align_shapes(
-        &shapes,
-        l,
-        &AlignParams::default(),
-        Some(&scheme.flip_permutation),
-    )?;
-    let fit = fit_shape_model(&alignment, &scheme.flip_permutation, &PcaParams::default())?;
-    println!(
-        "pca: pose component PC{} (flip score {:.3}, {:.0}% of the variance)",
-        fit.model.pose_component + 1,
-        fit.model.pose_flip_score(),
-        100.0 * fit.model.explained_variance_ratio[fit.model.pose_component]
-    );
-    let mut out: Vec<f64> = faces
-        .iter()
-        .map(|f| fit.model.pose_coefficient(&f.landmarks).unwrap_or(f64::NAN))
-        .collect();
-    for (k, &i) in train.iter().enumerate() {
-        out[i] = fit.coefficients[k];
-    }
-    Ok(out)
-}
-
-/// Balance (with or without PDB) and render one data variant under `out/work/<name>/`, in the
-/// DAG's layout (faces.parquet, plan.parquet, balance.json, shards/).
-fn prepare_variant(
-    out: &Path,
-    faces: &[FaceRecord],
-    coefficients: &[f64],
-    scheme: &Scheme,
-    params: &RenderParams,
-    pdb: bool,
-) -> Result<Variant> {
-    let root = out.join("work").join(if pdb { "pdb" } else { "no-pdb" });
-    std::fs::create_dir_all(&root)?;
-    let samples: Vec<BalanceSample> = faces
-        .iter()
-        .zip(coefficients)
-        .map(|(f, &c)| BalanceSample {
-            sample_id: f.sample_id.clone(),
-            split: f.split.clone(),
-            pose_coefficient: c.is_finite().then_some(c),
-        })
-        .collect();
-    let balance_params = BalanceParams {
-        max_replication: if pdb { None } else { Some(1) },
-        num_points: scheme.num_points(),
-        crop_stage1: params.stage1_size,
-        crop_stage2: params.stage2_size,
-        ..BalanceParams::default()
-    };
-    let plan = balance(&samples, &balance_params)?;
-    let layout = Layout::new(&root);
-    write_faces_parquet(&layout.faces(), faces)?;
-    write_plan_parquet(&layout.plan(), &plan.rows)?;
-    write_summary_json(&layout.balance_summary(), &plan.summary)?;
-    let train_rows = plan.rows.iter().filter(|r| r.split == TRAIN).count();
-    let t = Instant::now();
-    // The benchmark's images never change inside one output folder, so the path stands for
-    // the content in the shards' incremental keys.
-    let digest = |path: &str| path.to_owned();
-    let report = render_shards(
-        &RenderInputs {
-            faces,
-            plan: &plan.rows,
-            scheme,
-            params,
-            source_digest: &digest,
-        },
-        &root,
-        None,
-        &|_| {},
-    )?;
-    println!(
-        "{}: {} training rows; rendered {} crops ({} shards, {} fresh) in {:.1}s",
-        if pdb { "PDB" } else { "no PDB" },
-        train_rows,
-        report.crops_rendered,
-        report.rendered.len(),
-        report.fresh.len(),
-        t.elapsed().as_secs_f64()
-    );
-    let training_sets = [TrainingSet::read(&root, 1)?, TrainingSet::read(&root, 2)?];
-    Ok(Variant {
-        pdb,
-        root,
-        train_rows,
-        training_sets,
-    })
-}
-
-/// A training run's folder name: network, loss, steps × batch, learning rate and seed. Runs
-/// with other settings (another budget) get other folders, so a finished run is reused, or an
-/// unfinished one resumed, only for exactly the settings it was started with.
-fn run_name(stage: u8, loss: &str, s: &StudySettings, seed: u32) -> String {
-    let (arch, steps, lr) = if stage == 1 {
-        ("cnn6", s.stage1_steps, s.lr)
-    } else {
-        ("cnn7", s.stage2_steps, s.stage2_lr)
-    };
-    format!("{arch}-{loss}-{steps}x{}-lr{lr}-s{seed}", s.batch_size)
-}
-
-/// The file in a run folder naming the training set it was trained on (a digest of its shards'
-/// names and digests).
-const RUN_DATA_FILE: &str = "train-shards.id";
-
-/// Refuse a run folder trained on other shards than `data_id` names. A run folder without the
-/// record (from before it existed) is taken as trained on these shards and gets it.
-fn check_run_data(run: &Path, data_id: &str, shards: &Path) -> Result<()> {
-    let id_file = run.join(RUN_DATA_FILE);
-    match std::fs::read_to_string(&id_file) {
-        Ok(recorded) if recorded.trim() != data_id => bail!(
-            "{} was trained on other shards than {} now holds (the data or its render settings \
-             changed); move that run away or use a new output folder",
-            run.display(),
-            shards.display()
-        ),
-        Ok(_) => Ok(()),
-        Err(_) if run.is_dir() => Ok(manifests::write_atomic(&id_file, data_id.as_bytes())?),
-        Err(_) => Ok(()),
-    }
-}
-
-/// Whether a run folder holds a finished run (its `last.json` says step = total_steps).
-fn finished(run: &Path) -> Option<bool> {
-    let text = std::fs::read_to_string(run.join("last.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    Some(v.get("step")? == v.get("total_steps")?)
-}
-
-/// Make `run` ready for evaluation: train one network with `wingflow-train train` (stdout to
-/// `<run>/train.out`), resuming an unfinished run and reusing a finished one. With
-/// `--finished-only`, train nothing and say whether it has finished. A run trained on other
-/// shards is refused either way.
-#[allow(clippy::too_many_arguments)]
-fn trained(
-    args: &LossStudyArgs,
-    s: &StudySettings,
-    v: &Variant,
-    stage: u8,
-    loss: &str,
-    seed: u32,
-    run: &Path,
-) -> Result<bool> {
-    let set = &v.training_sets[stage as usize - 1];
-    let state = finished(run);
-    // With `--finished-only`, unfinished runs (perhaps being trained elsewhere) are left alone.
-    if args.finished_only && state != Some(true) {
-        return Ok(false);
-    }
-    check_run_data(run, &set.id, &set.shards)?;
-    if args.finished_only {
-        return Ok(true);
-    }
-    let label = format!("{} stage {stage} {loss} seed {seed}", v.name());
-    match state {
-        Some(true) => {
-            println!("  {label}: finished earlier, reused");
-            return Ok(true);
-        }
-        Some(false) => println!("  {label}: resuming"),
-        None => {}
-    }
-    std::fs::create_dir_all(run)?;
-    manifests::write_atomic(run.join(RUN_DATA_FILE), set.id.as_bytes())?;
-    let (steps, lr) = if stage == 1 {
-        (s.stage1_steps, s.lr)
-    } else {
-        (s.stage2_steps, s.stage2_lr)
-    };
-    let request = if state == Some(false) {
-        TrainRequest {
-            out: run.to_owned(),
-            steps: Some(steps),
-            device: args.device.parse()?,
-            resume: true,
-            ..TrainRequest::default()
-        }
-    } else {
-        TrainRequest {
-            shards: Some(set.shards.clone()),
-            out: run.to_owned(),
-            arch: Arch::for_level(stage)?,
-            loss: loss.parse()?,
-            steps: Some(steps),
-            batch_size: s.batch_size,
-            lr,
-            final_lr: lr / 100.0,
-            seed: u64::from(seed),
-            no_val: true,
-            log_every: (steps / 10).max(1),
-            checkpoint_every: (steps / 4).max(1),
-            device: args.device.parse()?,
-            ..TrainRequest::default()
-        }
-    };
-    std::fs::create_dir_all(run)?;
-    let mut cmd = train_command(&request, &run.join("request.json"), args.threads)?;
-    let log = std::fs::File::create(run.join("train.out"))?;
-    let t = Instant::now();
-    let status = cmd
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .status()
-        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
-    if !status.success() {
-        bail!(
-            "training {label} failed ({status}); see {}",
-            run.join("train.out").display()
-        );
-    }
-    println!(
-        "  {label}: {steps} steps in {:.0}s",
-        t.elapsed().as_secs_f64()
-    );
-    Ok(true)
-}
-
-/// Evaluate one model on `full` through the two-stage path and split the result by split.
-#[allow(clippy::too_many_arguments)]
-fn evaluate(
-    args: &LossStudyArgs,
-    v: &Variant,
-    params: &RenderParams,
-    stage1: &Path,
-    stage2: Option<&Path>,
-    method: &str,
-    loss: &str,
-    seed: u32,
-) -> Result<RunResult> {
-    let models = Models {
-        stage1: stage1.to_owned(),
-        stage2: stage2.map(Path::to_owned),
-        device: args.device.clone(),
-    };
-    let report = evaluate_two_stage(&EvalRequest {
-        out_root: &v.root,
-        models: &models,
-        split: "full",
-        normaliser: None,
-        params,
-    })?;
-    let name = format!("eval-{}", slug(method));
-    let dir = stage2.unwrap_or(stage1).parent().unwrap_or(Path::new("."));
-    report.write(
-        &dir.join(format!("{name}.json")),
-        &dir.join(format!("{name}-ced.png")),
-    )?;
-    let of = |split: &str| -> Vec<f64> {
-        report
-            .per_face
-            .iter()
-            .filter(|f| f.split == split)
-            .map(|f| f.nme_percent / 100.0)
-            .collect()
-    };
-    let result = RunResult {
-        method: method.to_owned(),
-        loss: loss.to_owned(),
-        seed,
-        full: report.summary.clone(),
-        common: ErrorSummary::new(&of("common")),
-        challenging: ErrorSummary::new(&of("challenging")),
-        per_yaw_bin: report.per_yaw_bin.clone(),
-        nmes: report.nmes(),
-    };
-    println!(
-        "  {method:<14} {loss:<9} seed {seed}: NME full {:.2}, common {:.2}, challenging {:.2}",
-        result.full.mean_nme_percent,
-        result.common.mean_nme_percent,
-        result.challenging.mean_nme_percent
-    );
-    if stage2.is_none() {
-        // What CNN-7's stage-2 noise has to cover (the same for every CNN-7 on this CNN-6).
-        println!("  {:<14} {}", "", report.stage2_normalisation);
-    }
-    Ok(result)
-}
-
 /// Mean and sample standard deviation.
 fn mean_std(values: &[f64]) -> (f64, Option<f64>) {
     let n = values.len() as f64;
@@ -863,7 +951,8 @@ pub fn results_markdown(r: &StudyResults) -> String {
         md,
         "# Loss study on a synthetic 300W-format benchmark\n\n\
          Budget `{:?}`: {} faces ({}), {} seed(s); CNN-6 {} steps, {}, batch {}, \
-         Adam with cosine decay to 1/100 of the initial learning rate ({}). Training rows: {}. NME ×100, normalised by {}, in original \
+         Adam with cosine decay to 1/100 of the initial learning rate ({}). Training rows: {} \
+         (without PDB: {}). NME ×100, normalised by {}, in original \
          image coordinates, mean ± std over seeds. Mean-shape baseline (full): {:.2}.\n",
         s.budget,
         s.faces,
@@ -896,14 +985,22 @@ pub fn results_markdown(r: &StudyResults) -> String {
             .map(|(k, v)| format!("{k} {v}"))
             .collect::<Vec<_>>()
             .join(", "),
+        match r.no_pdb_rows {
+            NoPdbRows::Equal => "every face replicated uniformly to the PDB set's size",
+            NoPdbRows::Original => "every face once",
+        },
         r.normaliser,
         r.mean_shape_baseline.mean_nme_percent
     );
     // Seeds per cell; when every cell has the same number, it is said once, not per cell.
-    let mut seeds_per_cell: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut seeds_per_cell: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
     for run in &r.runs {
         *seeds_per_cell
-            .entry((run.method.as_str(), run.loss.as_str()))
+            .entry((
+                run.augmentation.as_str(),
+                run.method.as_str(),
+                run.loss.as_str(),
+            ))
             .or_default() += 1;
     }
     let mut counts = seeds_per_cell.values();
@@ -945,47 +1042,66 @@ pub fn results_markdown(r: &StudyResults) -> String {
             r.challenging.mean_nme_percent
         }),
     ];
-    for (title, pick) in tables {
-        let _ = writeln!(md, "## {title}\n");
+    let mut settings: Vec<&str> = r.runs.iter().map(|x| x.augmentation.as_str()).collect();
+    settings.sort();
+    settings.dedup();
+    for setting in settings {
         let _ = writeln!(
             md,
-            "| method | {} |",
-            s.losses
-                .iter()
-                .map(|l| names(l))
-                .collect::<Vec<_>>()
-                .join(" | ")
-        );
-        let _ = writeln!(md, "|---|{}", "---|".repeat(s.losses.len()));
-        for method in METHODS {
-            if !r.runs.iter().any(|x| x.method == method) {
-                continue;
+            "# Augmentation `{setting}`\n\n{}\n",
+            match setting.strip_prefix("fresh-e") {
+                None => "One epoch; replica 0 of every face unperturbed, every duplicate rotated \
+                         (the shards as before augmentation epochs)."
+                    .to_owned(),
+                Some(e) => format!(
+                    "Every training crop augmented, in each of {e} augmentation epoch(s) (the \
+                     render defaults)."
+                ),
             }
-            let cells: Vec<String> = s
-                .losses
-                .iter()
-                .map(|loss| {
-                    let v: Vec<f64> = r
-                        .runs
-                        .iter()
-                        .filter(|x| x.method == method && &x.loss == loss)
-                        .map(pick)
-                        .collect();
-                    let seeds = if v.len() < s.seeds as usize && uniform.is_none() {
-                        format!(" ({} of {} seeds)", v.len(), s.seeds)
-                    } else {
-                        String::new()
-                    };
-                    match mean_std(&v) {
-                        _ if v.is_empty() => "–".to_owned(),
-                        (m, Some(sd)) => format!("{m:.2} ± {sd:.2}{seeds}"),
-                        (m, None) => format!("{m:.2}{seeds}"),
-                    }
-                })
-                .collect();
-            let _ = writeln!(md, "| {method} | {} |", cells.join(" | "));
+        );
+        for (title, pick) in tables {
+            let _ = writeln!(md, "## {title}\n");
+            let _ = writeln!(
+                md,
+                "| method | {} |",
+                s.losses
+                    .iter()
+                    .map(|l| names(l))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
+            let _ = writeln!(md, "|---|{}", "---|".repeat(s.losses.len()));
+            for method in METHODS {
+                let of_row = |x: &&RunResult| x.method == method && x.augmentation == setting;
+                if !r.runs.iter().any(|x| of_row(&x)) {
+                    continue;
+                }
+                let cells: Vec<String> = s
+                    .losses
+                    .iter()
+                    .map(|loss| {
+                        let v: Vec<f64> = r
+                            .runs
+                            .iter()
+                            .filter(|x| of_row(x) && &x.loss == loss)
+                            .map(pick)
+                            .collect();
+                        let seeds = if v.len() < s.seeds as usize && uniform.is_none() {
+                            format!(" ({} of {} seeds)", v.len(), s.seeds)
+                        } else {
+                            String::new()
+                        };
+                        match mean_std(&v) {
+                            _ if v.is_empty() => "–".to_owned(),
+                            (m, Some(sd)) => format!("{m:.2} ± {sd:.2}{seeds}"),
+                            (m, None) => format!("{m:.2}{seeds}"),
+                        }
+                    })
+                    .collect();
+                let _ = writeln!(md, "| {method} | {} |", cells.join(" | "));
+            }
+            md.push('\n');
         }
-        md.push('\n');
     }
     md
 }
@@ -995,23 +1111,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_run_is_reused_only_on_the_shards_it_was_trained_on() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (run, shards) = (tmp.path().join("run"), tmp.path().join("shards"));
-        check_run_data(&run, "a", &shards).unwrap();
-        assert!(
-            !run.exists(),
-            "no folder is made for a run that has not started"
-        );
-        std::fs::create_dir(&run).unwrap();
-        check_run_data(&run, "a", &shards).unwrap();
+    fn set_key_creates_the_tables_on_its_path() {
+        let mut doc: toml_edit::DocumentMut = "[train]\nloss = \"wing\"\n".parse().unwrap();
+        set_key(&mut doc, "train.cnn6.steps", 5i64.into()).unwrap();
+        set_key(&mut doc, "train.loss", "l1".into()).unwrap();
+        set_key(&mut doc, "balance.uniform_train_rows", 9i64.into()).unwrap();
+        let text = doc.to_string();
+        let parsed: toml::Table = toml::from_str(&text).unwrap();
         assert_eq!(
-            std::fs::read_to_string(run.join(RUN_DATA_FILE)).unwrap(),
-            "a"
+            parsed["train"]["cnn6"]["steps"].as_integer(),
+            Some(5),
+            "{text}"
         );
-        check_run_data(&run, "a", &shards).unwrap();
-        let err = check_run_data(&run, "b", &shards).unwrap_err().to_string();
-        assert!(err.contains("other shards") && err.contains("run"), "{err}");
+        assert_eq!(parsed["train"]["loss"].as_str(), Some("l1"), "{text}");
+        assert_eq!(
+            parsed["balance"]["uniform_train_rows"].as_integer(),
+            Some(9)
+        );
+        assert!(set_key(&mut doc, "train.loss.x", 1i64.into()).is_err());
+        assert_eq!(run_name("wing:10,2", 1), "wing_10_2-s1");
     }
 
     #[test]
@@ -1022,8 +1140,25 @@ mod tests {
             Ok(i * i)
         };
         assert_eq!(
-            run_parallel(&items, 3, slow_first).unwrap(),
+            run_parallel(&items, |&i| i, 3, slow_first).unwrap(),
             items.iter().map(|i| i * i).collect::<Vec<_>>()
+        );
+        // Items of one key never run at once, however many workers are free.
+        let running = std::sync::Mutex::new(Vec::new());
+        let exclusive = |&i: &u64| -> Result<u64> {
+            let key = i % 2;
+            {
+                let mut r = running.lock().unwrap();
+                assert!(!r.contains(&key), "two items of key {key} at once");
+                r.push(key);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            running.lock().unwrap().retain(|&k| k != key);
+            Ok(i)
+        };
+        assert_eq!(
+            run_parallel(&items, |&i| i % 2, 4, exclusive).unwrap(),
+            items
         );
         let started = std::sync::atomic::AtomicUsize::new(0);
         let fail_at_two = |&i: &u64| -> Result<u64> {
@@ -1033,7 +1168,7 @@ mod tests {
             }
             Ok(i)
         };
-        let err = run_parallel(&items, 1, fail_at_two).unwrap_err();
+        let err = run_parallel(&items, |&i| i, 1, fail_at_two).unwrap_err();
         assert_eq!(err.to_string(), "cell 2 failed");
         assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
@@ -1052,6 +1187,7 @@ mod tests {
         let summary = |v: f64| ErrorSummary::new(&[v / 100.0]);
         let run = |method: &str, loss: &str, seed: u32, v: f64| RunResult {
             method: method.into(),
+            augmentation: "fresh-e4".into(),
             loss: loss.into(),
             seed,
             full: summary(v),
@@ -1066,6 +1202,7 @@ mod tests {
         let mut r = StudyResults {
             interim: None,
             settings,
+            no_pdb_rows: NoPdbRows::Equal,
             normaliser: "inter-ocular:36,45".into(),
             test_faces: BTreeMap::from([("common".into(), 10)]),
             train_rows: BTreeMap::new(),

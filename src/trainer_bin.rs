@@ -43,10 +43,11 @@ pub fn train_command(request: &TrainRequest, file: &Path, threads: Option<u32>) 
     Ok(cmd)
 }
 
-/// Train `request` with `wingflow-train`, inheriting stdio, and fail if it fails; the request
-/// is written to `file` first (for a resumed run, `file` keeps the request it started with).
-pub fn train(request: &TrainRequest, file: &Path) -> Result<()> {
-    let mut cmd = train_command(request, file, None)?;
+/// Train `request` with `wingflow-train` on `threads` libtorch threads (None: its default),
+/// inheriting stdio, and fail if it fails; the request is written to `file` first (for a
+/// resumed run, `file` keeps the request it started with).
+pub fn train(request: &TrainRequest, file: &Path, threads: Option<u32>) -> Result<()> {
+    let mut cmd = train_command(request, file, threads)?;
     let status = cmd
         .status()
         .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;

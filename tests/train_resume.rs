@@ -95,3 +95,56 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, signal: i32) -> i32;
 }
+
+/// Append `[train]` keys to a project's config (after its `[train]` table's other keys).
+fn set_train_keys(config: &Path, keys: &str) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let text = text.replacen("[train]\n", &format!("[train]\n{keys}"), 1);
+    std::fs::write(config, text).unwrap();
+}
+
+#[test]
+fn named_runs_share_the_shards_and_keep_each_others_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = project(tmp.path());
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("steps = 80\n", "steps = 4\n");
+    std::fs::write(&config, &text).unwrap();
+    let out = tmp.path().join("out");
+    let wingflow_with = |command: &str, keys: &str| {
+        std::fs::write(&config, &text).unwrap();
+        set_train_keys(&config, keys);
+        let output = ok(wingflow().arg(command).arg("--config").arg(&config));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let run_a = "run = \"a\"\nseed = 1\nvalidation = false\n";
+    wingflow_with("run", run_a);
+    let a = out.join("reports/a/evaluation.json");
+    let a_report = std::fs::read(&a).unwrap();
+    assert!(out.join("models/a/stage2/last.safetensors").exists());
+    assert!(
+        !out.join("models/a/stage1/best.safetensors").exists(),
+        "no validation"
+    );
+    // Run b, on CNN-6 alone: only its own stages run; a's results stay.
+    let summary = wingflow_with("run", "run = \"b\"\nseed = 2\nsecond_stage = false\n");
+    assert!(
+        summary.contains("train1@b") && !summary.contains("train2@b"),
+        "{summary}"
+    );
+    assert!(out.join("models/b/stage1/last.safetensors").exists());
+    assert!(!out.join("models/b/stage2").exists());
+    assert_eq!(std::fs::read(&a).unwrap(), a_report);
+    // Back to a: everything fresh, nothing retrained.
+    let status = wingflow_with("status", run_a);
+    assert!(
+        status.contains("evaluate@a") && !status.contains("stale"),
+        "{status}"
+    );
+    // The two seeds trained different networks on the same shards.
+    let weights = |run: &str| {
+        std::fs::read(out.join(format!("models/{run}/stage1/last.safetensors"))).unwrap()
+    };
+    assert_ne!(weights("a"), weights("b"));
+}

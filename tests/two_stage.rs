@@ -46,7 +46,8 @@ fn trained_cnn6_beats_the_mean_shape_and_predict_finds_faces_in_image_coordinate
     let trainer = trainer_used_by_wingflow();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("study");
-    // One small study: 200 faces, Wing, CNN-6 only, no PDB variant; `extra` adds flags.
+    // One small study: 200 faces, Wing, CNN-6 only, no PDB variant, static augmentation;
+    // `extra` adds flags.
     let study = |extra: &[&str]| {
         ok(wingflow()
             .args(["experiment", "losses"])
@@ -59,7 +60,9 @@ fn trained_cnn6_beats_the_mean_shape_and_predict_finds_faces_in_image_coordinate
                 "--batch-size",
                 "8",
             ])
-            .args(["--losses", "wing", "--stage1-only", "--no-pdb-variant"])
+            .args(["--losses", "wing", "--stage1-only", "--balance", "no-pdb"])
+            // Unaugmented faces, each once: the setting in which 300 steps beat the mean shape.
+            .args(["--augmentation", "static", "--no-pdb-rows", "original"])
             .args(["--threads", "2", "--device", "cpu"])
             .args(extra))
     };
@@ -83,7 +86,9 @@ fn trained_cnn6_beats_the_mean_shape_and_predict_finds_faces_in_image_coordinate
     assert_eq!(interim["interim"], 2, "{interim}");
     assert_eq!(interim["runs"].as_array().unwrap().len(), 1, "{interim}");
     assert_eq!(interim["runs"][0]["full"], run["full"]);
-    assert!(!out.join("runs/no-pdb/cnn6-wing-300x8-lr0.001-s1").exists());
+    let variant = out.join("work/static-no-pdb");
+    assert!(variant.join("wing-s1.toml").exists());
+    assert!(!variant.join("models/wing-s1").exists());
     let table = std::fs::read_to_string(out.join("results-interim.md")).unwrap();
     assert!(
         table.contains("Every cell is over 1 of the 2 seed(s)"),
@@ -91,14 +96,22 @@ fn trained_cnn6_beats_the_mean_shape_and_predict_finds_faces_in_image_coordinate
     );
 
     // A few CNN-7 steps: enough to run the second stage, not to be accurate.
-    // The study names a run by its settings: net, loss, steps × batch, lr, seed.
-    let run6 = out.join("runs/no-pdb/cnn6-wing-300x8-lr0.001-s0");
+    // Each cell is a configuration of the DAG: `wingflow status` finds it all fresh.
+    let status = ok(wingflow()
+        .args(["status", "-c"])
+        .arg(variant.join("wing-s0.toml")));
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("evaluate@wing-s0") && !status.contains("stale"),
+        "{status}"
+    );
+    let run6 = variant.join("models/wing-s0/stage1");
     let run7 = tmp.path().join("cnn7");
     ok(std::process::Command::new(&trainer)
         .args(["--threads", "2", "train", "--stage", "2", "--steps", "2"])
         .args(["--batch-size", "4", "--no-val", "--device", "cpu"])
         .arg("--shards")
-        .arg(out.join("work/no-pdb/shards/stage2"))
+        .arg(variant.join("shards/stage2"))
         .arg("--out")
         .arg(&run7));
 
@@ -141,7 +154,7 @@ fn trained_cnn6_beats_the_mean_shape_and_predict_finds_faces_in_image_coordinate
         .collect();
     assert_eq!(points.len(), 136);
     let error = 100.0 * nme(&points, &face.landmarks);
-    let evaluated = json(&run6.join("eval-cnn-6.json"));
+    let evaluated = json(&variant.join("reports/wing-s0/cnn6-full.json"));
     let same_face = evaluated["per_face"]
         .as_array()
         .unwrap()

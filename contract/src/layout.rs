@@ -11,7 +11,11 @@
 //! <root>/shards/stage{1,2}/train/augmentation-epoch-EEE/   render (augmentation epochs ≥ 1)
 //! <root>/models/stage{1,2}/                       train1, train2
 //! <root>/reports/                                 evaluate
+//! <root>/models/<run>/stage{1,2}/, reports/<run>/ the same for a named training run
 //! ```
+//!
+//! A named training run (`[train] run`) trains and evaluates on the same shards as every other
+//! run of the root; only its models and reports live apart.
 
 use std::path::{Path, PathBuf};
 
@@ -29,13 +33,34 @@ pub fn level_dir_name(level: u8) -> String {
 pub struct Layout {
     /// The output root.
     pub root: PathBuf,
+    /// The named training run whose models and reports this layout locates (None: the
+    /// root's unnamed run, `models/stageN` and `reports/`).
+    pub run: Option<String>,
 }
 
 impl Layout {
-    /// The layout of `root`.
+    /// The layout of `root` (its unnamed training run).
     pub fn new(root: &Path) -> Layout {
         Layout {
             root: root.to_owned(),
+            run: None,
+        }
+    }
+
+    /// The same root, locating the models and reports of training run `run`.
+    pub fn for_run(self, run: Option<&str>) -> Layout {
+        Layout {
+            run: run.map(str::to_owned),
+            ..self
+        }
+    }
+
+    /// `dir`, or `dir/<run>` for a named run.
+    fn run_dir(&self, dir: &str) -> PathBuf {
+        let dir = self.root.join(dir);
+        match &self.run {
+            Some(run) => dir.join(run),
+            None => dir,
         }
     }
 
@@ -115,12 +140,12 @@ impl Layout {
 
     /// The training run of one crop level's network (checkpoints, log, loss curve).
     pub fn model(&self, level: u8) -> PathBuf {
-        self.root.join("models").join(level_dir_name(level))
+        self.run_dir("models").join(level_dir_name(level))
     }
 
     /// Evaluation reports.
     pub fn reports(&self) -> PathBuf {
-        self.root.join("reports")
+        self.run_dir("reports")
     }
 }
 
@@ -168,6 +193,10 @@ mod tests {
         assert_eq!(l.aligned(), Path::new("/out/shapes/aligned.safetensors"));
         assert_eq!(l.shard_set(2, "val"), Path::new("/out/shards/stage2/val"));
         assert_eq!(l.model(1), Path::new("/out/models/stage1"));
+        let run = l.clone().for_run(Some("wing-s1"));
+        assert_eq!(run.model(2), Path::new("/out/models/wing-s1/stage2"));
+        assert_eq!(run.reports(), Path::new("/out/reports/wing-s1"));
+        assert_eq!(run.plan(), l.plan(), "runs share the data");
         assert_eq!(l.shard_set_epoch(1, "train", 0), l.shard_set(1, "train"));
         assert_eq!(
             l.shard_set_epoch(1, "train", 12),

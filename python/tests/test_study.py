@@ -12,9 +12,18 @@ sys.path.insert(0, str(ROOT / "python"))
 import wingflow_study as ws  # noqa: E402
 
 
-def run(method: str, loss: str, seed: int, full: float, challenging: float | None = None) -> dict:
+def run(
+    method: str,
+    loss: str,
+    seed: int,
+    full: float,
+    challenging: float | None = None,
+    augmentation: str | None = None,
+) -> dict:
     """A results.json run entry with the fields the module reads."""
     entry = {"method": method, "loss": loss, "seed": seed, "full": {"mean_nme_percent": full}}
+    if augmentation is not None:
+        entry["augmentation"] = augmentation
     if challenging is not None:
         entry["challenging"] = {"mean_nme_percent": challenging}
     return entry
@@ -51,6 +60,26 @@ def test_report_has_a_row_per_claim(tmp_path: Path, capsys) -> None:
     rows = [line for line in out.splitlines() if line.startswith("| ") and "claim" not in line]
     assert len(rows) == len(ws.comparisons()) == 36
     assert "| CNN-6/7 + PDB: Wing < L1 | +0.00 (0/1) | – | – |" in out
+
+
+def test_augmentation_settings_are_compared_seed_by_seed(tmp_path: Path, capsys) -> None:
+    results = {
+        "runs": [
+            run("CNN-6/7 + PDB", "wing", seed, nme, augmentation=setting)
+            for seed, (static, e4, e8) in enumerate([(7.0, 6.0, 5.5), (7.2, 6.5, 6.6)])
+            for setting, nme in [("static", static), ("fresh-e4", e4), ("fresh-e8", e8)]
+        ]
+    }
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    assert ws.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| CNN-6/7 + PDB, Wing: fresh-e4 < static | -0.85 ± 0.21 (2/2) | – | – |" in out
+    assert "| CNN-6/7 + PDB, Wing: fresh-e8 < fresh-e4 | -0.20 ± 0.42 (1/2) | – | – |" in out
+    # Claims with no seed compared are left out; each setting's own claims are tagged.
+    assert "Wing < L1" not in out
+    labels = [c.label for c in ws.comparisons(["fresh-e4", "static"])]
+    assert "[static] CNN-6: Wing < L1" in labels and "[fresh-e4] CNN-6: Wing < L1" in labels
 
 
 def test_not_a_study_is_a_clear_error(tmp_path: Path, capsys) -> None:

@@ -51,6 +51,11 @@ pub struct BalanceParams {
     /// the cap. Originals are never dropped, so the total never goes below the number of
     /// training samples.
     pub max_train_rows: Option<u64>,
+    /// Replicate uniformly instead of by pose: N training rows in all, every training sample
+    /// ⌊N/n⌋ or ⌈N/n⌉ of them (the extra rows go to the samples first in a hash order of
+    /// their ids). The pose-free baseline of the same size as a pose-balanced set; N must be
+    /// at least the number of training samples n, and no cap may be set with it.
+    pub uniform_train_rows: Option<u64>,
     /// Run seed, the root of every augmentation seed.
     pub seed: u64,
     /// Target shard size in bytes.
@@ -71,6 +76,7 @@ impl Default for BalanceParams {
             histogram: HistogramOf::Absolute,
             max_replication: None,
             max_train_rows: None,
+            uniform_train_rows: None,
             seed: 0,
             target_shard_bytes: 64 << 20,
             num_points: 68,
@@ -250,6 +256,35 @@ fn replication_factors(counts: &[u64], params: &BalanceParams) -> Vec<u32> {
     r
 }
 
+/// Rows per training sample (in `ids`' order) for `total` rows spread evenly: ⌊total/n⌋ each,
+/// one more for the first `total mod n` samples in the order of a hash of their ids (stable
+/// under reordering of the input).
+fn uniform_replicas(ids: &[&str], total: u64) -> Result<Vec<u32>, BalanceError> {
+    let n = ids.len() as u64;
+    if total < n {
+        return Err(BalanceError::InvalidParam {
+            name: "uniform_train_rows",
+            reason: format!("{total} is fewer than the {n} training samples (none is dropped)"),
+        });
+    }
+    let base = u32::try_from(total / n.max(1)).map_err(|_| BalanceError::InvalidParam {
+        name: "uniform_train_rows",
+        reason: format!("{total} rows over {n} samples is too many per sample"),
+    })?;
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&k| {
+        (
+            hash_u64(b"uniform-replication", &[ids[k].as_bytes()]),
+            ids[k],
+        )
+    });
+    let mut replicas = vec![base; ids.len()];
+    for &k in order.iter().take((total % n.max(1)) as usize) {
+        replicas[k] += 1;
+    }
+    Ok(replicas)
+}
+
 /// r' = 1 + ⌊(r − 1)·α⌋ for a non-empty bin (r ≥ 1).
 fn scaled(r: u32, alpha: f64) -> u32 {
     if r == 0 {
@@ -280,6 +315,14 @@ pub fn balance(
         return Err(BalanceError::InvalidParam {
             name: "target_shard_bytes",
             reason: "must be > 0".into(),
+        });
+    }
+    if params.uniform_train_rows.is_some()
+        && (params.max_replication.is_some() || params.max_train_rows.is_some())
+    {
+        return Err(BalanceError::InvalidParam {
+            name: "uniform_train_rows",
+            reason: "replaces pose balancing; it takes no max_replication or max_train_rows".into(),
         });
     }
     let mut seen = HashSet::with_capacity(samples.len());
@@ -325,20 +368,45 @@ pub fn balance(
     for &b in &bin_of_train {
         counts_before[b] += 1;
     }
-    let replication = replication_factors(&counts_before, params);
-    let counts_after: Vec<u64> = counts_before
-        .iter()
-        .zip(&replication)
-        .map(|(&c, &r)| c * u64::from(r))
-        .collect();
-
     let mut bin = vec![None; samples.len()];
     for (&i, &b) in train.iter().zip(&bin_of_train) {
         bin[i] = Some(b);
     }
+    let (replication, replicas_of) = match params.uniform_train_rows {
+        None => {
+            let replication = replication_factors(&counts_before, params);
+            let replicas_of: Vec<u32> = bin
+                .iter()
+                .map(|b| b.map_or(1, |b| replication[b]))
+                .collect();
+            (replication, replicas_of)
+        }
+        Some(total) => {
+            let ids: Vec<&str> = train
+                .iter()
+                .map(|&i| samples[i].sample_id.as_str())
+                .collect();
+            let per_sample = uniform_replicas(&ids, total)?;
+            let mut replicas_of = vec![1; samples.len()];
+            for (&i, &r) in train.iter().zip(&per_sample) {
+                replicas_of[i] = r;
+            }
+            let base = per_sample.iter().copied().min().unwrap_or(0);
+            let replication = counts_before
+                .iter()
+                .map(|&c| if c == 0 { 0 } else { base })
+                .collect();
+            (replication, replicas_of)
+        }
+    };
+    let mut counts_after = vec![0u64; counts_before.len()];
+    for (&i, &b) in train.iter().zip(&bin_of_train) {
+        counts_after[b] += u64::from(replicas_of[i]);
+    }
+
     let mut rows = Vec::new();
     for (i, s) in samples.iter().enumerate() {
-        let replicas = bin[i].map_or(1, |b| replication[b]);
+        let replicas = replicas_of[i];
         for replica in 0..replicas {
             rows.push(PlanRow {
                 sample_id: s.sample_id.clone(),
@@ -418,6 +486,7 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+    use std::collections::BTreeMap;
 
     /// Training samples with frontal-heavy coefficients, plus a few test samples.
     fn samples(n: usize, seed: u64) -> Vec<BalanceSample> {
@@ -633,6 +702,60 @@ mod tests {
         };
         let plan = balance(&input, &tiny).expect("balances");
         assert_eq!(plan.summary.counts_after.iter().sum::<u64>(), train_samples);
+    }
+
+    #[test]
+    fn uniform_replication_reaches_the_pdb_size_without_pose() {
+        let input = samples(2000, 5);
+        let pdb = balance(&input, &BalanceParams::default()).expect("balances");
+        let pdb_rows: u64 = pdb.summary.counts_after.iter().sum();
+        let train_samples: u64 = pdb.summary.counts_before.iter().sum();
+        let uniform = BalanceParams {
+            uniform_train_rows: Some(pdb_rows),
+            ..BalanceParams::default()
+        };
+        let plan = balance(&input, &uniform).expect("balances");
+        let train: Vec<&PlanRow> = plan.rows.iter().filter(|r| r.split == TRAIN).collect();
+        assert_eq!(train.len() as u64, pdb_rows);
+        assert_eq!(plan.summary.counts_after.iter().sum::<u64>(), pdb_rows);
+        // Every face ⌊N/n⌋ or ⌈N/n⌉ times, whatever its pose bin.
+        let mut per_sample: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in &train {
+            *per_sample.entry(r.sample_id.as_str()).or_default() += 1;
+        }
+        assert_eq!(per_sample.len() as u64, train_samples);
+        let base = pdb_rows / train_samples;
+        assert!(per_sample.values().all(|&k| k == base || k == base + 1));
+        // Replicas count up from 0 like PDB's, with the same seeds.
+        assert!(
+            train
+                .iter()
+                .all(|r| r.seed == augmentation_seed(0, &r.sample_id, r.replica))
+        );
+        // Who gets the extra rows does not depend on the input order.
+        let mut reversed = input.clone();
+        reversed.reverse();
+        assert_eq!(
+            balance(&reversed, &uniform).expect("balances").rows,
+            plan.rows
+        );
+        // Fewer rows than faces, or a cap beside it, is refused.
+        let too_few = BalanceParams {
+            uniform_train_rows: Some(train_samples - 1),
+            ..BalanceParams::default()
+        };
+        assert!(matches!(
+            balance(&input, &too_few),
+            Err(BalanceError::InvalidParam {
+                name: "uniform_train_rows",
+                ..
+            })
+        ));
+        let capped = BalanceParams {
+            max_replication: Some(2),
+            ..uniform
+        };
+        assert!(balance(&input, &capped).is_err());
     }
 
     #[test]
