@@ -377,7 +377,18 @@ fn train_stage<'a>(config: &'a Config, layout: &Layout, level: u8) -> Stage<'a> 
     let shards = layout.level_shards(level);
     let out = layout.model(level);
     let name = run_stage_name(&format!("train{level}"), layout.run.as_deref());
-    let params = json!({ "train": config.train, "seed": config.seed });
+    // What this network's training depends on: not the other network's budget (changing CNN-7's
+    // steps retrains CNN-7 alone), nor the run's name or thread count.
+    let t = &config.train;
+    let params = json!({
+        "loss": t.loss,
+        "budget": t.budget(level).ok().map(crate::config::NetworkSettings::from),
+        "device": t.device,
+        "batch_norm": t.batch_norm,
+        "normaliser": t.normaliser,
+        "validation": t.validation,
+        "seed": t.seed.unwrap_or(config.seed),
+    });
     let seed = config.seed;
     Stage::new(name.clone(), code_version::TRAIN, move |_ctx| {
         // Train into a work folder beside the model and swap it in when done, so an

@@ -142,6 +142,24 @@ fn named_runs_share_the_shards_and_keep_each_others_results() {
         status.contains("evaluate@a") && !status.contains("stale"),
         "{status}"
     );
+    // CNN-7's budget is CNN-7's alone: changing it retrains train2@a, not train1@a.
+    let cnn7_steps = "[train.cnn7]\nsteps = 2\n";
+    assert!(text.contains(cnn7_steps));
+    let text = text.replace(cnn7_steps, "[train.cnn7]\nsteps = 3\n");
+    std::fs::write(&config, &text).unwrap();
+    set_train_keys(&config, run_a);
+    let summary =
+        String::from_utf8_lossy(&ok(wingflow().arg("run").arg("--config").arg(&config)).stdout)
+            .into_owned();
+    let outcome = |stage: &str| {
+        summary
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(stage))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_owned)
+    };
+    assert_eq!(outcome("train1@a").as_deref(), Some("fresh"), "{summary}");
+    assert_eq!(outcome("train2@a").as_deref(), Some("ran"), "{summary}");
     // The two seeds trained different networks on the same shards.
     let weights = |run: &str| {
         std::fs::read(out.join(format!("models/{run}/stage1/last.safetensors"))).unwrap()
