@@ -315,9 +315,11 @@ pub fn render_plan(
 fn render_stage<'a>(config: &'a Config, layout: &Layout, worker: Option<WorkerSplit>) -> Stage<'a> {
     let stage_layout = Layout::new(&layout.root);
     Stage::new("render", code_version::RENDER, move |ctx| {
+        let started = std::time::Instant::now();
         let report = render_plan(config, &stage_layout, worker, &|done, total| {
             ctx.progress(done, total)
         })?;
+        let seconds = started.elapsed().as_secs_f64();
         for e in &report.epochs {
             eprintln!(
                 "    render: augmentation epoch {}: {} shard(s) rendered, {} fresh, {:.1} MB",
@@ -325,6 +327,19 @@ fn render_stage<'a>(config: &'a Config, layout: &Layout, worker: Option<WorkerSp
                 e.shards_rendered,
                 e.shards_fresh,
                 e.bytes as f64 / 1e6
+            );
+        }
+        let rendered = report
+            .epochs
+            .iter()
+            .filter(|e| e.shards_rendered > 0)
+            .count();
+        if rendered > 1 {
+            // Pending epochs share one decode per image, so only their total time exists.
+            eprintln!(
+                "    render: {rendered} augmentation epochs rendered together in {seconds:.1}s \
+                 (one decode per image; {:.2}s an epoch)",
+                seconds / rendered as f64
             );
         }
         Ok::<_, BoxError>(
