@@ -336,14 +336,7 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
             summary.per_split
         );
     }
-    let source = SourceConfig {
-        kind: SourceKind::W300,
-        path: std::path::absolute(&data)?,
-        scheme: None,
-        dataset: None,
-        images: None,
-        split: None,
-    };
+    let source = SourceConfig::new(SourceKind::W300, std::path::absolute(&data)?);
     let faces = ingest(&[source], &IngestPolicy::default())?.faces;
     let scheme = scheme::by_name(&faces[0].scheme)?;
     // The study's shards are rendered as before augmentation epochs (one epoch, replica 0 of
