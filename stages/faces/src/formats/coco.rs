@@ -904,5 +904,33 @@ mod tests {
             check(&junk)?;
             check(&mutated(&valid_text(), None, &flips, cut))?;
         }
+
+        #[test]
+        fn any_value_in_any_member_never_panics_and_errors_are_located(
+            annotation in 0usize..2,
+            key in proptest::sample::select(vec!["id", "image_id", "keypoints", "bbox", "face_kpts", "face_valid"]),
+            number in proptest::option::of(any::<f64>()),
+            text in ".{0,8}",
+            shape in 0usize..6,
+        ) {
+            let value = match shape {
+                0 => json!(null),
+                1 => json!(text),
+                2 => number.map_or(json!(-1), |n| json!(n)),
+                3 => json!([number, number, 1]),
+                4 => json!((0..9).map(|k| number.unwrap_or(k as f64)).collect::<Vec<_>>()),
+                _ => json!({"x": text}),
+            };
+            let mut doc: Value = serde_json::from_str(&valid_text()).unwrap();
+            doc["annotations"][annotation][key] = value;
+            let dir = fixture();
+            for field in [CocoField::Keypoints, CocoField::Face] {
+                let read = read_with(dir.path(), doc.to_string().as_bytes(), field, PixelOrigin::ZeroBased, CocoVisibility::Coco);
+                prop_assert!(read.is_ok(), "the file is still COCO JSON");
+                for e in read.unwrap().entries.iter().filter_map(|e| e.as_ref().err()) {
+                    prop_assert!(e.to_string().contains(&format!("faces_train.json, annotations[{annotation}]")), "{}", e);
+                }
+            }
+        }
     }
 }
