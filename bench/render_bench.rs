@@ -278,6 +278,7 @@ fn read_faces(dir: &Path, scheme: &Scheme) -> Res<Vec<FaceRecord>> {
             image_width: f[1].parse()?,
             image_height: f[2].parse()?,
             visible: vec![true; scheme.num_points()],
+            occluded: vec![false; scheme.num_points()],
             bbox: BBox {
                 x: 0.0,
                 y: 0.0,

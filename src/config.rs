@@ -538,6 +538,9 @@ impl Config {
             {
                 problems.push(Problem::source(i, "scheme", e.to_string()));
             }
+            for (key, problem) in source.setting_problems() {
+                problems.push(Problem::source(i, key, problem));
+            }
         }
         let a = &self.align;
         if !(a.tolerance.is_finite() && a.tolerance > 0.0) {
@@ -794,8 +797,12 @@ pub fn init_document(
         if i == 0 {
             prefix.push_str(&comment_lines(&format!(
                 "Annotation sources found in {} by `wingflow init`.\n\
-                 kind = \"300w\" | \"hrnet-csv\" | \"wflw\" | \"aflw-sqlite\"; every source of one run must use\n\
-                 the same landmark scheme ({}).",
+                 kind = \"300w\" | \"hrnet-csv\" | \"wflw\" | \"aflw-sqlite\" | \"coco\"; every source of one\n\
+                 run must use the same landmark scheme ({}).\n\
+                 A coco source also takes field = \"keypoints\" | \"face\" (COCO-WholeBody's face_kpts), and needs\n\
+                 origin = \"one-based\" | \"zero-based\" | \"continuous\" (the .pts rule, the COCO rule,\n\
+                 wingflow's own) and visibility = \"coco\" | \"labelled\" (v = 1 labelled but occluded,\n\
+                 or every v > 0 labelled and not occluded).",
                 source_dir.display(),
                 contract::scheme::all()
                     .iter()
@@ -808,6 +815,9 @@ pub fn init_document(
             }
         }
         prefix.push_str(&comment_lines(source.kind.describe()));
+        if let Some(advice) = found.advice.get(&source.path) {
+            prefix.push_str(&comment_lines(advice));
+        }
         table.decor_mut().set_prefix(prefix);
         sources.push(table);
     }
@@ -1058,6 +1068,58 @@ mod tests {
             &format!("{base}\n[render]\nstage1_size = 48\n[train]\nenabled = false\n"),
         );
         assert!(Config::load(&path).is_ok());
+    }
+
+    #[test]
+    fn coco_keys_are_checked_at_load_with_their_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let load =
+            |text: &str| Config::load(&write(dir.path(), text)).map_err(|e| format!("{e:#}"));
+        // origin and visibility have no default: the table's line, and how to choose.
+        let err = load(
+            "seed = 1\n[[sources]]\nkind = \"coco\"\npath = \"f.json\"\nscheme = \"cofw29\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("wingflow.toml:2: sources[0].origin: required for kind = \"coco\"")
+                && err.contains("\"one-based\" (the .pts rule")
+                && err.contains("`wingflow init`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("wingflow.toml:2: sources[0].visibility: required")
+                && err.contains("\"labelled\""),
+            "{err}"
+        );
+        // A keypoints file needs its scheme; WholeBody's face is ibug68.
+        let base = "[[sources]]\nkind = \"coco\"\npath = \"f.json\"\norigin = \"zero-based\"\nvisibility = \"coco\"\n";
+        let err = load(base).unwrap_err();
+        assert!(
+            err.contains(
+                "wingflow.toml:1: sources[0].scheme: required for a kind = \"coco\" keypoints"
+            ),
+            "{err}"
+        );
+        assert!(load(&format!("{base}field = \"face\"\n")).is_ok());
+        assert!(load(&format!("{base}scheme = \"cofw29\"\n")).is_ok());
+        // A value outside the allowed ones is refused by the parser, with its line and the values.
+        let err = load(&format!("{base}scheme = \"cofw29\"\nfield = \"body\"\n")).unwrap_err();
+        assert!(
+            err.contains("line 7") && err.contains("`keypoints` or `face`"),
+            "{err}"
+        );
+        let err = load(&base.replace("zero-based", "zero")).unwrap_err();
+        assert!(
+            err.contains("line 4") && err.contains("`one-based`") && err.contains("`continuous`"),
+            "{err}"
+        );
+        // Only coco takes them.
+        let err = load("[[sources]]\nkind = \"300w\"\npath = \"data\"\norigin = \"one-based\"\n")
+            .unwrap_err();
+        assert!(
+            err.contains("wingflow.toml:4: sources[0].origin: only kind = \"coco\" takes it"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -231,7 +231,7 @@ pub fn write_crop_set(
             format!("[{}]", perm.join(",")),
         ),
     ]);
-    let layout = ShardLayout::new(crops.len(), size as usize, l, &metadata)?;
+    let layout = ShardLayout::new(crops.len(), size as usize, l, false, &metadata)?;
     let file = shard_file_name(0);
     let path = dir.join(&file);
     let indices: Vec<i64> = (0..crops.len() as i64).collect();
@@ -241,6 +241,7 @@ pub fn write_crop_set(
             image: crop.clone(),
             landmarks: vec![f32::NAN; 2 * l],
             visible: vec![0; l],
+            occluded: vec![0; l],
             in_crop: vec![0; l],
         };
         layout.write_sample(&path, row, &sample)?;

@@ -122,7 +122,8 @@ enum Command {
         verify: bool,
     },
     /// Generate a synthetic face dataset in a real on-disk format (300W tree, AFLW HRNet CSV,
-    /// or aflw.sqlite), with ground truth sidecars (poses.csv, synth-truth.jsonl).
+    /// aflw.sqlite or COCO keypoint JSON), with ground truth sidecars (poses.csv,
+    /// synth-truth.jsonl).
     ///
     /// Faces come from a parametric 3D landmark model under a skewed pose distribution (mostly
     /// frontal, few large yaws), rendered with shading, clutter, occluders, blur and JPEG
@@ -152,11 +153,26 @@ enum ExperimentCommand {
 struct SynthArgs {
     /// Output folder (must be empty or absent).
     out_dir: PathBuf,
-    /// On-disk format: 300w, aflw (HRNet CSV, 19 points) or aflw-sqlite (21 points).
+    /// On-disk format: 300w, aflw (HRNet CSV, 19 points), aflw-sqlite (21 points) or coco
+    /// (COCO keypoint JSON, 68 points; flavour: the --coco-* options).
     #[arg(long, default_value = "300w")]
     format: String,
-    /// Number of faces (one per image). For 300w the folders keep 300W's proportions
-    /// (3148 train : 554 common : 135 challenging).
+    /// coco: the member holding the face, `keypoints` (mmpose) or `face` (COCO-WholeBody's
+    /// face_kpts; each image also gets a person without a face).
+    #[arg(long, default_value = "keypoints", value_parser = ["keypoints", "face"])]
+    coco_field: String,
+    /// coco: the pixel rule of the written values.
+    #[arg(long, default_value = "zero-based", value_parser = ["one-based", "zero-based", "continuous"])]
+    coco_origin: String,
+    /// coco: the v flags written: `coco` (2 in view, 1 hidden by the head: labelled but
+    /// occluded), `all-1` (mmpose's 300W/AFLW/WFLW files) or `all-2` (300W-LP).
+    #[arg(long, default_value = "coco", value_parser = ["coco", "all-1", "all-2"])]
+    coco_flags: String,
+    /// coco: faces per image (1–4), tiled side by side.
+    #[arg(long, default_value_t = 1)]
+    faces_per_image: usize,
+    /// Number of faces (one per image unless --faces-per-image). For 300w the folders keep
+    /// 300W's proportions (3148 train : 554 common : 135 challenging).
     #[arg(long, default_value_t = 600)]
     count: usize,
     /// Seed.
@@ -454,6 +470,23 @@ fn synth(args: &SynthArgs) -> Result<()> {
     }
     if let Some(yaw) = args.max_yaw {
         config.max_yaw_deg = yaw;
+    }
+    {
+        use faces::formats::PixelOrigin;
+        use faces::formats::coco::CocoField;
+        config.coco = synth::CocoOptions {
+            field: match args.coco_field.as_str() {
+                "face" => CocoField::Face,
+                _ => CocoField::Keypoints,
+            },
+            origin: match args.coco_origin.as_str() {
+                "one-based" => PixelOrigin::OneBased,
+                "continuous" => PixelOrigin::Continuous,
+                _ => PixelOrigin::ZeroBased,
+            },
+            flags: synth::CocoFlags::parse(&args.coco_flags)?,
+            faces_per_image: args.faces_per_image,
+        };
     }
     let bar = progress::bar("synth", args.count as u64);
     let started = std::time::Instant::now();

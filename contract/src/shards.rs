@@ -5,7 +5,11 @@
 //!
 //! A shard is a safetensors file holding, for its N samples (crop side S, L landmarks):
 //! `images` u8 [N,S,S,3] (RGB), `landmarks` f32 [N,L,2] (crop pixels; NaN where a point has no
-//! coordinates), `visible` u8 [N,L], `in_crop` u8 [N,L], `sample_index` i64 [N].
+//! coordinates), `visible` u8 [N,L], `in_crop` u8 [N,L], `sample_index` i64 [N], and, only in
+//! a shard where some sample has a point its source marks as labelled but occluded, `occluded`
+//! u8 [N,L] (after `visible` in the file). A shard without the tensor has no occluded point
+//! (read it as all zeros), and its bytes are the ones format version 1 had before the tensor
+//! existed.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,8 +23,12 @@ pub mod tensor {
     pub const IMAGES: &str = "images";
     /// f32 [N,L,2], landmark coordinates in crop pixels.
     pub const LANDMARKS: &str = "landmarks";
-    /// u8 [N,L], 1 where the point is annotated and not occluded.
+    /// u8 [N,L], 1 where the point has coordinates the loss and the NME trust (an annotated
+    /// point the source marks occluded is visible).
     pub const VISIBLE: &str = "visible";
+    /// u8 [N,L], 1 where the source marks the point as labelled but occluded; present only in
+    /// shards with at least one such point.
+    pub const OCCLUDED: &str = "occluded";
     /// u8 [N,L], 1 where the point lies inside the crop.
     pub const IN_CROP: &str = "in_crop";
     /// i64 [N], the sample's row in the set's `samples.parquet`.

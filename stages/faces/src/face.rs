@@ -87,8 +87,16 @@ pub struct FaceRecord {
     pub image_height: u32,
     /// x0, y0, x1, y1, … in the internal pixel convention; NaN where a point has no coordinates.
     pub landmarks: Vec<f32>,
-    /// The point has coordinates and is not marked occluded.
+    /// The point has coordinates we trust: it trains and is scored (the loss and the NME mask
+    /// by it). An occluded point whose position is annotated is visible.
     pub visible: Vec<bool>,
+    /// The source marks the point as labelled but occluded (COCO `v = 1` read with
+    /// `visibility = "coco"`); such a point keeps its coordinates and is visible. All false for
+    /// sources without per-point occlusion flags. Left out of the record's serialised form
+    /// when no point is occluded, so the render stage's shard keys of such faces are the keys
+    /// they had before the field existed.
+    #[serde(default, skip_serializing_if = "no_point_occluded")]
+    pub occluded: Vec<bool>,
     /// The face box.
     pub bbox: BBox,
     /// Where [`FaceRecord::bbox`] came from.
@@ -108,6 +116,16 @@ impl FaceRecord {
     pub fn num_points(&self) -> usize {
         self.landmarks.len() / 2
     }
+
+    /// Whether any point is marked occluded.
+    pub fn any_occluded(&self) -> bool {
+        self.occluded.iter().any(|&o| o)
+    }
+}
+
+/// `skip_serializing_if` of [`FaceRecord::occluded`].
+fn no_point_occluded(occluded: &[bool]) -> bool {
+    !occluded.iter().any(|&o| o)
 }
 
 /// The bounding box of the points that have coordinates, or `None` when none has.

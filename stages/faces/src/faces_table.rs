@@ -3,7 +3,9 @@
 //!
 //! Columns, in order: `sample_id`, `dataset`, `scheme`, `split`, `image_path` (str),
 //! `image_width`, `image_height` (u32), `landmarks` (list[f32], NaN where a point has no
-//! coordinates), `visible` (list[bool]), `bbox_x`, `bbox_y`, `bbox_w`, `bbox_h` (f32),
+//! coordinates), `visible` (list[bool]: the point has coordinates we trust), `occluded`
+//! (list[bool]: labelled but marked occluded by the source; all false where the format has no
+//! such flag), `bbox_x`, `bbox_y`, `bbox_w`, `bbox_h` (f32),
 //! `bbox_source` (str), `yaw`, `pitch`, `roll` (nullable f32, degrees) and the WFLW attribute
 //! flags `attr_pose`, `attr_expression`, `attr_illumination`, `attr_makeup`, `attr_occlusion`,
 //! `attr_blur` (nullable bool: null for faces without WFLW attributes).
@@ -97,12 +99,15 @@ pub fn faces_to_dataframe(faces: &[FaceRecord]) -> Result<DataFrame, FacesTableE
         DataType::Float32,
     );
     let mut visible = ListBooleanChunkedBuilder::new("visible".into(), n, values / 2);
+    let mut occluded = ListBooleanChunkedBuilder::new("occluded".into(), n, values / 2);
     for f in faces {
         landmarks.append_slice(&f.landmarks);
-        let flags = BooleanChunked::from_slice("".into(), &f.visible).into_series();
-        visible
-            .append_series(&flags)
-            .map_err(FacesTableError::Build)?;
+        for (builder, flags) in [(&mut visible, &f.visible), (&mut occluded, &f.occluded)] {
+            let flags = BooleanChunked::from_slice("".into(), flags).into_series();
+            builder
+                .append_series(&flags)
+                .map_err(FacesTableError::Build)?;
+        }
     }
     let mut columns = vec![
         text("sample_id", |f| &f.sample_id),
@@ -120,6 +125,7 @@ pub fn faces_to_dataframe(faces: &[FaceRecord]) -> Result<DataFrame, FacesTableE
         ),
         landmarks.finish().into_column(),
         visible.finish().into_column(),
+        occluded.finish().into_column(),
         float("bbox_x", |f| f.bbox.x),
         float("bbox_y", |f| f.bbox.y),
         float("bbox_w", |f| f.bbox.w),
@@ -242,6 +248,7 @@ fn dataframe_to_faces(df: &DataFrame, path: &Path) -> Result<Vec<FaceRecord>, Fa
     let height = c.typed("image_height", Column::u32)?;
     let landmarks = c.typed("landmarks", Column::list)?;
     let visible = c.typed("visible", Column::list)?;
+    let occluded = c.typed("occluded", Column::list)?;
     let (bx, by, bw, bh) = (
         float("bbox_x")?,
         float("bbox_y")?,
@@ -276,22 +283,27 @@ fn dataframe_to_faces(df: &DataFrame, path: &Path) -> Result<Vec<FaceRecord>, Fa
                 .collect::<Result<_, _>>()?,
             None => return Err(c.row_error(row, "landmarks", "null")),
         };
-        let vis: Vec<bool> = match visible.get_as_series(row) {
-            Some(s) => s
-                .bool()
-                .map_err(|_| c.row_error(row, "visible", "not a list of bool"))?
-                .iter()
-                .map(|v| v.ok_or_else(|| c.row_error(row, "visible", "null element")))
-                .collect::<Result<_, _>>()?,
-            None => return Err(c.row_error(row, "visible", "null")),
+        let flags = |list: &ListChunked, name: &str| -> Result<Vec<bool>, FacesTableError> {
+            let flags: Vec<bool> = match list.get_as_series(row) {
+                Some(s) => s
+                    .bool()
+                    .map_err(|_| c.row_error(row, name, "not a list of bool"))?
+                    .iter()
+                    .map(|v| v.ok_or_else(|| c.row_error(row, name, "null element")))
+                    .collect::<Result<_, _>>()?,
+                None => return Err(c.row_error(row, name, "null")),
+            };
+            if flags.len() * 2 != xy.len() {
+                return Err(c.row_error(
+                    row,
+                    name,
+                    &format!("{} flags for {} landmark values", flags.len(), xy.len()),
+                ));
+            }
+            Ok(flags)
         };
-        if vis.len() * 2 != xy.len() {
-            return Err(c.row_error(
-                row,
-                "visible",
-                &format!("{} flags for {} landmark values", vis.len(), xy.len()),
-            ));
-        }
+        let vis = flags(visible, "visible")?;
+        let occluded = flags(occluded, "occluded")?;
         let source_name = need_text(bbox_source, "bbox_source")?;
         let source = BoxSource::parse(&source_name).ok_or_else(|| {
             c.row_error(
@@ -336,6 +348,7 @@ fn dataframe_to_faces(df: &DataFrame, path: &Path) -> Result<Vec<FaceRecord>, Fa
             image_height: need_u32(height, "image_height")?,
             landmarks: xy,
             visible: vis,
+            occluded,
             bbox: BBox {
                 x: need_f32(bx, "bbox_x")?,
                 y: need_f32(by, "bbox_y")?,
@@ -367,6 +380,7 @@ mod tests {
             image_height: 480,
             landmarks: vec![1.5, 2.5, f32::NAN, f32::NAN, 100.25, 3.0],
             visible: vec![true, false, true],
+            occluded: vec![true, false, false],
             bbox: BBox {
                 x: 1.0,
                 y: 2.0,
@@ -437,6 +451,7 @@ mod tests {
             "image_height",
             "landmarks",
             "visible",
+            "occluded",
             "bbox_x",
             "bbox_y",
             "bbox_w",
@@ -455,6 +470,10 @@ mod tests {
         );
         assert_eq!(
             df.column("visible").unwrap().dtype(),
+            &DataType::List(Box::new(DataType::Boolean))
+        );
+        assert_eq!(
+            df.column("occluded").unwrap().dtype(),
             &DataType::List(Box::new(DataType::Boolean))
         );
         assert_eq!(df.column("attr_blur").unwrap().null_count(), 1);

@@ -17,9 +17,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::face::FaceRecord;
 use crate::formats::aflw::{self, AflwSqlite};
+use crate::formats::coco::{self, CocoField, CocoJson, CocoVisibility};
 use crate::formats::hrnet_csv::{self, HrnetCsv};
 use crate::formats::wflw::{self, WflwList};
-use crate::formats::{Entries, Origin, ReadError, SourcedFace, split_from_file_name, w300};
+use crate::formats::{
+    Entries, Origin, PixelOrigin, ReadError, SourcedFace, split_from_file_name, w300,
+};
 use contract::scheme::{self, Scheme, UnknownScheme};
 
 /// The kind of an annotation source.
@@ -37,6 +40,9 @@ pub enum SourceKind {
     /// The AFLW database `aflw.sqlite`.
     #[serde(rename = "aflw-sqlite")]
     AflwSqlite,
+    /// A COCO-style keypoint JSON file (mmpose's face files, COCO-WholeBody).
+    #[serde(rename = "coco")]
+    Coco,
 }
 
 impl SourceKind {
@@ -51,6 +57,9 @@ impl SourceKind {
             SourceKind::AflwSqlite => {
                 "AFLW database; scheme aflw19 (no ears) or aflw21; `images` is flickr/"
             }
+            SourceKind::Coco => {
+                "COCO keypoint JSON; `images` is the folder `file_name` is relative to"
+            }
         }
     }
 
@@ -61,6 +70,7 @@ impl SourceKind {
             SourceKind::HrnetCsv => "HRNet CSV file",
             SourceKind::Wflw => "WFLW list file",
             SourceKind::AflwSqlite => "aflw.sqlite file",
+            SourceKind::Coco => "COCO keypoint JSON file",
         }
     }
 
@@ -71,6 +81,7 @@ impl SourceKind {
             SourceKind::HrnetCsv => "hrnet-csv",
             SourceKind::Wflw => "wflw",
             SourceKind::AflwSqlite => "aflw-sqlite",
+            SourceKind::Coco => "coco",
         }
     }
 }
@@ -87,29 +98,71 @@ impl fmt::Display for SourceKind {
 pub struct SourceConfig {
     /// What the source is.
     pub kind: SourceKind,
-    /// The 300W root folder, the CSV file, the WFLW list file or the `aflw.sqlite` file.
+    /// The 300W root folder, the CSV file, the WFLW list file, the `aflw.sqlite` file or the
+    /// COCO JSON file.
     pub path: PathBuf,
-    /// Landmark scheme. Defaults: `ibug68` (300w), `wflw98` (wflw), `aflw19` (aflw-sqlite),
-    /// and for hrnet-csv the scheme with the header's point count (68 → `ibug68`, 19 →
-    /// `aflw19`, 21 → `aflw21`, 98 → `wflw98`, 29 → `cofw29`).
+    /// Landmark scheme. Defaults: `ibug68` (300w, and coco with `field = "face"`), `wflw98`
+    /// (wflw), `aflw19` (aflw-sqlite), and for hrnet-csv the scheme with the header's point
+    /// count (68 → `ibug68`, 19 → `aflw19`, 21 → `aflw21`, 98 → `wflw98`, 29 → `cofw29`).
+    /// Required for a coco `keypoints` file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
-    /// Dataset name, first part of the sample ids (hrnet-csv only; default from the scheme:
-    /// `300w`, `aflw`, `wflw`, `cofw`). The other kinds always use `300w`, `wflw`, `aflw`.
+    /// Dataset name, first part of the sample ids (hrnet-csv and coco only; default from the
+    /// scheme: `300w`, `aflw`, `wflw`, `cofw`). The other kinds always use `300w`, `wflw`,
+    /// `aflw`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<String>,
     /// Image root. Defaults: hrnet-csv — `images/` beside the CSV if it exists, else the CSV's
     /// folder; wflw — the first `WFLW_images/` found beside the list or above it, else the
-    /// list's folder; aflw-sqlite — `flickr/` beside the database. Not used by 300w.
+    /// list's folder; aflw-sqlite — `flickr/` beside the database; coco — `images/` beside the
+    /// JSON, else `images/` beside its folder (mmpose's `annotations/` layout), else the JSON's
+    /// folder. Not used by 300w.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<PathBuf>,
     /// Split of every face (not for 300w, whose folders say the split). Default: `train`,
     /// `test` or `val` when the file name says so (`…_test.csv`), else `train`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<String>,
+    /// coco only: which member holds the face, `keypoints` (default) or WholeBody's `face`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<CocoField>,
+    /// coco only, required: the pixel rule of the file's values (`one-based`, `zero-based`,
+    /// `continuous`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<PixelOrigin>,
+    /// coco only, required: what the `v` flags mean (`coco` or `labelled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<CocoVisibility>,
 }
 
+/// How to choose `origin` for a coco source (the problem text of a missing `origin`).
+pub const ORIGIN_HELP: &str = "required for kind = \"coco\", no default: \"one-based\" (the .pts rule: \
+    mmpose's 300W and 300W-LP files), \"zero-based\" (the COCO rule: COCO, COCO-WholeBody, \
+    mmpose's AFLW, WFLW and COFW files) or \"continuous\" (wingflow's own); `wingflow init` \
+    recognises mmpose's files and writes it";
+
+/// How to choose `visibility` for a coco source (the problem text of a missing `visibility`).
+pub const VISIBILITY_HELP: &str = "required for kind = \"coco\", no default: \"coco\" (2 visible, 1 \
+    labelled but occluded: COFW, COCO) or \"labelled\" (every point with v > 0 labelled and not \
+    occluded: mmpose's 300W, AFLW, WFLW files, 300W-LP); `wingflow init` recognises mmpose's \
+    files and writes it";
+
 impl SourceConfig {
+    /// A source of `kind` at `path` with every other key left to its default.
+    pub fn new(kind: SourceKind, path: PathBuf) -> Self {
+        SourceConfig {
+            kind,
+            path,
+            scheme: None,
+            dataset: None,
+            images: None,
+            split: None,
+            field: None,
+            origin: None,
+            visibility: None,
+        }
+    }
+
     /// The landmark scheme of this source (the `index`-th of the configuration): `scheme` when
     /// set, else the kind's default; hrnet-csv reads its header for the point count.
     pub fn scheme(&self, index: usize) -> Result<&'static Scheme, IngestError> {
@@ -118,6 +171,15 @@ impl SourceConfig {
             (None, SourceKind::W300) => "ibug68".into(),
             (None, SourceKind::Wflw) => "wflw98".into(),
             (None, SourceKind::AflwSqlite) => "aflw19".into(),
+            (None, SourceKind::Coco) if self.field == Some(CocoField::Face) => "ibug68".into(),
+            (None, SourceKind::Coco) => {
+                return Err(IngestError::Config {
+                    index,
+                    kind: self.kind,
+                    path: self.path.clone(),
+                    problem: COCO_SCHEME_HELP.into(),
+                });
+            }
             (None, SourceKind::HrnetCsv) => {
                 let n = hrnet_csv::header_point_count(&self.path)?;
                 scheme_for_point_count(n)
@@ -133,6 +195,36 @@ impl SourceConfig {
         scheme::by_name(&scheme_name).map_err(|source| IngestError::UnknownScheme { index, source })
     }
 
+    /// What is wrong with the keys that only some kinds take, as (key, problem): a coco source
+    /// without `origin` or `visibility` (or, for its `keypoints` field, `scheme`); `field`,
+    /// `origin` or `visibility` on another kind. `wingflow.toml` is checked with this at load;
+    /// ingest refuses the first problem.
+    pub fn setting_problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.kind == SourceKind::Coco {
+            if self.origin.is_none() {
+                out.push(("origin", ORIGIN_HELP.to_owned()));
+            }
+            if self.visibility.is_none() {
+                out.push(("visibility", VISIBILITY_HELP.to_owned()));
+            }
+            if self.scheme.is_none() && self.field != Some(CocoField::Face) {
+                out.push(("scheme", COCO_SCHEME_HELP.to_owned()));
+            }
+        } else {
+            for (key, set) in [
+                ("field", self.field.is_some()),
+                ("origin", self.origin.is_some()),
+                ("visibility", self.visibility.is_some()),
+            ] {
+                if set {
+                    out.push((key, "only kind = \"coco\" takes it; remove it".to_owned()));
+                }
+            }
+        }
+        out
+    }
+
     /// The same source with relative paths taken relative to `base` (the folder of
     /// `wingflow.toml`).
     pub fn resolved(&self, base: &Path) -> SourceConfig {
@@ -143,6 +235,10 @@ impl SourceConfig {
         }
     }
 }
+
+/// The problem text of a coco `keypoints` source without `scheme`.
+const COCO_SCHEME_HELP: &str = "required for a kind = \"coco\" keypoints file (the point count \
+    says it: ibug68 for 300W and 300W-LP, aflw19, wflw98, cofw29); `wingflow init` writes it";
 
 /// What to do with a record that cannot be read or fails validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -301,6 +397,14 @@ pub struct SourceSummary {
     pub faces: usize,
     /// Records skipped.
     pub skipped: usize,
+    /// Annotations that hold no face (coco: WholeBody persons with `face_valid = false` or
+    /// no labelled point), left out without being errors; written only when some were.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub without_face: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The ingest report, written as `ingest-report.json`.
@@ -357,7 +461,8 @@ struct Planned<'a> {
 ///
 /// All sources must use one landmark scheme (several sources of that scheme combine).
 /// Validation, after the readers' own checks: the point count matches the scheme, no value is
-/// infinite, a point is NaN (in x and y) only when it is not visible, at least one point has
+/// infinite, a point is NaN (in x and y) only when it is not visible, an occluded point is
+/// visible (it keeps its coordinates), at least one point has
 /// coordinates, no point lies more than `policy.max_outside_fraction` of the image size
 /// outside the image, the box has a positive finite size, and no sample id occurs twice
 /// (the second occurrence is the invalid one). Each source is read in parallel (rayon) over
@@ -389,7 +494,8 @@ pub fn ingest(
     let mut seen: HashMap<String, Origin> = HashMap::new();
     for p in &planned {
         let (kept_before, skipped_before) = (faces.len(), skipped.len());
-        for entry in read_source(p)? {
+        let (entries, without_face) = read_source(p)?;
+        for entry in entries {
             let (skip, error) = match entry {
                 Ok(sf) => match validate(&sf, p.scheme, policy, &seen) {
                     Ok(()) => {
@@ -415,6 +521,7 @@ pub fn ingest(
             scheme: p.scheme.name.to_owned(),
             faces: faces.len() - kept_before,
             skipped: skipped.len() - skipped_before,
+            without_face,
         });
     }
     let mut splits = BTreeMap::new();
@@ -440,12 +547,15 @@ fn plan(index: usize, config: &SourceConfig) -> Result<Planned<'_>, IngestError>
         path: config.path.clone(),
         problem,
     };
+    if let Some((key, p)) = config.setting_problems().into_iter().next() {
+        return Err(problem(format!("`{key}`: {p}")));
+    }
     let scheme = config.scheme(index)?;
     let fixed_dataset = match config.kind {
         SourceKind::W300 => Some("300w"),
         SourceKind::Wflw => Some("wflw"),
         SourceKind::AflwSqlite => Some("aflw"),
-        SourceKind::HrnetCsv => None,
+        SourceKind::HrnetCsv | SourceKind::Coco => None,
     };
     let dataset = match (fixed_dataset, &config.dataset) {
         (Some(fixed), Some(d)) if d != fixed => {
@@ -518,7 +628,7 @@ pub fn source_input_paths(sources: &[SourceConfig]) -> Vec<PathBuf> {
                 }
                 roots.push(source.path.join(w300::POSES_FILE));
             }
-            SourceKind::HrnetCsv | SourceKind::Wflw | SourceKind::AflwSqlite => {
+            SourceKind::HrnetCsv | SourceKind::Wflw | SourceKind::AflwSqlite | SourceKind::Coco => {
                 roots.push(source.path.clone());
                 roots.push(
                     source
@@ -568,12 +678,45 @@ fn default_images(config: &SourceConfig) -> PathBuf {
             .find(|p| p.is_dir())
             .unwrap_or(folder),
         SourceKind::AflwSqlite => aflw::default_images(&config.path),
+        SourceKind::Coco => {
+            let images = [Some(folder.as_path()), folder.parent()]
+                .into_iter()
+                .flatten()
+                .map(|f| f.join("images"))
+                .find(|p| p.is_dir());
+            images.unwrap_or(folder)
+        }
     }
 }
 
-fn read_source(p: &Planned<'_>) -> Result<Entries, ReadError> {
+/// Read a coco source: its entries and the number of annotations that hold no face.
+fn read_coco(p: &Planned<'_>) -> Result<(Entries, usize), ReadError> {
     let path = p.config.path.as_path();
-    match p.config.kind {
+    // `plan` refused a coco source without `origin` or `visibility`.
+    let (Some(origin), Some(visibility)) = (p.config.origin, p.config.visibility) else {
+        return Err(ReadError::Source {
+            path: path.into(),
+            problem: "a coco source needs `origin` and `visibility`".into(),
+        });
+    };
+    let read = CocoJson {
+        path,
+        images: &p.images,
+        dataset: &p.dataset,
+        split: &p.split,
+        scheme: p.scheme,
+        field: p.config.field.unwrap_or_default(),
+        origin,
+        visibility,
+    }
+    .read()?;
+    Ok((read.entries, read.without_face))
+}
+
+/// Read one source: its entries and the number of annotations that hold no face.
+fn read_source(p: &Planned<'_>) -> Result<(Entries, usize), ReadError> {
+    let path = p.config.path.as_path();
+    let entries = match p.config.kind {
         SourceKind::W300 => w300::read_300w_tree(path, p.scheme),
         SourceKind::HrnetCsv => HrnetCsv {
             path,
@@ -610,7 +753,9 @@ fn read_source(p: &Planned<'_>) -> Result<Entries, ReadError> {
             scheme: p.scheme,
         }
         .read(),
-    }
+        SourceKind::Coco => return read_coco(p),
+    }?;
+    Ok((entries, 0))
 }
 
 /// Check one record against the data model and the ids read so far.
@@ -638,15 +783,22 @@ pub fn validate(
         ));
     }
     let n = scheme.num_points();
-    if f.landmarks.len() != 2 * n || f.visible.len() != n {
+    if f.landmarks.len() != 2 * n || f.visible.len() != n || f.occluded.len() != n {
         return Err(invalid(
             None,
             format!(
-                "{} coordinates and {} visibility flags; scheme `{}` has {n} points",
+                "{} coordinates, {} visibility and {} occlusion flags; scheme `{}` has {n} points",
                 f.landmarks.len(),
                 f.visible.len(),
+                f.occluded.len(),
                 scheme.name
             ),
+        ));
+    }
+    if let Some(i) = (0..n).find(|&i| f.occluded[i] && !f.visible[i]) {
+        return Err(invalid(
+            Some(i),
+            format!("point {i} is marked occluded but has no trusted coordinates"),
         ));
     }
     if f.image_width == 0 || f.image_height == 0 {
@@ -717,27 +869,29 @@ pub struct Discovery {
     pub sources: Vec<SourceConfig>,
     /// Things worth telling the user (e.g. a CSV whose header is not HRNet's).
     pub notes: Vec<String>,
+    /// Per source path: what was recognised and how to check the inferred settings (coco
+    /// sources: origin, visibility, whether the box is a face box).
+    pub advice: BTreeMap<PathBuf, String>,
 }
 
 /// Search `source_dir` (and up to three folder levels below it) for annotation sources: 300W
-/// trees, HRNet CSV files, WFLW list files and `aflw.sqlite` databases. Paths are as found
-/// from `source_dir`; defaults worth checking (scheme, image root, split) are filled in.
+/// trees, HRNet CSV files, WFLW list files, `aflw.sqlite` databases and COCO keypoint JSON
+/// files. Paths are as found from `source_dir`; defaults worth checking (scheme, image root,
+/// split; for COCO files the inferred `field`, `origin` and `visibility`, see
+/// [`coco::guess`]) are filled in.
 pub fn discover_sources(source_dir: &Path) -> Discovery {
     let mut found = Discovery::default();
-    scan(source_dir, 0, &mut found.sources, &mut found.notes);
+    scan(source_dir, 0, &mut found);
     found
 }
 
 /// Look for sources in `dir` and, up to depth 3, below it.
-fn scan(dir: &Path, depth: usize, found: &mut Vec<SourceConfig>, notes: &mut Vec<String>) {
+fn scan(dir: &Path, depth: usize, discovery: &mut Discovery) {
+    let (found, notes) = (&mut discovery.sources, &mut discovery.notes);
     if w300::is_300w_tree(dir) {
         found.push(SourceConfig {
-            kind: SourceKind::W300,
-            path: dir.into(),
             scheme: Some("ibug68".into()),
-            dataset: None,
-            images: None,
-            split: None,
+            ..SourceConfig::new(SourceKind::W300, dir.into())
         });
         return;
     }
@@ -767,12 +921,10 @@ fn scan(dir: &Path, depth: usize, found: &mut Vec<SourceConfig>, notes: &mut Vec
             .and_then(|e| e.to_str())
             .map(str::to_ascii_lowercase);
         let config = |kind, scheme: &str, images: PathBuf| SourceConfig {
-            kind,
             split: split_from_file_name(&path).map(str::to_owned),
-            path: path.clone(),
             scheme: Some(scheme.to_owned()),
-            dataset: None,
             images: Some(images),
+            ..SourceConfig::new(kind, path.clone())
         };
         match ext.as_deref() {
             Some("sqlite" | "db") => found.push(SourceConfig {
@@ -808,14 +960,56 @@ fn scan(dir: &Path, depth: usize, found: &mut Vec<SourceConfig>, notes: &mut Vec
                     ..c
                 });
             }
+            Some("json") if first_bytes(&path).is_some_and(|t| coco::looks_like_coco(&t)) => {
+                match coco::guess(&path) {
+                    Ok(guess) => {
+                        let c = SourceConfig {
+                            field: Some(guess.field),
+                            origin: Some(guess.origin),
+                            visibility: Some(guess.visibility),
+                            ..config(
+                                SourceKind::Coco,
+                                guess.scheme.unwrap_or("ibug68"),
+                                PathBuf::new(),
+                            )
+                        };
+                        if guess.scheme.is_none() {
+                            notes.push(format!(
+                                "{}: no scheme has its point count; check `scheme`",
+                                path.display()
+                            ));
+                        }
+                        discovery.advice.insert(path.clone(), guess.advice);
+                        found.push(SourceConfig {
+                            images: Some(default_images(&c)),
+                            ..c
+                        });
+                    }
+                    Err(why) => notes.push(format!(
+                        "{} looks like COCO JSON but cannot be used: {why}",
+                        path.display()
+                    )),
+                }
+            }
             _ => {}
         }
     }
     if depth < 3 {
         for sub in subdirs {
-            scan(&sub, depth + 1, found, notes);
+            scan(&sub, depth + 1, discovery);
         }
     }
+}
+
+/// The first 64 KiB of a file as text (lossy), read without loading the whole file.
+fn first_bytes(path: &Path) -> Option<String> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(1 << 16)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// The first line of a text file, read without loading the whole file.
@@ -862,14 +1056,7 @@ mod tests {
         write_png(&dir.join("images/b.png"), 40, 30);
         let path = dir.join(name);
         std::fs::write(&path, format!("{}\n{}\n", csv_header(29), rows.join("\n"))).unwrap();
-        SourceConfig {
-            kind: SourceKind::HrnetCsv,
-            path,
-            scheme: None,
-            dataset: None,
-            images: None,
-            split: None,
-        }
+        SourceConfig::new(SourceKind::HrnetCsv, path)
     }
 
     fn skip() -> IngestPolicy {
@@ -969,6 +1156,7 @@ mod tests {
             image_height: 100,
             landmarks: vec![50.0; 38],
             visible: vec![true; 19],
+            occluded: vec![false; 19],
             bbox: crate::face::BBox {
                 x: 1.0,
                 y: 1.0,
@@ -999,6 +1187,19 @@ mod tests {
             .map_err(|e| e.to_string())
         };
         assert_eq!(check(&face), Ok(()));
+        face.occluded[2] = true;
+        assert_eq!(
+            check(&face),
+            Ok(()),
+            "an occluded point keeps its coordinates"
+        );
+        face.visible[2] = false;
+        assert!(
+            check(&face)
+                .unwrap_err()
+                .starts_with("f.pts, line 6: x/1: point 2 is marked occluded")
+        );
+        face.visible[2] = true;
         face.landmarks[6] = f32::NAN;
         assert!(
             check(&face)
@@ -1038,14 +1239,7 @@ mod tests {
     fn mixed_schemes_and_bad_settings_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let csv = csv_source(dir.path(), "c_train.csv", &[csv_row("a.png")]);
-        let tree = SourceConfig {
-            kind: SourceKind::W300,
-            path: dir.path().into(),
-            scheme: None,
-            dataset: None,
-            images: None,
-            split: None,
-        };
+        let tree = SourceConfig::new(SourceKind::W300, dir.path().into());
         let e = ingest(&[csv.clone(), tree.clone()], &IngestPolicy::default())
             .unwrap_err()
             .to_string();

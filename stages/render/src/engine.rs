@@ -187,6 +187,7 @@ pub fn render_crop(
         image,
         landmarks: lm.xy,
         visible: lm.visible,
+        occluded: lm.occluded,
         in_crop: lm.in_crop,
     })
 }
@@ -427,10 +428,16 @@ pub fn render_shards(
         }
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let size = params.crop_size(s.stage);
+        // The `occluded` tensor only where a face of the shard has an occluded point.
+        let occluded = s
+            .rows
+            .iter()
+            .any(|&r| face_of[plan[r].sample_id.as_str()].any_occluded());
         let layout = ShardLayout::new(
             s.rows.len(),
             size as usize,
             scheme.num_points(),
+            occluded,
             &metadata(scheme, size, s.split),
         )?;
         let tmp = shard::temp_path(&path)?;

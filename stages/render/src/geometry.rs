@@ -221,14 +221,16 @@ pub fn stage2_matrix(
     Some(box_to_crop(&sq, aug.stage2_rotation_deg, size, aug.flip).after(&level))
 }
 
-/// Landmarks mapped into a crop: coordinates, annotation visibility and whether each point lies
-/// inside the crop, permuted by the scheme's flip permutation when the crop is mirrored.
+/// Landmarks mapped into a crop: coordinates, annotation visibility, occlusion and whether each
+/// point lies inside the crop, permuted by the scheme's flip permutation when the crop is mirrored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CropLandmarks {
     /// x0, y0, x1, y1, … in output pixel coordinates; NaN where the source has none.
     pub xy: Vec<f32>,
     /// Annotation visibility (permuted with the points).
     pub visible: Vec<u8>,
+    /// Labelled but occluded in the source (permuted with the points).
+    pub occluded: Vec<u8>,
     /// 1 when the point lies in [0, size)² of the crop.
     pub in_crop: Vec<u8>,
 }
@@ -247,9 +249,13 @@ pub fn transform_landmarks(
         let (x, y) = m.apply(p[0] as f64, p[1] as f64);
         xy.extend([x as f32, y as f32]);
     }
-    let mut visible: Vec<u8> = (0..n)
-        .map(|i| face.visible.get(i).copied().unwrap_or(false) as u8)
-        .collect();
+    let flags = |of: &[bool]| -> Vec<u8> {
+        (0..n)
+            .map(|i| of.get(i).copied().unwrap_or(false) as u8)
+            .collect()
+    };
+    let mut visible = flags(&face.visible);
+    let mut occluded = flags(&face.occluded);
     if flip {
         let flipped: Vec<f32> = scheme
             .flip_permutation
@@ -258,6 +264,7 @@ pub fn transform_landmarks(
             .collect();
         xy = flipped;
         visible = scheme.flip_points(&visible);
+        occluded = scheme.flip_points(&occluded);
     }
     let s = size as f32;
     let in_crop = xy
@@ -272,6 +279,7 @@ pub fn transform_landmarks(
     CropLandmarks {
         xy,
         visible,
+        occluded,
         in_crop,
     }
 }

@@ -109,6 +109,9 @@ pub struct ShardLayout {
     pub size: usize,
     /// Landmarks per sample L.
     pub points: usize,
+    /// Whether the shard has the `occluded` tensor (written only when one of its samples has
+    /// an occluded point: a shard without one has the bytes it had before the tensor existed).
+    pub occluded: bool,
     /// Absolute file offset of the first tensor byte (8 + padded header length).
     pub data_start: u64,
     /// The complete prefix: 8-byte little-endian header length + padded JSON header.
@@ -118,21 +121,25 @@ pub struct ShardLayout {
 impl ShardLayout {
     /// Lay out a shard. `metadata` goes to `__metadata__` (keys sorted, so bytes are stable).
     /// Tensors are ordered by decreasing alignment (i64, f32, then u8) so that every tensor is
-    /// naturally aligned in a memory map.
+    /// naturally aligned in a memory map; `occluded` (when `occluded` is set) comes last.
     pub fn new(
         samples: usize,
         size: usize,
         points: usize,
+        occluded: bool,
         metadata: &BTreeMap<String, String>,
     ) -> Result<Self> {
         let (n, s, l) = (samples, size, points);
-        let tensors: [(&str, &str, Vec<usize>, usize); 5] = [
+        let mut tensors: Vec<(&str, &str, Vec<usize>, usize)> = vec![
             (tensor::SAMPLE_INDEX, "I64", vec![n], 8 * n),
             (tensor::LANDMARKS, "F32", vec![n, l, 2], 4 * n * l * 2),
             (tensor::IMAGES, "U8", vec![n, s, s, 3], n * s * s * 3),
             (tensor::IN_CROP, "U8", vec![n, l], n * l),
             (tensor::VISIBLE, "U8", vec![n, l], n * l),
         ];
+        if occluded {
+            tensors.push((tensor::OCCLUDED, "U8", vec![n, l], n * l));
+        }
         let meta = serde_json::to_string(metadata).map_err(|source| RenderError::Json {
             path: PathBuf::new(),
             source,
@@ -158,6 +165,7 @@ impl ShardLayout {
             samples,
             size,
             points,
+            occluded,
             data_start: prefix.len() as u64,
             prefix,
         })
@@ -176,9 +184,14 @@ impl ShardLayout {
         self.in_crop_offset() + (self.samples * self.points) as u64
     }
 
+    fn occluded_offset(&self) -> u64 {
+        self.visible_offset() + (self.samples * self.points) as u64
+    }
+
     /// Total file size in bytes.
     pub fn file_len(&self) -> u64 {
-        self.visible_offset() + (self.samples * self.points) as u64
+        let flags = (self.samples * self.points) as u64;
+        self.occluded_offset() + if self.occluded { flags } else { 0 }
     }
 
     /// Create the (temporary) shard file at `path`: header, zeroed tensors, and the
@@ -204,7 +217,7 @@ impl ShardLayout {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        let parts: [(u64, &[u8]); 4] = [
+        let mut parts: Vec<(u64, &[u8])> = vec![
             (self.landmarks_offset() + (row * l * 8) as u64, &xy),
             (
                 self.images_offset() + (row * s * s * 3) as u64,
@@ -213,6 +226,9 @@ impl ShardLayout {
             (self.in_crop_offset() + (row * l) as u64, &sample.in_crop),
             (self.visible_offset() + (row * l) as u64, &sample.visible),
         ];
+        if self.occluded {
+            parts.push((self.occluded_offset() + (row * l) as u64, &sample.occluded));
+        }
         for (offset, bytes) in parts {
             f.seek(SeekFrom::Start(offset)).map_err(io_err(path))?;
             f.write_all(bytes).map_err(io_err(path))?;
@@ -230,6 +246,8 @@ pub struct RenderedCrop {
     pub landmarks: Vec<f32>,
     /// L annotation-visibility flags.
     pub visible: Vec<u8>,
+    /// L occlusion flags (written only by a layout with the `occluded` tensor).
+    pub occluded: Vec<u8>,
     /// L in-crop flags.
     pub in_crop: Vec<u8>,
 }
@@ -682,7 +700,7 @@ mod tests {
             ("scheme".to_owned(), "x".to_owned()),
             ("a".to_owned(), "[1,2]".to_owned()),
         ]);
-        let layout = ShardLayout::new(2, 4, 3, &meta).unwrap();
+        let layout = ShardLayout::new(2, 4, 3, false, &meta).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.safetensors");
         layout.create(&path, &[5, 6]).unwrap();
@@ -690,6 +708,7 @@ mod tests {
             image: (0..48).collect(),
             landmarks: vec![1.5, 2.5, 3.0, 4.0, -1.0, 9.0],
             visible: vec![1, 0, 1],
+            occluded: vec![0, 0, 1],
             in_crop: vec![1, 1, 0],
         };
         layout.write_sample(&path, 1, &crop).unwrap();
@@ -709,6 +728,29 @@ mod tests {
         assert_eq!(md.metadata().as_ref().unwrap()["a"], "[1,2]");
         // The header is 8-byte aligned, so the i64 tensor is aligned in a memory map.
         assert_eq!(layout.data_start % 8, 0);
+        assert!(
+            st.tensor("occluded").is_err(),
+            "no occluded tensor unless asked"
+        );
+
+        // With occlusion flags: the same tensors at the same offsets, `occluded` appended.
+        let with = ShardLayout::new(2, 4, 3, true, &meta).unwrap();
+        let path = dir.path().join("o.safetensors");
+        with.create(&path, &[5, 6]).unwrap();
+        with.write_sample(&path, 1, &crop).unwrap();
+        let bytes_with = fs::read(&path).unwrap();
+        assert_eq!(bytes_with.len() as u64, with.file_len());
+        let st_with = safetensors::SafeTensors::deserialize(&bytes_with).unwrap();
+        assert_eq!(
+            st_with.tensor("occluded").unwrap().data(),
+            &[0, 0, 0, 0, 0, 1]
+        );
+        for name in ["images", "landmarks", "visible", "in_crop", "sample_index"] {
+            assert_eq!(
+                st_with.tensor(name).unwrap().data(),
+                st.tensor(name).unwrap().data()
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Writers of the synthetic trees in the real formats, and the sidecars.
 //!
 //! Pixel conventions (DESIGN.md): `.pts` values are internal + 0.5 (MATLAB 1-based centres);
-//! AFLW (CSV and sqlite) values are internal − 0.5 (0-based pixel indices).
+//! AFLW (CSV and sqlite) values are internal − 0.5 (0-based pixel indices); COCO files are
+//! written in the rule their options name.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -15,7 +16,10 @@ use rand_chacha::ChaCha8Rng;
 
 use super::model::{Camera, FaceModel, FaceParams, Layout};
 use super::scene::{FaceRequest, RenderedFace};
-use super::{POSES_FILE, SynthConfig, SynthError, SynthFormat, TRUTH_FILE, TruthFace};
+use super::{
+    CocoFlags, CocoOptions, POSES_FILE, SynthConfig, SynthError, SynthFormat, TRUTH_FILE,
+    TruthFace, io_err,
+};
 use faces::formats::pts::write_pts;
 
 /// 300W folders with their split, image extension and their face counts in the real dataset.
@@ -67,6 +71,8 @@ pub(crate) struct PlannedFace {
     pub image_path: String,
     pub split: &'static str,
     pub request: FaceRequest,
+    /// Whether this face writes its image (false for the later faces of a tiled image).
+    pub writes_image: bool,
 }
 
 /// A written face: its truth plus what the format tables need.
@@ -155,6 +161,7 @@ pub(crate) fn plan(config: &SynthConfig) -> Vec<PlannedFace> {
                             layout: Layout::Ibug68,
                             hard: folder == "ibug",
                         },
+                        writes_image: true,
                     });
                     index += 1;
                 }
@@ -181,11 +188,54 @@ pub(crate) fn plan(config: &SynthConfig) -> Vec<PlannedFace> {
                         layout: Layout::Aflw21,
                         hard: false,
                     },
+                    writes_image: true,
+                });
+            }
+        }
+        SynthFormat::Coco => {
+            let per_image = config.coco.faces_per_image;
+            for index in 0..config.count {
+                let image = index / per_image;
+                out.push(PlannedFace {
+                    index,
+                    // The reader's ids: `<dataset>/<annotation id>`, annotation id = index + 1.
+                    sample_id: format!("300w/{}", index + 1),
+                    image_path: format!("images/synth_{image:06}.jpg"),
+                    split: if aflw_is_test(image) { "test" } else { "train" },
+                    request: FaceRequest {
+                        layout: Layout::Ibug68,
+                        hard: false,
+                    },
+                    writes_image: index % per_image == 0,
                 });
             }
         }
     }
     out
+}
+
+/// Tile the faces of one image side by side (left to right, tops aligned, the rest grey):
+/// every face gets the tiled image, its landmarks and box moved with its tile.
+pub(crate) fn tile(faces: &mut [(RenderedFace, ChaCha8Rng)]) {
+    let width: u32 = faces.iter().map(|(f, _)| f.image.width()).sum();
+    let height = faces
+        .iter()
+        .map(|(f, _)| f.image.height())
+        .max()
+        .unwrap_or(0);
+    let mut tiled = image::RgbImage::from_pixel(width, height, image::Rgb([118, 118, 118]));
+    let mut left = 0u32;
+    for (face, _) in faces.iter_mut() {
+        image::imageops::replace(&mut tiled, &face.image, i64::from(left), 0);
+        for x in face.landmarks.iter_mut().step_by(2) {
+            *x += left as f32;
+        }
+        face.face_box[0] += left as i32;
+        left += face.image.width();
+    }
+    for (face, _) in faces.iter_mut() {
+        face.image = tiled.clone();
+    }
 }
 
 /// Write `bytes` to `path` atomically (`manifests::write_atomic`: temporary sibling, fsync,
@@ -234,10 +284,12 @@ pub(crate) fn write_face(
         .unwrap_or("jpg")
         .to_owned();
     let quality = rng.gen_range(config.jpeg_quality.0..=config.jpeg_quality.1);
-    write_atomic(
-        &image_path,
-        &encode_image(&face.image, &ext, quality, &image_path)?,
-    )?;
+    if item.writes_image {
+        write_atomic(
+            &image_path,
+            &encode_image(&face.image, &ext, quality, &image_path)?,
+        )?;
+    }
 
     let (landmarks, visible) = match config.format {
         SynthFormat::Aflw => {
@@ -325,7 +377,129 @@ pub(crate) fn write_tables(
         SynthFormat::W300 => Ok(()),
         SynthFormat::Aflw => write_aflw_csvs(out_dir, faces),
         SynthFormat::AflwSqlite => write_aflw_sqlite(out_dir, faces),
+        SynthFormat::Coco => write_coco_json(&config.coco, out_dir, faces),
     }
+}
+
+/// COCO keypoint JSON files, one per split with faces, under `annotations/` (image names are
+/// relative to `images/`, beside it: mmpose's layout). Values are written in `options.origin`'s
+/// rule, rounded to 0.001 px; image ids count from 1 per file, annotation ids are the faces'
+/// indices + 1; WholeBody files get one more person per image, without a face.
+fn write_coco_json(
+    options: &CocoOptions,
+    out_dir: &Path,
+    faces: &[WrittenFace],
+) -> Result<(), SynthError> {
+    use faces::formats::PixelOrigin;
+    use faces::formats::coco::CocoField;
+    use serde_json::{Value, json};
+    let shift = -options.origin.to_internal();
+    let box_shift = if options.origin == PixelOrigin::OneBased {
+        shift
+    } else {
+        0.0
+    };
+    let round = |v: f64| (v * 1000.0).round() / 1000.0;
+    let zeros = |n: usize| vec![json!(0); n];
+    for split in ["train", "test"] {
+        let mut images: Vec<Value> = Vec::new();
+        let mut annotations: Vec<Value> = Vec::new();
+        let mut image_ids: std::collections::HashMap<&str, i64> = Default::default();
+        for (index, f) in faces
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.truth.split == split)
+        {
+            let t = &f.truth;
+            let image_id = match image_ids.get(t.image_path.as_str()) {
+                Some(&id) => id,
+                None => {
+                    let id = image_ids.len() as i64 + 1;
+                    image_ids.insert(&t.image_path, id);
+                    images.push(json!({
+                        "id": id,
+                        "file_name": t.image_path.strip_prefix("images/").unwrap_or(&t.image_path),
+                        "width": t.image_width,
+                        "height": t.image_height,
+                    }));
+                    if options.field == CocoField::Face {
+                        annotations.push(json!({
+                            "id": 1_000_000 + index,
+                            "image_id": id,
+                            "category_id": 1,
+                            "keypoints": zeros(51),
+                            "num_keypoints": 0,
+                            "face_kpts": zeros(3 * t.visible.len()),
+                            "face_box": [0, 0, 0, 0],
+                            "face_valid": false,
+                            "iscrowd": 0,
+                        }));
+                    }
+                    id
+                }
+            };
+            let mut points = Vec::with_capacity(3 * t.visible.len());
+            for (p, &seen) in t.landmarks.chunks_exact(2).zip(&t.visible) {
+                let v = match options.flags {
+                    CocoFlags::Coco if seen => 2,
+                    CocoFlags::Coco | CocoFlags::AllOne => 1,
+                    CocoFlags::AllTwo => 2,
+                };
+                points.extend([
+                    json!(round(f64::from(p[0]) + shift)),
+                    json!(round(f64::from(p[1]) + shift)),
+                    json!(v),
+                ]);
+            }
+            let [bx, by, side] = f.face_box;
+            let bbox = json!([
+                f64::from(bx) + box_shift,
+                f64::from(by) + box_shift,
+                side,
+                side
+            ]);
+            annotations.push(match options.field {
+                CocoField::Keypoints => json!({
+                    "id": index + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "keypoints": points,
+                    "num_keypoints": t.visible.len(),
+                    "bbox": bbox,
+                    "iscrowd": 0,
+                }),
+                CocoField::Face => json!({
+                    "id": index + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "keypoints": zeros(51),
+                    "num_keypoints": 0,
+                    "bbox": bbox,
+                    "face_kpts": points,
+                    "face_box": bbox,
+                    "face_valid": true,
+                    "iscrowd": 0,
+                }),
+            });
+        }
+        if annotations.is_empty() {
+            continue;
+        }
+        let name = match options.field {
+            CocoField::Keypoints => format!("face_landmarks_synth_{split}.json"),
+            CocoField::Face => format!("coco_wholebody_face_{split}.json"),
+        };
+        let document = json!({
+            "info": {"description": "wingflow synth"},
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": 1, "name": "face"}],
+        });
+        let path = out_dir.join("annotations").join(name);
+        std::fs::create_dir_all(out_dir.join("annotations")).map_err(io_err(out_dir))?;
+        write_atomic(&path, document.to_string().as_bytes())?;
+    }
+    Ok(())
 }
 
 /// HRNet-style AFLW CSVs. The train file holds exact values (f32 → f64 − 0.5, printed in full)

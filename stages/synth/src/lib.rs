@@ -54,22 +54,88 @@ pub enum SynthFormat {
     /// AFLW as the original `aflw.sqlite` (21 points, self-occluded points have no row) with
     /// images under `flickr/0/`.
     AflwSqlite,
+    /// COCO-style keypoint JSON as mmpose ships faces (or COCO-WholeBody's `face_kpts`), 68
+    /// points: `images/*.jpg` and `annotations/face_landmarks_synth_{train,test}.json`
+    /// (`coco_wholebody_face_{train,test}.json` for the WholeBody field); the flavour is
+    /// [`SynthConfig::coco`].
+    Coco,
+}
+
+/// The `v` flags a synthetic COCO file writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CocoFlags {
+    /// COCO's meaning: 2 for a point in view, 1 for a point the head itself hides (labelled but
+    /// occluded), as COFW's files do.
+    Coco,
+    /// 1 for every point, as mmpose's 300W, AFLW and WFLW files do.
+    AllOne,
+    /// 2 for every point, as 300W-LP's file does.
+    AllTwo,
+}
+
+impl CocoFlags {
+    /// Every choice, with its command-line name.
+    pub const ALL: [(CocoFlags, &'static str); 3] = [
+        (CocoFlags::Coco, "coco"),
+        (CocoFlags::AllOne, "all-1"),
+        (CocoFlags::AllTwo, "all-2"),
+    ];
+
+    /// Parse a command-line name (`coco`, `all-1`, `all-2`).
+    pub fn parse(name: &str) -> Result<Self, SynthError> {
+        Self::ALL
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(f, _)| *f)
+            .ok_or_else(|| {
+                SynthError::Config(format!("coco flags `{name}` (allowed: coco, all-1, all-2)"))
+            })
+    }
+}
+
+/// The flavour of a synthetic COCO file ([`SynthFormat::Coco`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CocoOptions {
+    /// `keypoints` (mmpose's files) or WholeBody's `face` (`face_kpts`, `face_box`,
+    /// `face_valid`; every image also gets a person without a face, `face_valid = false`).
+    pub field: faces::formats::coco::CocoField,
+    /// The pixel rule the values are written in (the box corner moves with the points under
+    /// the one-based rule only, as the reader expects).
+    pub origin: faces::formats::PixelOrigin,
+    /// The `v` flags written.
+    pub flags: CocoFlags,
+    /// Faces per image (1–4): the faces of an image are rendered separately and tiled side by
+    /// side into one image, their landmarks moved with their tile.
+    pub faces_per_image: usize,
+}
+
+impl Default for CocoOptions {
+    fn default() -> Self {
+        CocoOptions {
+            field: faces::formats::coco::CocoField::Keypoints,
+            origin: faces::formats::PixelOrigin::ZeroBased,
+            flags: CocoFlags::Coco,
+            faces_per_image: 1,
+        }
+    }
 }
 
 impl SynthFormat {
     /// Every format.
-    pub const ALL: [SynthFormat; 3] = [
+    pub const ALL: [SynthFormat; 4] = [
         SynthFormat::W300,
         SynthFormat::Aflw,
         SynthFormat::AflwSqlite,
+        SynthFormat::Coco,
     ];
 
-    /// Command-line name: `300w`, `aflw`, `aflw-sqlite`.
+    /// Command-line name: `300w`, `aflw`, `aflw-sqlite`, `coco`.
     pub fn name(self) -> &'static str {
         match self {
             SynthFormat::W300 => "300w",
             SynthFormat::Aflw => "aflw",
             SynthFormat::AflwSqlite => "aflw-sqlite",
+            SynthFormat::Coco => "coco",
         }
     }
 
@@ -84,7 +150,7 @@ impl SynthFormat {
     /// Landmark scheme of the faces written in this format (`ibug68`, `aflw19`, `aflw21`).
     pub fn scheme(self) -> &'static str {
         match self {
-            SynthFormat::W300 => "ibug68",
+            SynthFormat::W300 | SynthFormat::Coco => "ibug68",
             SynthFormat::Aflw => "aflw19",
             SynthFormat::AflwSqlite => "aflw21",
         }
@@ -117,12 +183,14 @@ pub struct SynthConfig {
     pub occlusion_probability: f32,
     /// JPEG quality range (inclusive).
     pub jpeg_quality: (u8, u8),
+    /// The flavour of a [`SynthFormat::Coco`] file (ignored by the other formats).
+    pub coco: CocoOptions,
 }
 
 impl SynthConfig {
     /// Defaults for `format`: 300W poses up to ±60° yaw, AFLW up to ±90°.
     pub fn new(format: SynthFormat) -> Self {
-        let aflw = format != SynthFormat::W300;
+        let aflw = matches!(format, SynthFormat::Aflw | SynthFormat::AflwSqlite);
         SynthConfig {
             format,
             count: 100,
@@ -134,6 +202,15 @@ impl SynthConfig {
             max_roll_deg: if aflw { 40.0 } else { 30.0 },
             occlusion_probability: 0.25,
             jpeg_quality: (70, 95),
+            coco: CocoOptions::default(),
+        }
+    }
+
+    /// Faces per image: [`CocoOptions::faces_per_image`] for COCO files, else 1.
+    fn faces_per_image(&self) -> usize {
+        match self.format {
+            SynthFormat::Coco => self.coco.faces_per_image,
+            _ => 1,
         }
     }
 
@@ -168,6 +245,12 @@ impl SynthConfig {
         if q0 == 0 || q0 > q1 || q1 > 100 {
             return bad(format!("jpeg_quality {q0}..{q1}: need 1 ≤ min ≤ max ≤ 100"));
         }
+        if !(1..=4).contains(&self.coco.faces_per_image) {
+            return bad(format!(
+                "faces_per_image = {}: need 1 ≤ value ≤ 4",
+                self.coco.faces_per_image
+            ));
+        }
         Ok(())
     }
 }
@@ -184,7 +267,8 @@ impl Default for SynthConfig {
 pub struct TruthFace {
     /// Sample id as a reader should produce it: `300w/<folder>/<stem>` (e.g.
     /// `300w/helen/trainset/synth_000123`), `aflw/<image_name without extension>` for the CSV
-    /// format (e.g. `aflw/flickr/0/image00002`), `aflw/<face_id>` for `aflw.sqlite`.
+    /// format (e.g. `aflw/flickr/0/image00002`), `aflw/<face_id>` for `aflw.sqlite`,
+    /// `300w/<annotation id>` for COCO files.
     pub sample_id: String,
     /// Image path relative to the output directory, `/`-separated.
     pub image_path: String,
@@ -206,7 +290,8 @@ pub struct TruthFace {
     /// Per point: the written file holds coordinates for it (false only for self-occluded points
     /// in `aflw.sqlite`).
     pub annotated: Vec<bool>,
-    /// The annotated face box (x, y, w, h, internal convention) where the format has one (AFLW).
+    /// The annotated face box (x, y, w, h, internal convention) where the format has one (AFLW,
+    /// COCO).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bbox: Option<[f32; 4]>,
     /// Degrees, > 0 when the face turns towards the image's right.
@@ -238,7 +323,7 @@ pub enum SynthError {
     #[error("invalid synth config: {0}")]
     Config(String),
     /// An unknown `--format` name.
-    #[error("unknown synth format `{0}` (known: 300w, aflw, aflw-sqlite)")]
+    #[error("unknown synth format `{0}` (known: 300w, aflw, aflw-sqlite, coco)")]
     UnknownFormat(String),
     /// The output directory already holds files.
     #[error("output directory {} is not empty; remove it or choose another", .0.display())]
@@ -320,16 +405,32 @@ pub fn generate(
     for d in &dirs {
         fs::create_dir_all(d).map_err(io_err(d))?;
     }
-    let faces: Vec<formats::WrittenFace> = plan
-        .par_iter()
-        .map(|item| {
-            let mut rng = face_rng(config.seed, item.index);
-            let rendered = scene::render_face(config, item.request, &mut rng);
-            let written = formats::write_face(config, out_dir, item, rendered, &mut rng);
-            on_face_done();
-            written
+    // The faces of one image (one face, except in COCO files with several per image).
+    let groups: Vec<Vec<formats::WrittenFace>> = plan
+        .par_chunks(config.faces_per_image())
+        .map(|items| {
+            let mut rendered: Vec<_> = items
+                .iter()
+                .map(|item| {
+                    let mut rng = face_rng(config.seed, item.index);
+                    (scene::render_face(config, item.request, &mut rng), rng)
+                })
+                .collect();
+            if rendered.len() > 1 {
+                formats::tile(&mut rendered);
+            }
+            items
+                .iter()
+                .zip(rendered)
+                .map(|(item, (face, mut rng))| {
+                    let written = formats::write_face(config, out_dir, item, face, &mut rng);
+                    on_face_done();
+                    written
+                })
+                .collect::<Result<Vec<_>, _>>()
         })
         .collect::<Result<_, _>>()?;
+    let faces: Vec<formats::WrittenFace> = groups.into_iter().flatten().collect();
     formats::write_tables(config, out_dir, &faces)?;
     let mut per_split = BTreeMap::new();
     for f in &faces {

@@ -311,6 +311,7 @@ impl AflwSqlite<'_> {
             image_width: width,
             image_height: height,
             landmarks,
+            occluded: vec![false; visible.len()],
             visible,
             bbox: BBox {
                 x: (x + OFFSET) as f32,

@@ -10,6 +10,7 @@
 //! inner error is one record that could not be read, so the caller decides whether to skip it.
 
 pub mod aflw;
+pub mod coco;
 pub mod hrnet_csv;
 pub mod pts;
 pub mod w300;
@@ -17,6 +18,8 @@ pub mod wflw;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use crate::face::{BBox, BoxSource, FaceRecord};
 
@@ -34,6 +37,14 @@ pub enum Location {
     },
     /// A face of an AFLW database.
     AflwFace(i64),
+    /// An annotation of a COCO JSON file: its index in `annotations` and its `id` (when it
+    /// has an integer one).
+    Annotation {
+        /// 0-based index in the `annotations` array.
+        index: usize,
+        /// The annotation's `id`.
+        id: Option<i64>,
+    },
 }
 
 impl Location {
@@ -45,6 +56,16 @@ impl Location {
             (Location::PtsPoints { first_line }, Some(k)) => format!("line {}", first_line + k),
             (Location::PtsPoints { .. }, None) => "whole file".to_owned(),
             (Location::AflwFace(id), _) => format!("face_id {id}"),
+            (
+                Location::Annotation {
+                    index,
+                    id: Some(id),
+                },
+                _,
+            ) => {
+                format!("annotations[{index}] (id {id})")
+            }
+            (Location::Annotation { index, id: None }, _) => format!("annotations[{index}]"),
         }
     }
 }
@@ -76,13 +97,17 @@ pub struct SourcedFace {
 /// The result of reading one source: per record, the face or why it could not be read.
 pub type Entries = Vec<Result<SourcedFace, ReadError>>;
 
-/// How a format numbers pixels; decides the offset added to its values on reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a format numbers pixels; decides the offset added to its values on reading. The
+/// serialised names are the `origin` values of a `kind = "coco"` source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PixelOrigin {
     /// MATLAB-style: the centre of the top-left pixel is (1, 1); reading subtracts 0.5.
     OneBased,
     /// Pixel indices: the centre of the top-left pixel is (0, 0); reading adds 0.5.
     ZeroBased,
+    /// wingflow's own convention: the centre of the top-left pixel is (0.5, 0.5).
+    Continuous,
 }
 
 impl PixelOrigin {
@@ -91,6 +116,16 @@ impl PixelOrigin {
         match self {
             PixelOrigin::OneBased => -0.5,
             PixelOrigin::ZeroBased => 0.5,
+            PixelOrigin::Continuous => 0.0,
+        }
+    }
+
+    /// The name used in `wingflow.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PixelOrigin::OneBased => "one-based",
+            PixelOrigin::ZeroBased => "zero-based",
+            PixelOrigin::Continuous => "continuous",
         }
     }
 }
@@ -285,6 +320,7 @@ impl ListSource<'_> {
             image_width: width,
             image_height: height,
             visible: vec![true; listed.xy.len() / 2],
+            occluded: vec![false; listed.xy.len() / 2],
             landmarks: listed.xy,
             bbox: listed.bbox,
             bbox_source: BoxSource::Annotation,

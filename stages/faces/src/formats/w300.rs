@@ -133,6 +133,7 @@ fn read_face(
         image_width: width,
         image_height: height,
         visible: vec![true; shape.xy.len() / 2],
+        occluded: vec![false; shape.xy.len() / 2],
         landmarks: shape.xy,
         bbox,
         bbox_source: BoxSource::Landmarks,

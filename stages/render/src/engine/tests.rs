@@ -44,6 +44,7 @@ fn face(
         image_width: w,
         image_height: h,
         visible: (0..n).map(|i| i % 5 != 4).collect(),
+        occluded: vec![false; n],
         bbox: BBox {
             x: 10.0,
             y: 10.0,
@@ -339,7 +340,8 @@ fn disc_centroids_match_at_deep_pyramid_levels() {
 fn flip_equals_mirrored_render_with_permuted_landmarks() {
     let scheme = tri_scheme();
     let lm: Vec<f32> = DISC_POINTS.iter().flat_map(|&(x, y)| [x, y]).collect();
-    let f = face("s", "mem", &scheme, lm, 400, 400);
+    let mut f = face("s", "mem", &scheme, lm, 400, 400);
+    f.occluded[0] = true;
     let mut pyramid = disc_image(400, 400);
     let params = geometric_params();
     let plain = Augmentation {
@@ -371,7 +373,12 @@ fn flip_equals_mirrored_render_with_permuted_landmarks() {
             assert!((b.landmarks[2 * i] - (s as f32 - a.landmarks[2 * src])).abs() < 1e-3);
             assert!((b.landmarks[2 * i + 1] - a.landmarks[2 * src + 1]).abs() < 1e-3);
             assert_eq!(b.visible[i], a.visible[src]);
+            assert_eq!(b.occluded[i], a.occluded[src]);
         }
+        assert_eq!(
+            (a.occluded.clone(), b.occluded),
+            (vec![1, 0, 0], vec![0, 1, 0])
+        );
     }
 }
 
@@ -607,6 +614,58 @@ fn output_is_byte_identical_for_any_thread_count_and_worker_split() {
     let si = st.tensor("sample_index").unwrap();
     let final_index = i64::from_le_bytes(si.data()[si.data().len() - 8..].try_into().unwrap());
     assert_eq!(final_index as u64, n - 1);
+}
+
+#[test]
+fn only_shards_with_an_occluded_point_get_the_occluded_tensor() {
+    let mut fx = fixture(6, 128);
+    let plain = fx.root.join("plain");
+    run(&fx, &plain, 2, None, &fx.digests);
+    // All-false flags are the flags every face already had: the same bytes, keys included.
+    let again = fx.root.join("again");
+    for f in &mut fx.faces {
+        f.occluded = vec![false; f.visible.len()];
+    }
+    run(&fx, &again, 2, None, &fx.digests);
+    assert!(tree(&plain) == tree(&again));
+
+    let marked = fx.faces[0].sample_id.clone();
+    fx.faces[0].occluded[3] = true;
+    let occluded = fx.root.join("occluded");
+    run(&fx, &occluded, 2, None, &fx.digests);
+    let (before, after) = (tree(&plain), tree(&occluded));
+    let mut with_tensor = 0;
+    for (path, bytes) in after
+        .iter()
+        .filter(|(p, _)| p.extension().is_some_and(|e| e == "safetensors"))
+    {
+        let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+        let index = st.tensor("sample_index").unwrap();
+        let sidecar: Sidecar =
+            serde_json::from_slice(&after[&path.with_extension("json")]).unwrap();
+        let rows: Vec<&str> = sidecar
+            .samples
+            .iter()
+            .map(|s| s.sample_id.as_str())
+            .collect();
+        match st.tensor("occluded") {
+            Ok(t) => {
+                with_tensor += 1;
+                assert!(rows.contains(&marked.as_str()), "{path:?}");
+                let l = 19;
+                assert_eq!(t.shape(), &[index.shape()[0], l]);
+                // Point 3 of the marked face's rows (mirrored crops: point 2 takes it).
+                let set: usize = t.data().iter().map(|&b| b as usize).sum();
+                let rows_of_face = rows.iter().filter(|&&r| r == marked).count();
+                assert_eq!(set, rows_of_face, "{path:?}");
+            }
+            Err(_) => {
+                assert!(!rows.contains(&marked.as_str()), "{path:?}");
+                assert!(bytes == &before[path], "{path:?} changed");
+            }
+        }
+    }
+    assert!(with_tensor >= 2, "both crop levels hold the marked face");
 }
 
 #[test]
