@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from wingflow_shards import TENSORS, ShardSet
+from wingflow_shards import OCCLUDED, TENSORS, ShardSet
 
 #: The safetensors dtype code, numpy dtype and torch dtype of each shard tensor.
 SHARD_DTYPES = {
@@ -40,13 +40,19 @@ SHARD_DTYPES = {
     "visible": ("U8", np.dtype("<u1"), torch.uint8),
     "in_crop": ("U8", np.dtype("<u1"), torch.uint8),
     "sample_index": ("I64", np.dtype("<i8"), torch.int64),
+    OCCLUDED: ("U8", np.dtype("<u1"), torch.uint8),
 }
+
+#: Every batch tensor, in buffer order: the shard tensors and ``occluded`` (zeros where a shard
+#: has no such tensor).
+BATCH_TENSORS = (*TENSORS, OCCLUDED)
 
 SetDir = Union[str, os.PathLike]
 
 
 def map_shard(path: SetDir, samples: int, crop_size: int) -> Dict[str, np.ndarray]:
-    """The five tensors of one shard file as read-only numpy arrays over one memory map of it.
+    """The tensors of one shard file as read-only numpy arrays over one memory map of it (the
+    five every shard has, and ``occluded`` where the shard has it).
 
     ``samples`` and ``crop_size`` are what the set's ``index.json`` says; the file's header must
     agree with them (and with the tensor layout of ``wingflow_shards``), else ``ValueError``
@@ -69,6 +75,8 @@ def map_shard(path: SetDir, samples: int, crop_size: int) -> Dict[str, np.ndarra
     arrays: Dict[str, np.ndarray] = {}
     for name, (code, dtype, _) in SHARD_DTYPES.items():
         entry = header.get(name)
+        if name == OCCLUDED and entry is None:
+            continue
         if not isinstance(entry, dict):
             raise ValueError(f"{path}: tensor {name!r} missing")
         if entry.get("dtype") != code:
@@ -89,9 +97,10 @@ def map_shard(path: SetDir, samples: int, crop_size: int) -> Dict[str, np.ndarra
         "visible": (samples, points),
         "in_crop": (samples, points),
         "sample_index": (samples,),
+        OCCLUDED: (samples, points),
     }
     for name, shape in expected.items():
-        if arrays[name].shape != shape:
+        if name in arrays and arrays[name].shape != shape:
             raise ValueError(
                 f"{path}: tensor {name!r} has shape {list(arrays[name].shape)}, expected "
                 f"{list(shape)} (index.json: {samples} samples, crop size {crop_size})"
@@ -130,7 +139,8 @@ class ShardBatches(torch.utils.data.IterableDataset):
     **Batches** are dicts of tensors: ``image`` uint8 [B, 3, S, S] (``channels_first=True``, the
     default: a channels-last view of the stored [B, S, S, 3] rows, no extra copy; call
     ``.contiguous()`` where a contiguous tensor is needed) or [B, S, S, 3]; ``landmarks``
-    float32 [B, L, 2]; ``visible`` and ``in_crop`` bool [B, L]; ``sample_index`` int64 [B] —
+    float32 [B, L, 2]; ``visible``, ``in_crop`` and ``occluded`` bool [B, L]; ``sample_index``
+    int64 [B] —
     the values ``ShardSet`` gives for the same samples. Within a batch, samples come in index
     order (shard by shard), so each shard's rows are gathered in one copy; the permutation
     decides which samples share a batch and the order of the batches. ``transform``, if
@@ -293,7 +303,11 @@ class ShardBatches(torch.utils.data.IterableDataset):
             for name in TENSORS:
                 # Rows are in range by construction; mode="clip" lets take write straight to out.
                 np.take(arrays[name], rows, axis=0, out=out[name][lo:hi], mode="clip")
-        for name in ("visible", "in_crop"):
+            if OCCLUDED in arrays:
+                np.take(arrays[OCCLUDED], rows, axis=0, out=out[OCCLUDED][lo:hi], mode="clip")
+            else:
+                out[OCCLUDED][lo:hi] = 0
+        for name in ("visible", "in_crop", OCCLUDED):
             np.not_equal(out[name], 0, out=out[name].view(np.bool_))
         image = tensors["images"]
         return {
@@ -301,6 +315,7 @@ class ShardBatches(torch.utils.data.IterableDataset):
             "landmarks": tensors["landmarks"],
             "visible": tensors["visible"].view(torch.bool),
             "in_crop": tensors["in_crop"].view(torch.bool),
+            "occluded": tensors[OCCLUDED].view(torch.bool),
             "sample_index": tensors["sample_index"],
         }
 
@@ -311,9 +326,11 @@ class ShardBatches(torch.utils.data.IterableDataset):
         layout = self._layouts.get(n)
         if layout is None:
             layout, start = [], 0
-            for name in TENSORS:
-                shape = (n, *arrays[name].shape[1:])
-                nbytes = math.prod(shape) * arrays[name].itemsize
+            for name in BATCH_TENSORS:
+                # `occluded` is shaped like `visible` (a shard may lack it).
+                row = arrays["visible" if name == OCCLUDED else name]
+                shape = (n, *row.shape[1:])
+                nbytes = math.prod(shape) * row.itemsize
                 layout.append((name, start, start + nbytes, SHARD_DTYPES[name][2], shape))
                 start += -(-nbytes // 8) * 8
             layout = self._layouts[n] = (start, layout)

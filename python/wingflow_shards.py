@@ -12,6 +12,9 @@ per sample: source id, replica, augmentation parameters, crop matrix, pose bin) 
 - ``visible``      uint8   [N, L]        annotation visibility
 - ``in_crop``      uint8   [N, L]        the point lies inside the crop
 - ``sample_index`` int64   [N]           the sample's row in ``samples.parquet``
+- ``occluded``     uint8   [N, L]        labelled but occluded (visible, trained and scored, with
+                                         its coordinates); only in shards that have such a point,
+                                         absent meaning none is
 
 and ``__metadata__`` with ``format_version``, ``scheme``, ``crop_size``, ``split`` and
 ``flip_permutation`` (a JSON list: after mirroring x, point i takes old point perm[i]).
@@ -52,6 +55,8 @@ from safetensors import safe_open
 FORMAT_VERSION = 1
 
 TENSORS = ("images", "landmarks", "visible", "in_crop", "sample_index")
+#: The tensor only shards with a labelled-but-occluded point hold (absent: no point is).
+OCCLUDED = "occluded"
 
 
 def augmentation_epoch_dir(set_dir: str | os.PathLike, epoch: int) -> str:
@@ -84,8 +89,9 @@ class ShardSet(torch.utils.data.Dataset):
 
     ``epoch`` picks an augmentation epoch of a training set (``epoch mod E``; 0, the default,
     is the set's own folder). ``dataset[i]`` is a dict of tensors: ``image`` uint8 [3, S, S] (``channels_first=True``,
-    the default) or [S, S, 3]; ``landmarks`` float32 [L, 2]; ``visible`` and ``in_crop`` bool
-    [L]; ``sample_index`` int64 scalar. ``transform``, if given, is applied to that dict.
+    the default) or [S, S, 3]; ``landmarks`` float32 [L, 2]; ``visible``, ``in_crop`` and
+    ``occluded`` bool [L]; ``sample_index`` int64 scalar. ``transform``, if given, is applied to
+    that dict.
     """
 
     def __init__(
@@ -117,6 +123,7 @@ class ShardSet(torch.utils.data.Dataset):
         self.transform = transform
         self.channels_first = channels_first
         self._handles: Dict[int, Any] = {}
+        self._has_occluded: Dict[int, bool] = {}
 
     def __len__(self) -> int:
         return self.starts[-1]
@@ -153,6 +160,12 @@ class ShardSet(torch.utils.data.Dataset):
         row = i - self.starts[k]
         shard = self._shard(k)
         arrays = {name: shard.get_slice(name)[row : row + 1][0] for name in TENSORS}
+        if k not in self._has_occluded:
+            self._has_occluded[k] = OCCLUDED in shard.keys()
+        if self._has_occluded[k]:
+            occluded = shard.get_slice(OCCLUDED)[row : row + 1][0].astype(bool)
+        else:
+            occluded = np.zeros(arrays["visible"].shape, dtype=bool)
         image = torch.from_numpy(np.ascontiguousarray(arrays["images"]))
         if self.channels_first:
             image = image.permute(2, 0, 1).contiguous()
@@ -161,6 +174,7 @@ class ShardSet(torch.utils.data.Dataset):
             "landmarks": torch.from_numpy(np.ascontiguousarray(arrays["landmarks"])),
             "visible": torch.from_numpy(arrays["visible"].astype(bool)),
             "in_crop": torch.from_numpy(arrays["in_crop"].astype(bool)),
+            "occluded": torch.from_numpy(occluded),
             "sample_index": torch.tensor(int(arrays["sample_index"]), dtype=torch.int64),
         }
         return self.transform(sample) if self.transform is not None else sample

@@ -4,11 +4,12 @@ format (so they always run), and on the Rust-written sets of conftest's ``rust_s
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.numpy import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -20,9 +21,12 @@ CROP = 8
 POINTS = 5
 
 
-def write_shard_set(folder: Path, counts: List[int], first_index: int = 0, seed: int = 0) -> Path:
+def write_shard_set(
+    folder: Path, counts: List[int], first_index: int = 0, seed: int = 0, occluded_in: Tuple[int, ...] = ()
+) -> Path:
     """A shard set of ``len(counts)`` shards holding ``counts[k]`` random samples each, in the
-    layout the Rust render stage writes; sample_index runs from ``first_index``."""
+    layout the Rust render stage writes; sample_index runs from ``first_index``; the shards
+    numbered in ``occluded_in`` get an ``occluded`` tensor (random flags)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     entries, start = [], first_index
@@ -34,6 +38,8 @@ def write_shard_set(folder: Path, counts: List[int], first_index: int = 0, seed:
             "in_crop": rng.integers(0, 2, (n, POINTS), dtype=np.uint8),
             "sample_index": np.arange(start, start + n, dtype=np.int64),
         }
+        if k in occluded_in:
+            tensors["occluded"] = rng.integers(0, 2, (n, POINTS), dtype=np.uint8)
         meta = {
             "format_version": "1",
             "scheme": "toy5",
@@ -73,9 +79,10 @@ def check_matches_per_sample_reader(reader: ShardSet, batch: dict) -> None:
     is the sample's number in these sets)."""
     assert batch["image"].dtype == torch.uint8 and batch["landmarks"].dtype == torch.float32
     assert batch["visible"].dtype == torch.bool and batch["in_crop"].dtype == torch.bool
+    assert batch["occluded"].dtype == torch.bool
     for row, i in enumerate(indices(batch)):
         sample = reader[i]
-        for key in ("image", "landmarks", "visible", "in_crop", "sample_index"):
+        for key in ("image", "landmarks", "visible", "in_crop", "occluded", "sample_index"):
             assert torch.equal(batch[key][row], sample[key]), (key, i)
 
 
@@ -205,6 +212,19 @@ def test_a_callable_set_dir_reads_each_epochs_set(tmp_path):
     batches.set_epoch(1)
     assert len(batches) == 1 and batches.shards.set_dir == str(tmp_path / "epoch-1")
     assert [indices(b) for b in loader_batches(batches, num_workers=0)] == [[100, 101, 102]]
+
+
+def test_occluded_flags_come_from_the_shards_that_have_them(tmp_path):
+    folder = write_shard_set(tmp_path / "set", [4, 5, 3], occluded_in=(1,))
+    reader = ShardSet(folder)
+    (batch,) = list(ShardBatches(folder, batch_size=12, shuffle=False))
+    check_matches_per_sample_reader(reader, batch)
+    with safe_open(str(folder / "shard-00001.safetensors"), framework="numpy") as f:
+        stored = f.get_tensor("occluded").astype(bool)
+    assert torch.equal(batch["occluded"][4:9], torch.from_numpy(stored))
+    assert stored.any(), "the random flags hold an occluded point"
+    # Shards without the tensor: no point is occluded.
+    assert not batch["occluded"][:4].any() and not batch["occluded"][9:].any()
 
 
 def test_bad_shards_are_reported_by_file(tmp_path):
