@@ -95,6 +95,27 @@ fn shards_are_byte_identical_for_one_or_two_threads_and_for_a_worker_split() {
         .arg("--config")
         .arg(&config));
     assert!(stdout(&out).contains("worker 1/3"), "{}", stdout(&out));
+    // So do a Kubernetes Indexed Job's (its index, and the worker count from WINGFLOW_WORKERS).
+    let out = ok(wingflow()
+        .env("JOB_COMPLETION_INDEX", "2")
+        .env("WINGFLOW_WORKERS", "3")
+        .arg("run")
+        .arg("--config")
+        .arg(&config));
+    assert!(stdout(&out).contains("worker 2/3"), "{}", stdout(&out));
+    let no_count = wingflow()
+        .env("JOB_COMPLETION_INDEX", "2")
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!no_count.status.success());
+    assert!(
+        String::from_utf8_lossy(&no_count.stderr).contains("worker count is not"),
+        "{}",
+        String::from_utf8_lossy(&no_count.stderr)
+    );
 }
 
 #[test]
