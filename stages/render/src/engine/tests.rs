@@ -849,6 +849,12 @@ fn write_python_fixture() {
     let Ok(target) = std::env::var("WINGFLOW_SHARD_FIXTURE") else {
         panic!("set WINGFLOW_SHARD_FIXTURE to the output directory");
     };
+    // cargo runs this test in the crate's folder, so a relative path would land inside the
+    // source tree rather than where the caller meant.
+    assert!(
+        Path::new(&target).is_absolute(),
+        "WINGFLOW_SHARD_FIXTURE must be an absolute path, got {target}"
+    );
     let fx = fixture(5, 128);
     // Two augmentation epochs, so the Python readers see a training set with epochs.
     let params = RenderParams {
