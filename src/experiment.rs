@@ -388,17 +388,18 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
             }
         }
     }
-    let study = Study {
+    let mut study = Study {
         args,
         settings: &s,
         data: &data,
-        pdb_rows: pdb_training_rows(
-            args,
-            &s,
-            &data,
-            &Variant::new(out, variants[0].augmentation, variants[0].epochs, true),
-        )?,
+        pdb_rows: 0,
     };
+    study.pdb_rows = study.pdb_training_rows(&Variant::new(
+        out,
+        variants[0].augmentation,
+        variants[0].epochs,
+        true,
+    ))?;
     // The data stages of every variant first, one variant at a time (render takes every core).
     let mut train_rows = BTreeMap::new();
     for v in &variants {
@@ -680,6 +681,16 @@ impl Study<'_> {
         Config::load(&file)
     }
 
+    /// The training rows of the PDB set: the balance stage of variant `pdb` (the balance does
+    /// not depend on the augmentation).
+    fn pdb_training_rows(&self, pdb: &Variant) -> Result<u64> {
+        let config = self.write_config(pdb, None, 0)?;
+        if !self.args.finished_only {
+            run_pipeline(&config, Some("balance"), &pdb.name())?;
+        }
+        Ok(training_rows(&Layout::new(&pdb.root))? as u64)
+    }
+
     /// Train and evaluate one cell (or, with `--finished-only`, read it if it has finished).
     fn cell(&self, v: &Variant, loss: &str, seed: u32) -> Result<Vec<RunResult>> {
         let config = self.write_config(v, Some(loss), seed)?;
@@ -766,27 +777,6 @@ fn run_pipeline(config: &Config, until: Option<&str>, label: &str) -> Result<pip
             config.output.display()
         )
     })
-}
-
-/// The training rows of the PDB set: the balance stage of variant `pdb` (the balance does not
-/// depend on the augmentation).
-fn pdb_training_rows(
-    args: &LossStudyArgs,
-    s: &StudySettings,
-    data: &Path,
-    pdb: &Variant,
-) -> Result<u64> {
-    let study = Study {
-        args,
-        settings: s,
-        data,
-        pdb_rows: 0,
-    };
-    let config = study.write_config(pdb, None, 0)?;
-    if !args.finished_only {
-        run_pipeline(&config, Some("balance"), &pdb.name())?;
-    }
-    Ok(training_rows(&Layout::new(&pdb.root))? as u64)
 }
 
 /// The training rows of the plan in `layout` (from `balance.json`).
