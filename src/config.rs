@@ -470,8 +470,14 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    /// The settings `text` holds, checked as [`Config::load`] checks them, as if it were the
+    /// file `path` (which need not exist yet: relative paths resolve against its folder).
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
         let mut config: Config =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         // Absolute, so that no later step resolves them against another folder.
         let base = std::path::absolute(
             path.parent()
@@ -484,7 +490,7 @@ impl Config {
         config.sources = config.sources.iter().map(|s| s.resolved(base)).collect();
         let problems = config.problems();
         if !problems.is_empty() {
-            return Err(problems_error(path, &text, &problems));
+            return Err(problems_error(path, text, &problems));
         }
         Ok(config)
     }

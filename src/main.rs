@@ -255,7 +255,16 @@ fn init(
     if !source_dir.is_dir() {
         bail!("{} is not a folder", source_dir.display());
     }
-    let text = config::init_document(source_dir, output, overrides)?.to_string();
+    let doc = config::init_document(source_dir, output, overrides)?;
+    let text = doc.to_string();
+    // A `--set` value `run` would refuse is refused here, before anything is written. (With
+    // no source found, the document is written anyway, its comment saying how to add one.)
+    let found_sources = doc
+        .get("sources")
+        .is_some_and(|s| s.as_array_of_tables().is_some());
+    if found_sources {
+        Config::parse(&text, path)?;
+    }
     manifests::write_atomic(path, text.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     println!("wrote {}; edit it, then `wingflow run`", path.display());

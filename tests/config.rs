@@ -127,3 +127,21 @@ fn init_sets_keys_through_set_and_refuses_unknown_ones() {
     let err = fails(&mut init("train.cnn6.stepz=5"));
     assert!(err.contains("stepz") && err.contains("batch_size"), "{err}");
 }
+
+#[test]
+fn init_refuses_a_setting_run_would_refuse_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    crate::common::synth(&tmp.path().join("data/300w"), "300w", 4, 1);
+    let err = fails(wingflow().current_dir(tmp.path()).args([
+        "init",
+        "data",
+        "--set",
+        "train.loss=\"wingg\"",
+    ]));
+    assert!(err.contains("train.loss: `wingg`"), "{err}");
+    assert!(!tmp.path().join("wingflow.toml").exists());
+    ok(wingflow()
+        .current_dir(tmp.path())
+        .args(["init", "data", "--set", "train.loss=\"l1\""]));
+    assert!(tmp.path().join("wingflow.toml").exists());
+}
