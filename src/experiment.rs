@@ -41,7 +41,7 @@ use faces::faces_table::read_faces_parquet;
 use pipeline::{Event, HashPolicy, RunOptions};
 use render::RenderParams;
 use report::ced::{CedSeries, plot_ced};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shapes::balance::TRAIN;
 use shapes::plan_table::BalanceSummary;
 use synth::{SynthConfig, SynthFormat, generate};
@@ -51,7 +51,7 @@ use crate::dag::run_stage_name;
 use crate::evaluation::{TwoStageReport, mean_shape_baseline};
 
 /// How much compute the study spends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 pub enum Budget {
     /// Minutes on a 2-core CPU (about 8): 240 faces, 150 CNN-6 / 25 CNN-7 steps, one seed. Its differences are
     /// within noise; it shows the machinery, not the result.
@@ -65,7 +65,7 @@ pub enum Budget {
 }
 
 /// The settings a budget stands for (each can be overridden on the command line).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StudySettings {
     /// The budget named.
     pub budget: Budget,
@@ -201,6 +201,12 @@ pub struct LossStudyArgs {
     /// say over how many seeds they are. The final `results.*` and CED plots are not touched.
     #[arg(long)]
     pub finished_only: bool,
+    /// Runs of an earlier sitting to carry over: its `results.json` or `results-interim.json`
+    /// (e.g. one kept from another machine). A cell whose runs it holds is not trained again.
+    /// The file must be of this study: the same settings (seeds and losses aside), no-PDB rows,
+    /// normaliser, test faces, mean-shape baseline and training rows, else it is refused.
+    #[arg(long)]
+    pub reuse: Vec<PathBuf>,
 }
 
 /// The augmentation setting of a data variant.
@@ -224,7 +230,7 @@ pub enum Balance {
 }
 
 /// How many training rows the variant without PDB has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NoPdbRows {
     /// As many as the PDB set, every face replicated uniformly (`[balance]
@@ -275,7 +281,7 @@ impl Variant {
 }
 
 /// One evaluated model.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
     /// Table row: `CNN-6`, `CNN-6 + PDB`, `CNN-6/7`, `CNN-6/7 + PDB`.
     pub method: String,
@@ -293,13 +299,13 @@ pub struct RunResult {
     pub challenging: ErrorSummary,
     /// NME ×100 per |yaw| bin.
     pub per_yaw_bin: BTreeMap<String, ErrorSummary>,
-    /// Per-face NMEs on `full` (fractions), for the CED.
-    #[serde(skip)]
+    /// Per-face NMEs on `full` (fractions), for the CED (and so that a later sitting that
+    /// reuses this run, `--reuse`, plots it too).
     pub nmes: Vec<f64>,
 }
 
 /// Everything `results.json` holds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StudyResults {
     /// For an interim table (`--finished-only`): how many runs the whole study has; the
     /// table holds only the finished ones.
@@ -437,6 +443,25 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
         baseline.mean_nme_percent
     );
 
+    let mut test_faces = BTreeMap::new();
+    for f in &test {
+        *test_faces.entry(f.split.clone()).or_insert(0) += 1;
+    }
+    let mut results = StudyResults {
+        interim: None,
+        settings: s.clone(),
+        no_pdb_rows: args.no_pdb_rows,
+        normaliser: normaliser.to_string(),
+        test_faces,
+        train_rows,
+        mean_shape_baseline: baseline,
+        runs: Vec::new(),
+    };
+    let mut reused = Vec::new();
+    for path in &args.reuse {
+        reused.extend(reusable_runs(path, &results)?);
+    }
+
     // One cell = one (seed, loss, data variant): its configuration run through the DAG. Cells
     // of different variants run at once (`--jobs`); cells of one variant share its output root
     // and its run lock, so they take turns. Results keep the cells' order.
@@ -447,27 +472,36 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
         }
     }
     let run_cell = |&(seed, loss, v): &(u32, &String, usize)| -> Result<Vec<RunResult>> {
-        study.cell(&variants[v], loss, seed)
+        let variant = &variants[v];
+        let carried: Vec<RunResult> = study
+            .methods(variant)
+            .iter()
+            .filter_map(|method| {
+                reused.iter().find(|r| {
+                    &r.method == method
+                        && r.augmentation == variant.setting()
+                        && &r.loss == loss
+                        && r.seed == seed
+                })
+            })
+            .cloned()
+            .collect();
+        if carried.len() == study.methods(variant).len() {
+            println!(
+                "  {} {}: reused from an earlier sitting (--reuse)",
+                variant.name(),
+                run_name(loss, seed)
+            );
+            return Ok(carried);
+        }
+        study.cell(variant, loss, seed)
     };
-    let runs = run_parallel(&cells, |c| c.2, args.jobs.max(1), run_cell)?
+    results.runs = run_parallel(&cells, |c| c.2, args.jobs.max(1), run_cell)?
         .into_iter()
         .flatten()
         .collect();
-    let mut test_faces = BTreeMap::new();
-    for f in &test {
-        *test_faces.entry(f.split.clone()).or_insert(0) += 1;
-    }
     let planned_runs = cells.len() * if args.stage1_only { 1 } else { 2 };
-    let results = StudyResults {
-        interim: args.finished_only.then_some(planned_runs),
-        settings: s,
-        no_pdb_rows: args.no_pdb_rows,
-        normaliser: normaliser.to_string(),
-        test_faces,
-        train_rows,
-        mean_shape_baseline: baseline,
-        runs,
-    };
+    results.interim = args.finished_only.then_some(planned_runs);
     let json = serde_json::to_string_pretty(&results)?;
     let table = results_markdown(&results);
     if args.finished_only {
@@ -713,25 +747,92 @@ impl Study<'_> {
             }
         }
         let reports = Layout::new(&v.root).for_run(Some(&run)).reports();
-        let suffix = if v.pdb { " + PDB" } else { "" };
-        let mut results = vec![read_result(
-            &reports.join("cnn6-full.json"),
-            &format!("CNN-6{suffix}"),
-            &v.setting(),
-            loss,
-            seed,
-        )?];
-        if !self.args.stage1_only {
-            results.push(read_result(
-                &reports.join("cnn6-7-full.json"),
-                &format!("CNN-6/7{suffix}"),
-                &v.setting(),
-                loss,
-                seed,
-            )?);
-        }
-        Ok(results)
+        let files = ["cnn6-full.json", "cnn6-7-full.json"];
+        self.methods(v)
+            .iter()
+            .zip(files)
+            .map(|(method, file)| {
+                read_result(&reports.join(file), method, &v.setting(), loss, seed)
+            })
+            .collect()
     }
+
+    /// The table rows a cell of variant `v` yields: CNN-6, then CNN-6/7 (unless
+    /// `--stage1-only`), with ` + PDB` on a PDB variant.
+    fn methods(&self, v: &Variant) -> Vec<String> {
+        let suffix = if v.pdb { " + PDB" } else { "" };
+        let mut methods = vec![format!("CNN-6{suffix}")];
+        if !self.args.stage1_only {
+            methods.push(format!("CNN-6/7{suffix}"));
+        }
+        methods
+    }
+}
+
+/// The runs of an earlier sitting's results file (`--reuse`), once it is shown to be of the
+/// study `current` (whose runs are not read): the same settings but for seeds and losses, the
+/// same no-PDB rows, normaliser and test faces, the same mean-shape baseline (so the same
+/// faces) and the same training rows in every variant both have.
+fn reusable_runs(path: &Path, current: &StudyResults) -> Result<Vec<RunResult>> {
+    let earlier: StudyResults = serde_json::from_slice(
+        &std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+    )
+    .with_context(|| format!("{} is not a loss study's results file", path.display()))?;
+    let refuse = |what: &str, was: String, is: String| {
+        anyhow::anyhow!(
+            "{}: not runs of this study: its {what}: {was}; this study's: {is}",
+            path.display()
+        )
+    };
+    let mut settings = earlier.settings.clone();
+    settings.seeds = current.settings.seeds;
+    settings.losses = current.settings.losses.clone();
+    if settings != current.settings {
+        return Err(refuse(
+            "settings",
+            serde_json::to_string(&settings)?,
+            serde_json::to_string(&current.settings)?,
+        ));
+    }
+    if earlier.no_pdb_rows != current.no_pdb_rows {
+        return Err(refuse(
+            "no-PDB rows",
+            format!("{:?}", earlier.no_pdb_rows),
+            format!("{:?}", current.no_pdb_rows),
+        ));
+    }
+    if earlier.normaliser != current.normaliser || earlier.test_faces != current.test_faces {
+        return Err(refuse(
+            "normaliser and test set",
+            format!("{} {:?}", earlier.normaliser, earlier.test_faces),
+            format!("{} {:?}", current.normaliser, current.test_faces),
+        ));
+    }
+    // Read back from JSON, a mean may differ from its computed value in the last bit.
+    let (was, is) = (
+        earlier.mean_shape_baseline.mean_nme_percent,
+        current.mean_shape_baseline.mean_nme_percent,
+    );
+    if (was - is).abs() > 1e-9 * is.abs() {
+        return Err(refuse("mean-shape NME", was.to_string(), is.to_string()));
+    }
+    for (variant, rows) in &earlier.train_rows {
+        if let Some(now) = current.train_rows.get(variant)
+            && now != rows
+        {
+            return Err(refuse(
+                &format!("{variant} training-row count"),
+                rows.to_string(),
+                now.to_string(),
+            ));
+        }
+    }
+    println!(
+        "reusing {} finished run(s) of {}",
+        earlier.runs.len(),
+        path.display()
+    );
+    Ok(earlier.runs)
 }
 
 /// A cell's training run name: loss and seed (its budget is in its configuration; a cell run
@@ -1161,6 +1262,71 @@ mod tests {
         let err = run_parallel(&items, |&i| i, 1, fail_at_two).unwrap_err();
         assert_eq!(err.to_string(), "cell 2 failed");
         assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn an_earlier_sittings_runs_are_reused_only_if_they_are_of_this_study() {
+        let summary = |v: f64| ErrorSummary::new(&[v / 100.0]);
+        let current = StudyResults {
+            interim: None,
+            settings: StudySettings::for_budget(Budget::Full),
+            no_pdb_rows: NoPdbRows::Equal,
+            normaliser: "inter-ocular:36,45".into(),
+            test_faces: BTreeMap::from([("common".into(), 10)]),
+            train_rows: BTreeMap::from([("fresh-e4-pdb".into(), 2961)]),
+            mean_shape_baseline: summary(20.0),
+            runs: Vec::new(),
+        };
+        let mut earlier = current.clone();
+        earlier.interim = Some(24);
+        earlier.settings.seeds = 1;
+        earlier.settings.losses = vec!["wing".into()];
+        earlier.runs = vec![RunResult {
+            method: "CNN-6 + PDB".into(),
+            augmentation: "fresh-e4".into(),
+            loss: "wing".into(),
+            seed: 0,
+            full: summary(8.5),
+            common: summary(7.0),
+            challenging: summary(14.0),
+            per_yaw_bin: BTreeMap::new(),
+            nmes: vec![0.085, 0.09],
+        }];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results-interim.json");
+        let write = |r: &StudyResults| {
+            std::fs::write(&path, serde_json::to_string_pretty(r).unwrap()).unwrap()
+        };
+        // Other seeds and losses: the same study, its runs come back whole.
+        write(&earlier);
+        let runs = reusable_runs(&path, &current).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].nmes, vec![0.085, 0.09]);
+        assert_eq!(runs[0].full, earlier.runs[0].full);
+        // Another budget, another data set, other training rows: refused, naming what differs.
+        let refused = || reusable_runs(&path, &current).unwrap_err().to_string();
+        let mut other = earlier.clone();
+        other.settings.stage2_steps = 1000;
+        write(&other);
+        let err = refused();
+        assert!(
+            err.contains("its settings: ") && err.contains("\"stage2_steps\":1000"),
+            "{err}"
+        );
+        let mut other = earlier.clone();
+        other.mean_shape_baseline = summary(21.0);
+        write(&other);
+        assert!(refused().contains("its mean-shape NME: 21"));
+        let mut other = earlier.clone();
+        other.train_rows.insert("fresh-e4-pdb".into(), 1085);
+        write(&other);
+        assert!(refused().contains("fresh-e4-pdb training-row count: 1085"));
+        let mut other = earlier.clone();
+        other.no_pdb_rows = NoPdbRows::Original;
+        write(&other);
+        assert!(refused().contains("no-PDB rows"));
+        std::fs::write(&path, "{}").unwrap();
+        assert!(refused().contains("is not a loss study's results file"));
     }
 
     #[test]
