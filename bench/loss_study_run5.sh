@@ -1,0 +1,53 @@
+#!/bin/bash
+# One sitting of the loss study's run 5 (bench/README-losses.md): a machine here lasts one
+# session, so the study goes on across machines through the results committed under
+# bench/study/run5/, which every sitting reuses (`--reuse`) instead of training those cells again.
+#
+#   bench/loss_study_run5.sh start  STEP WORK_DIR   freeze the binaries, run step STEP (1-3) in the
+#                                                   background at nice 10 (log: WORK_DIR/stepSTEP.log)
+#   bench/loss_study_run5.sh finish STEP WORK_DIR   the interim table of the finished cells, copied
+#                                                   to bench/study/run5/stepSTEP.json (commit it)
+#
+# Steps: 1 the ablation ({static, fresh-e4} x {no PDB at equal size, PDB}, Wing, 3 seeds);
+# 2 the four losses on fresh-e4; 3 the choice of E (1, 4, 8; PDB, Wing).
+# WINGFLOW_BIN_DIR: where `wingflow` and `wingflow-train` are (default target/debug); they are
+# copied to WORK_DIR/bin at the first start, with the commit they were built from, so that a
+# rebuild during the study does not change it. WINGFLOW_VENV: the venv whose torch libtorch
+# `wingflow-train` links (default .venv).
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+action="${1:?start or finish}" step="${2:?step 1, 2 or 3}" work="${3:?work dir}"
+case $step in
+  1) args=(--augmentation static,fresh --losses wing) ;;
+  2) args=(--augmentation fresh) ;;
+  3) args=(--augmentation fresh --epochs 1,4,8 --balance pdb --losses wing) ;;
+  *) echo "step must be 1, 2 or 3, not $step" >&2; exit 2 ;;
+esac
+mkdir -p "$work/bin"
+work="$(cd "$work" && pwd)"
+if [ ! -x "$work/bin/wingflow" ]; then
+  bins="${WINGFLOW_BIN_DIR:-$repo/target/debug}"
+  cp "$bins/wingflow" "$bins/wingflow-train" "$work/bin/"
+  git -C "$repo" describe --always --dirty > "$work/bin/COMMIT"
+fi
+venv="${WINGFLOW_VENV:-$repo/.venv}"
+export LD_LIBRARY_PATH="$(echo "$venv"/lib/python3*/site-packages/torch/lib)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+reuse=()
+for f in "$repo"/bench/study/run5/*.json; do
+  [ -e "$f" ] && reuse+=(--reuse "$f")
+done
+study=("$work/bin/wingflow" experiment losses "$work/out" --budget full --jobs 2 --threads 1
+  --device cpu "${args[@]}" "${reuse[@]}")
+case $action in
+  start)
+    echo "step $step with the binaries of $(cat "$work/bin/COMMIT"), log $work/step$step.log"
+    setsid nohup nice -n 10 "${study[@]}" >"$work/step$step.log" 2>&1 &
+    ;;
+  finish)
+    "${study[@]}" --finished-only
+    mkdir -p "$repo/bench/study/run5"
+    cp "$work/out/results-interim.json" "$repo/bench/study/run5/step$step.json"
+    echo "copied to bench/study/run5/step$step.json (binaries of $(cat "$work/bin/COMMIT"))"
+    ;;
+  *) echo "the action is start or finish, not $action" >&2; exit 2 ;;
+esac
