@@ -6,7 +6,9 @@
 #   bench/loss_study_run5.sh start  STEP WORK_DIR   freeze the binaries, run step STEP (1-3) in the
 #                                                   background at nice 10 (log: WORK_DIR/stepSTEP.log)
 #   bench/loss_study_run5.sh finish STEP WORK_DIR   the interim table of the finished cells, copied
-#                                                   to bench/study/run5/stepSTEP.json (commit it)
+#                                                   to bench/study/run5/stepSTEP.json, and a line in
+#                                                   bench/study/run5/SITTINGS.md: the runs this
+#                                                   sitting added, its binaries and CPU (commit both)
 #
 # Steps: 1 the ablation ({static, fresh-e4} x {no PDB at equal size, PDB}, Wing, 3 seeds);
 # 2 the four losses on fresh-e4; 3 the choice of E (1, 4, 8; PDB, Wing).
@@ -45,9 +47,31 @@ case $action in
     ;;
   finish)
     "${study[@]}" --finished-only
-    mkdir -p "$repo/bench/study/run5"
-    cp "$work/out/results-interim.json" "$repo/bench/study/run5/step$step.json"
-    echo "copied to bench/study/run5/step$step.json (binaries of $(cat "$work/bin/COMMIT"))"
+    dest="$repo/bench/study/run5/step$step.json"
+    mkdir -p "$(dirname "$dest")"
+    # Which runs this sitting added, on which binaries and CPU: libtorch picks its CPU kernels
+    # by instruction set, so runs of one seed on different machines can differ in the last bits
+    # and, after 1500 steps, by a few tenths of NME.
+    cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    isa="$(grep -m1 -o -w 'avx512f\|avx2' /proc/cpuinfo | sort | tail -1)"
+    sittings="$repo/bench/study/run5/SITTINGS.md"
+    [ -e "$sittings" ] || printf '# Run 5 sittings\n\n%s\n\n' \
+      "Written by \`bench/loss_study_run5.sh finish\`: the runs each sitting added." >"$sittings"
+    python3 - "$work/out/results-interim.json" "$dest" "$step" "$(cat "$work/bin/COMMIT")" \
+      "$cpu, $(nproc) CPUs, ${isa:-no AVX2}" >>"$sittings" <<'PY'
+import json, os, sys, datetime
+new, old, step, commit, machine = sys.argv[1:]
+key = lambda r: (r["method"], r["augmentation"], r["loss"], r["seed"])
+runs = json.load(open(new))["runs"]
+before = {key(r) for r in json.load(open(old))["runs"]} if os.path.exists(old) else set()
+added = sorted(f"{r['augmentation']} {r['method']} {r['loss']} s{r['seed']}" for r in runs if key(r) not in before)
+day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+print(f"- {day}, step {step}, binaries {commit}, {machine}: {len(added)} run(s) added, {len(runs)} in all"
+      + (": " + "; ".join(added) if added else ""))
+PY
+    cp "$work/out/results-interim.json" "$dest"
+    echo "copied to bench/study/run5/step$step.json; bench/study/run5/SITTINGS.md:"
+    tail -1 "$sittings"
     ;;
   *) echo "the action is start or finish, not $action" >&2; exit 2 ;;
 esac
