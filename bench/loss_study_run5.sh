@@ -34,6 +34,14 @@ if [ ! -x "$work/bin/wingflow" ]; then
 fi
 venv="${WINGFLOW_VENV:-$repo/.venv}"
 export LD_LIBRARY_PATH="$(echo "$venv"/lib/python3*/site-packages/torch/lib)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# libtorch picks its CPU kernels by instruction set (ATen's, oneDNN's, MKL's), and runs of one
+# seed with different kernels differ after a few steps (100 CNN-6 steps on this AVX2 machine:
+# the same loss to the last digit under avx2 twice, 1590.46 against 1592.31 under
+# ATEN_CPU_CAPABILITY=default). The sittings run on whatever machine a session gets, so every
+# one uses the AVX2 kernels (the same results as unpinned on an AVX2 machine).
+if grep -qw avx2 /proc/cpuinfo; then
+  export ATEN_CPU_CAPABILITY=avx2 DNNL_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2
+fi
 reuse=()
 for f in "$repo"/bench/study/run5/*.json; do
   [ -e "$f" ] && reuse+=(--reuse "$f")

@@ -89,6 +89,12 @@ fn a_killed_training_stage_resumes_from_its_checkpoint() {
     );
     assert!(!work.exists(), "the work folder was not swapped in");
     assert_eq!(evaluation(killed.path()), expected, "resumed run differs");
+    // Checkpoints are written byte-stably, so the resumed CNN-6 is the uninterrupted one's file.
+    let weights = |root: &Path| std::fs::read(root.join("out/models/stage1/last.safetensors"));
+    assert!(
+        weights(killed.path()).unwrap() == weights(whole.path()).unwrap(),
+        "the resumed run's weights differ from the uninterrupted run's"
+    );
 }
 
 unsafe extern "C" {

@@ -1,14 +1,14 @@
 //! safetensors files of tch tensors with a `__metadata__` table, written atomically.
 //!
 //! tch's own `Tensor::write_safetensors` writes no metadata, and checkpoints need it (the
-//! architecture travels with the weights), so the trainer serialises through the safetensors
-//! crate directly.
+//! architecture travels with the weights), so the trainer writes the files itself (header
+//! keys in a fixed order, so the same weights give the same bytes) and reads them with the
+//! safetensors crate.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use safetensors::{Dtype, SafeTensors, View};
+use safetensors::{Dtype, SafeTensors};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Result, TorchContext, TrainerError, io_err};
@@ -18,21 +18,6 @@ pub(crate) struct HostView {
     pub(crate) dtype: Dtype,
     pub(crate) shape: Vec<usize>,
     pub(crate) data: Vec<u8>,
-}
-
-impl View for &HostView {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
 }
 
 fn dtype_of(kind: Kind) -> Option<Dtype> {
@@ -111,13 +96,57 @@ pub(crate) fn write_views(
     views: &[(String, HostView)],
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
-    let bytes = safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(meta))
-        .map_err(|source| TrainerError::Safetensors {
-            path: path.to_owned(),
-            source,
-        })?;
+    let bytes = serialize_views(views, metadata).map_err(|source| TrainerError::Json {
+        path: path.to_owned(),
+        source,
+    })?;
     write_atomic(path, &bytes)
+}
+
+/// A safetensors file's bytes, the same for the same tensors and metadata. The header is
+/// written here, not by `safetensors::serialize`, whose `__metadata__` is a `HashMap` and comes
+/// out in another order on every call, so that one training gives one checkpoint byte for byte.
+/// Tensors are ordered by decreasing element size, then by name (each is naturally aligned in
+/// a memory map); the header is padded with spaces to a multiple of 8 bytes.
+fn serialize_views(
+    views: &[(String, HostView)],
+    metadata: &BTreeMap<String, String>,
+) -> serde_json::Result<Vec<u8>> {
+    let mut order: Vec<&(String, HostView)> = views.iter().collect();
+    order.sort_by(|(a_name, a), (b_name, b)| {
+        (b.dtype.bitsize().cmp(&a.dtype.bitsize())).then_with(|| a_name.cmp(b_name))
+    });
+    let mut header = String::from("{");
+    if !metadata.is_empty() {
+        header.push_str(&format!(
+            "\"__metadata__\":{}",
+            serde_json::to_string(metadata)?
+        ));
+    }
+    let mut offset = 0;
+    for (name, view) in &order {
+        if header.len() > 1 {
+            header.push(',');
+        }
+        let end = offset + view.data.len();
+        header.push_str(&format!(
+            "{}:{{\"dtype\":{},\"shape\":{},\"data_offsets\":[{offset},{end}]}}",
+            serde_json::to_string(name)?,
+            serde_json::to_string(&view.dtype)?,
+            serde_json::to_string(&view.shape)?,
+        ));
+        offset = end;
+    }
+    header.push('}');
+    let padded = header.len().next_multiple_of(8);
+    let mut bytes = Vec::with_capacity(8 + padded + offset);
+    bytes.extend((padded as u64).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.resize(8 + padded, b' ');
+    for (_, view) in &order {
+        bytes.extend(&view.data);
+    }
+    Ok(bytes)
 }
 
 /// A safetensors file loaded into tch tensors on `device`.
@@ -187,6 +216,44 @@ mod tests {
         assert!(loaded.tensors["a"].equal(&a));
         assert!(loaded.tensors["b"].equal(&b));
         assert_eq!(loaded.tensors["b"].kind(), Kind::Int64);
+    }
+
+    #[test]
+    fn the_same_tensors_and_metadata_give_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let tensors = [
+            ("z.bias".to_owned(), Tensor::from_slice(&[0.5f32, 1.0])),
+            ("a.index".to_owned(), Tensor::from_slice(&[3i64])),
+            ("m.flags".to_owned(), Tensor::from_slice(&[1u8, 0, 1])),
+        ];
+        let meta: BTreeMap<String, String> = (0..12)
+            .map(|i| (format!("key{i}"), format!("value \"{i}\"")))
+            .collect();
+        let bytes: Vec<Vec<u8>> = (0..4)
+            .map(|i| {
+                let path = dir.path().join(format!("{i}.safetensors"));
+                save_tensors(&path, &tensors, &meta).unwrap();
+                std::fs::read(&path).unwrap()
+            })
+            .collect();
+        assert!(bytes.iter().all(|b| b == &bytes[0]));
+        // A valid safetensors file: header padded to 8 bytes, tensors by element size.
+        let header_len = u64::from_le_bytes(bytes[0][..8].try_into().unwrap()) as usize;
+        assert_eq!(header_len % 8, 0);
+        let parsed = SafeTensors::deserialize(&bytes[0]).unwrap();
+        let mut offsets: Vec<(usize, String)> = parsed
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| (view.data().as_ptr() as usize, name))
+            .collect();
+        offsets.sort();
+        let names: Vec<&str> = offsets.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(names, ["a.index", "z.bias", "m.flags"]);
+        let loaded = load_tensors(&dir.path().join("0.safetensors"), Device::Cpu).unwrap();
+        assert_eq!(loaded.metadata, meta);
+        for (name, tensor) in &tensors {
+            assert!(loaded.tensors[name].equal(tensor), "{name}");
+        }
     }
 
     #[test]
