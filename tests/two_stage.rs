@@ -95,6 +95,42 @@ fn trained_cnn6_beats_the_mean_shape_and_predict_finds_faces_in_image_coordinate
         "{table}"
     );
 
+    // Another machine, another output folder: with the first sitting's results reused, the
+    // cell is not trained again and its run comes back whole.
+    let again = tmp.path().join("study-again");
+    let sitting = ok(wingflow()
+        .args(["experiment", "losses"])
+        .arg(&again)
+        .args([
+            "--faces",
+            "200",
+            "--stage1-steps",
+            "300",
+            "--batch-size",
+            "8",
+        ])
+        .args(["--losses", "wing", "--stage1-only", "--balance", "no-pdb"])
+        .args(["--augmentation", "static", "--no-pdb-rows", "original"])
+        .args(["--threads", "2", "--device", "cpu"])
+        .arg("--reuse")
+        .arg(out.join("results.json")));
+    let said = String::from_utf8_lossy(&sitting.stdout);
+    assert!(
+        said.contains("wing-s0: reused from an earlier sitting"),
+        "{said}"
+    );
+    assert!(!again.join("work/static-no-pdb/models/wing-s0").exists());
+    let reused = json(&again.join("results.json"));
+    assert_eq!(reused["runs"].as_array().unwrap().len(), 1, "{reused}");
+    // (Read back by serde_json, a float may move by an ulp.)
+    let mean = |r: &Value| r["full"]["mean_nme_percent"].as_f64().unwrap();
+    assert!(
+        (mean(&reused["runs"][0]) - mean(run)).abs() < 1e-9,
+        "{reused}"
+    );
+    let faces = |r: &Value| r["nmes"].as_array().unwrap().len();
+    assert_eq!(faces(&reused["runs"][0]), faces(run));
+
     // A few CNN-7 steps: enough to run the second stage, not to be accurate.
     // Each cell is a configuration of the DAG: `wingflow status` finds it all fresh.
     let status = ok(wingflow()
