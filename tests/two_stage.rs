@@ -47,11 +47,11 @@ fn trained_cnn6_beats_the_mean_shape_and_predict_finds_faces_in_image_coordinate
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("study");
     // One small study: 200 faces, Wing, CNN-6 only, no PDB variant, static augmentation;
-    // `extra` adds flags.
-    let study = |extra: &[&str]| {
+    // `extra` adds flags; `dir` is its output folder.
+    let study_in = |dir: &Path, extra: &[&str]| {
         ok(wingflow()
             .args(["experiment", "losses"])
-            .arg(&out)
+            .arg(dir)
             .args([
                 "--faces",
                 "200",
@@ -66,6 +66,7 @@ fn trained_cnn6_beats_the_mean_shape_and_predict_finds_faces_in_image_coordinate
             .args(["--threads", "2", "--device", "cpu"])
             .args(extra))
     };
+    let study = |extra: &[&str]| study_in(&out, extra);
     study(&[]);
     let results = json(&out.join("results.json"));
     let baseline = results["mean_shape_baseline"]["mean_nme_percent"]
@@ -98,22 +99,8 @@ fn trained_cnn6_beats_the_mean_shape_and_predict_finds_faces_in_image_coordinate
     // Another machine, another output folder: with the first sitting's results reused, the
     // cell is not trained again and its run comes back whole.
     let again = tmp.path().join("study-again");
-    let sitting = ok(wingflow()
-        .args(["experiment", "losses"])
-        .arg(&again)
-        .args([
-            "--faces",
-            "200",
-            "--stage1-steps",
-            "300",
-            "--batch-size",
-            "8",
-        ])
-        .args(["--losses", "wing", "--stage1-only", "--balance", "no-pdb"])
-        .args(["--augmentation", "static", "--no-pdb-rows", "original"])
-        .args(["--threads", "2", "--device", "cpu"])
-        .arg("--reuse")
-        .arg(out.join("results.json")));
+    let first = out.join("results.json");
+    let sitting = study_in(&again, &["--reuse", first.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&sitting.stdout);
     assert!(
         said.contains("wing-s0: reused from an earlier sitting"),
