@@ -6,6 +6,7 @@
 //! - [`decode`]: full decodes, and reduced-resolution JPEG region decodes into coarser levels.
 //! - [`warp`]: inverse warp with bilinear sampling from an area-averaged pyramid.
 //! - [`photometric`]: colour, blur, occlusion, JPEG on the small crop.
+//! - [`recompress`]: the JPEG re-compression (a writer with the `image` crate's bytes, faster).
 //! - [`shard`]: the on-disk format (shards, sidecars, `index.json`, `samples.parquet`), `gc`.
 //! - `simd`: run-time choice of the AVX2 builds of the pixel loops (same bytes either way).
 //! - [`engine`]: [`render_shards`], decoding each source image once.
@@ -20,6 +21,7 @@ pub mod engine;
 pub mod geometry;
 pub mod inspect;
 pub mod photometric;
+pub mod recompress;
 pub mod shard;
 mod simd;
 pub mod warp;

@@ -1,9 +1,6 @@
 //! Photometric operations on a rendered RGB8 crop (after the warp, so they cost little): colour
 //! factors, grey conversion, Gaussian blur, occlusion patches, JPEG re-compression.
 
-use image::codecs::jpeg::JpegEncoder;
-use image::{ExtendedColorType, ImageFormat};
-
 use super::augment::Augmentation;
 use super::simd::dispatch_avx2;
 
@@ -229,15 +226,7 @@ pub fn apply(crop: &mut [u8], size: u32, aug: &Augmentation) -> Result<(), image
         }
     }
     if let Some(q) = aug.jpeg_quality {
-        let mut encoded = Vec::new();
-        JpegEncoder::new_with_quality(&mut encoded, q).encode(
-            crop,
-            size,
-            size,
-            ExtendedColorType::Rgb8,
-        )?;
-        let decoded = image::load_from_memory_with_format(&encoded, ImageFormat::Jpeg)?.to_rgb8();
-        crop.copy_from_slice(decoded.as_raw());
+        super::recompress::recompress(crop, size, q)?;
     }
     Ok(())
 }
