@@ -11,7 +11,8 @@
 #                                                   sitting added, its binaries and CPU (commit both)
 #
 # Steps: 1 the ablation ({static, fresh-e4} x {no PDB at equal size, PDB}, Wing, 3 seeds);
-# 2 the four losses on fresh-e4; 3 the choice of E (1, 4, 8; PDB, Wing).
+# 2 the four losses on fresh-e4; 3 the choice of E (1, 4, 8; PDB, Wing). Step 3 runs before
+# step 2, whose four-loss table is meant for the default E that step 3 chooses.
 # WINGFLOW_BIN_DIR: where `wingflow` and `wingflow-train` are (default target/debug); they are
 # copied to WORK_DIR/bin at the first start, with the commit they were built from, so that a
 # rebuild during the study does not change it. WINGFLOW_VENV: the venv whose torch libtorch
