@@ -68,11 +68,13 @@ case $action in
       "Written by \`bench/loss_study_run5.sh finish\`: the runs each sitting added." >"$sittings"
     python3 - "$work/out/results-interim.json" "$dest" "$step" "$(cat "$work/bin/COMMIT")" \
       "$cpu, $(nproc) CPUs, ${isa:-no AVX2}" >>"$sittings" <<'PY'
-import json, os, sys, datetime
+import datetime, glob, json, os, sys
 new, old, step, commit, machine = sys.argv[1:]
 key = lambda r: (r["method"], r["augmentation"], r["loss"], r["seed"])
 runs = json.load(open(new))["runs"]
-before = {key(r) for r in json.load(open(old))["runs"]} if os.path.exists(old) else set()
+# Runs already committed in any step's file (a step reuses other steps' cells) were not added.
+committed = glob.glob(os.path.join(os.path.dirname(old), "step*.json"))
+before = {key(r) for path in committed for r in json.load(open(path))["runs"]}
 added = sorted(f"{r['augmentation']} {r['method']} {r['loss']} s{r['seed']}" for r in runs if key(r) not in before)
 day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 print(f"- {day}, step {step}, binaries {commit}, {machine}: {len(added)} run(s) added, {len(runs)} in all"
