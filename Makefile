@@ -22,7 +22,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: all build test demo lint fmt clean-demo sysdeps bench-render slurm-check
+.PHONY: all build test demo lint fmt clean-demo sysdeps bench-render slurm-check gpu-bin
 
 all: build
 
@@ -72,6 +72,13 @@ bench-render: sysdeps
 # needed), checked byte for byte against a one-process render. SLURM_CHECK_DIR keeps the outputs.
 slurm-check: build
 	$(SUDO) env WINGFLOW_BIN_DIR=$(BIN_DIR) ./scripts/slurm-check.sh $(SLURM_CHECK_DIR)
+
+# By hand: stripped binaries for bench/gpu_check.sh on a lent GPU machine (what travels there is
+# capped at 64 MiB; these are about 45 MB).
+gpu-bin: build
+	mkdir -p $(TARGET_DIR)/gpu-bin
+	strip -o $(TARGET_DIR)/gpu-bin/wingflow $(BIN_DIR)/wingflow
+	strip -o $(TARGET_DIR)/gpu-bin/wingflow-train $(BIN_DIR)/wingflow-train
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
