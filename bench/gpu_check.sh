@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check for a lent device machine (../.library/device/README.md): one script, run once,
-# that answers what only a GPU can — wingflow-train against PyTorch on the same GPU (CNN-6 and
-# CNN-7, batch 16 and 256, with the loader rows on shards made there), and the whole pipeline
-# with training on the GPU (default budgets: 2000 steps of 32 per network) on synthetic faces
-# rendered there, evaluated against the mean shape.
+# that answers what only a GPU can — the whole pipeline (`scripts/demo.sh`) with both networks
+# trained on the GPU (2000 steps of 32 each, the default budgets) and evaluated against the mean
+# shape, then wingflow-train against PyTorch on the same GPU (CNN-6 and CNN-7, batch 16 and
+# 256, the loader rows on the demo's shards).
 #
 #   make gpu-bin                              here: stripped binaries in target/gpu-bin (≈ 45 MB)
 #   bench/gpu_check.sh target/gpu-bin OUT     there, e.g. through the device tool:
@@ -50,13 +50,12 @@ export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 } >"$out/machine.txt" 2>&1
 part doctor 120 "$bin/wingflow-train" doctor --device "$device"
 
-# Shards made there: the demo's synthetic 300W faces through every stage up to render.
-part synth 300 "$bin/wingflow" synth "$work/data/300w" --format 300w --count "${FACES:-600}" --seed 1
-(cd "$work" && "$bin/wingflow" init data --output pipeline --set "train.device=$device" \
-  --set "train.cnn6.steps=${CNN6_STEPS:-2000}" --set "train.cnn6.batch_size=${CNN6_BATCH:-32}" \
-  --set "train.cnn7.steps=${CNN7_STEPS:-2000}" --set "train.cnn7.batch_size=${CNN7_BATCH:-32}") \
-  >"$out/init.txt" 2>&1 || failed=1
-part render 300 "$bin/wingflow" run --config "$work/wingflow.toml" --until render
+# The demo (scripts/demo.sh) with both networks trained on the device at these budgets: its
+# shards feed the bench's loader rows below; its evaluation has the mean-shape row.
+part demo 420 env WINGFLOW_BIN_DIR="$bin" DEMO_FACES="${FACES:-600}" DEMO_DEVICE="$device" \
+  DEMO_CNN6_STEPS="${CNN6_STEPS:-2000}" DEMO_CNN6_BATCH="${CNN6_BATCH:-32}" \
+  DEMO_CNN7_STEPS="${CNN7_STEPS:-2000}" DEMO_CNN7_BATCH="${CNN7_BATCH:-32}" \
+  "$repo/scripts/demo.sh" "$work"
 
 # wingflow-train against PyTorch on the same device, the loader rows on those shards.
 for batch in ${BATCHES:-16 256}; do
@@ -66,9 +65,6 @@ for batch in ${BATCHES:-16 256}; do
     --shards1 "$work/pipeline/shards/stage1/train" --shards2 "$work/pipeline/shards/stage2/train"
 done
 
-# Both networks trained on the device, then evaluated (mean-shape row included).
-part train 600 "$bin/wingflow" run --config "$work/wingflow.toml"
-part status 60 "$bin/wingflow" status --config "$work/wingflow.toml"
 mkdir -p "$out/pipeline"
 (cd "$work/pipeline" && cp -r --parents reports models/*/loss-curve.png models/*/train_log.csv \
   "$out/pipeline/") 2>/dev/null

@@ -23,9 +23,13 @@ if [ ! -f "$out/wingflow.toml" ]; then
   # A CPU-sized training budget for the demo (the default is 2000 steps of 32 per network):
   # enough for CNN-6 to beat the mean shape clearly, and for CNN-7 (about 5x slower per step)
   # to beat it too, not yet CNN-6. `--set` fails loudly if a key is renamed.
+  # DEMO_DEVICE (e.g. cuda) pins the training device instead of the default `auto`.
   (cd "$out" && "$wingflow" init data --output pipeline \
-    --set "train.cnn6.steps=${DEMO_CNN6_STEPS:-1200}" --set train.cnn6.batch_size=16 \
-    --set "train.cnn7.steps=${DEMO_CNN7_STEPS:-450}" --set train.cnn7.batch_size=8)
+    --set "train.cnn6.steps=${DEMO_CNN6_STEPS:-1200}" \
+    --set "train.cnn6.batch_size=${DEMO_CNN6_BATCH:-16}" \
+    --set "train.cnn7.steps=${DEMO_CNN7_STEPS:-450}" \
+    --set "train.cnn7.batch_size=${DEMO_CNN7_BATCH:-8}" \
+    ${DEMO_DEVICE:+--set "train.device=$DEMO_DEVICE"})
 fi
 
 echo "==> wingflow run (every stale stage)"
