@@ -80,7 +80,9 @@ day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"
 print(f"- {day}, step {step}, binaries {commit}, {machine}: {len(added)} run(s) added, {len(runs)} in all"
       + (": " + "; ".join(added) if added else ""))
 PY
-    cp "$work/out/results-interim.json" "$dest"
+    # Compact JSON (the study writes it indented): half the bytes in git, the same values.
+    python3 -c 'import json, sys; json.dump(json.load(open(sys.argv[1])), open(sys.argv[2], "w"), separators=(",", ":"), ensure_ascii=False)' \
+      "$work/out/results-interim.json" "$dest"
     echo "copied to bench/study/run5/step$step.json; bench/study/run5/SITTINGS.md:"
     tail -1 "$sittings"
     ;;
