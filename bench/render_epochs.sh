@@ -8,15 +8,15 @@
 #   bench/render_epochs.sh [WORK_DIR]      (default /tmp/wingflow-epochs-bench)
 #
 # WINGFLOW_BIN_DIR: where `wingflow` is (default target/debug). ROUNDS (default 2). EPOCHS
-# (default "1 8"). Pause other work on the machine while it runs: these are sub-second to
-# few-second timings.
+# (default "1 8"). SETS (default "demo 03mp 15mp"). Pause other work on the machine while it
+# runs: these are sub-second to few-second timings.
 set -euo pipefail
 bin="$(cd "${WINGFLOW_BIN_DIR:-target/debug}" && pwd)/wingflow"
 work="${1:-/tmp/wingflow-epochs-bench}"
 mkdir -p "$work"
 cd "$work"
 declare -A spec=([demo]="600 1 -" [03mp]="300 3 560-700" [15mp]="100 15 1150-1300")
-for set in demo 03mp 15mp; do
+for set in ${SETS:-demo 03mp 15mp}; do
   read -r count seed size <<<"${spec[$set]}"
   if [ ! -f "data-$set/300w/synth-truth.jsonl" ]; then
     args=(synth "data-$set/300w" --format 300w --count "$count" --seed "$seed")
@@ -27,7 +27,7 @@ done
 echo "| round | set | epochs | training rows | shards MB | crops | render s | crops/s |"
 echo "|---|---|---|---|---|---|---|---|"
 for round in $(seq "${ROUNDS:-2}"); do
-  for set in demo 03mp 15mp; do
+  for set in ${SETS:-demo 03mp 15mp}; do
     for e in ${EPOCHS:-1 8}; do
       root="$work/run-$set-e$e"
       rm -rf "$root"

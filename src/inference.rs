@@ -21,8 +21,9 @@ use render::decode::SourceFile;
 use render::engine::{decode_for_crops, source_size};
 use render::geometry::{SquareBox, stage1_matrix, stage2_matrix};
 use render::shard::{
-    FORMAT_VERSION, IndexEntry, RenderedCrop, ShardIndex, ShardLayout, file_digest, shard_file_name,
+    FORMAT_VERSION, IndexEntry, RenderedCrop, ShardIndex, ShardLayout, shard_file_name,
 };
+use render::shard_file::BlockPool;
 use render::warp::warp;
 use render::{Affine, Augmentation, BoxRule, RenderParams};
 
@@ -235,7 +236,8 @@ pub fn write_crop_set(
     let file = shard_file_name(0);
     let path = dir.join(&file);
     let indices: Vec<i64> = (0..crops.len() as i64).collect();
-    layout.create(&path, &indices)?;
+    let pool = BlockPool::default();
+    let shard = layout.create(&path, &indices, &pool)?;
     for (row, crop) in crops.iter().enumerate() {
         let sample = RenderedCrop {
             image: crop.clone(),
@@ -244,9 +246,9 @@ pub fn write_crop_set(
             occluded: vec![0; l],
             in_crop: vec![0; l],
         };
-        layout.write_sample(&path, row, &sample)?;
+        layout.write_sample(&shard, &pool, row, &sample)?;
     }
-    let (blake3, bytes) = file_digest(&path)?;
+    let (blake3, bytes) = shard.finish()?;
     let index = ShardIndex {
         format_version: FORMAT_VERSION,
         scheme: scheme.name.to_owned(),

@@ -27,6 +27,7 @@ use super::shard::{
     self, CropLevel, FORMAT_VERSION, PIXEL_VERSION, RenderedCrop, SampleRecord, ShardIndex,
     ShardLayout, Sidecar, epoch_set_dir, io_err,
 };
+use super::shard_file::{BlockPool, ShardFile};
 use super::warp::{self, Pyramid};
 use super::{RenderError, RenderParams, Result};
 use contract::scheme::Scheme;
@@ -285,6 +286,7 @@ struct ShardJob<'a> {
     shard: &'a PlannedShard<'a>,
     key: String,
     layout: ShardLayout,
+    file: ShardFile,
     tmp: PathBuf,
     path: PathBuf,
     remaining: AtomicUsize,
@@ -401,28 +403,32 @@ pub fn render_shards(
         .filter(|s| worker.is_none_or(|w| s.id % w.count == w.index))
         .collect();
 
-    // Freshness: compare keys and file digests (parallel: hashing shards is I/O + blake3).
-    let checked: Vec<(&PlannedShard, String, bool)> = selected
+    // Freshness: compare keys and file digests (parallel: hashing shards is I/O + blake3). A
+    // fresh shard's digest, just checked, is not computed again when its set is indexed.
+    let checked: Vec<(&PlannedShard, String, Option<(String, u64)>)> = selected
         .par_iter()
         .map(|s| {
             let key = shard_key(s, plan, &face_of, scheme, params, source_digest);
             let dir = epoch_set_dir(out_root, s.stage, s.split, s.epoch);
-            let fresh =
-                shard::read_sidecar(&dir.join(shard::sidecar_file_name(s.id))).is_some_and(|sc| {
-                    sc.key == key
-                        && shard::file_digest(&dir.join(&sc.file))
-                            .is_ok_and(|(d, n)| d == sc.blake3 && n == sc.bytes)
+            let fresh = shard::read_sidecar(&dir.join(shard::sidecar_file_name(s.id)))
+                .filter(|sc| sc.key == key)
+                .and_then(|sc| {
+                    let digest = shard::file_digest(&dir.join(&sc.file)).ok()?;
+                    (digest.0 == sc.blake3 && digest.1 == sc.bytes).then_some(digest)
                 });
             (*s, key, fresh)
         })
         .collect();
 
     let mut report = RenderReport::default();
+    let mut digests: HashMap<PathBuf, (String, u64)> = HashMap::new();
+    let pool = BlockPool::default();
     let mut jobs: Vec<ShardJob> = Vec::new();
     for (s, key, fresh) in checked {
         let dir = epoch_set_dir(out_root, s.stage, s.split, s.epoch);
         let path = dir.join(shard::shard_file_name(s.id));
-        if fresh {
+        if let Some(digest) = fresh {
+            digests.insert(path.clone(), digest);
             report.fresh.push(path);
             continue;
         }
@@ -442,11 +448,12 @@ pub fn render_shards(
         )?;
         let tmp = shard::temp_path(&path)?;
         let index: Vec<i64> = (0..s.rows.len() as i64).map(|r| s.offset + r).collect();
-        layout.create(&tmp, &index)?;
+        let file = layout.create(&tmp, &index, &pool)?;
         jobs.push(ShardJob {
             shard: s,
             key,
             layout,
+            file,
             tmp,
             path,
             remaining: AtomicUsize::new(s.rows.len()),
@@ -480,7 +487,10 @@ pub fn render_shards(
                 .push(r);
         }
     }
-    let images: Vec<(&str, Vec<usize>)> = by_image.into_iter().collect();
+    // Images in the order of their first plan row: a shard's rows are in plan order, so its
+    // blocks complete (and are written and freed) as rendering goes, not all at the end.
+    let mut images: Vec<(&str, Vec<usize>)> = by_image.into_iter().collect();
+    images.sort_by_key(|(_, rows)| rows[0]);
     progress(RenderProgress::Planned {
         stale_shards: jobs.len(),
         fresh_shards: report.fresh.len(),
@@ -517,7 +527,7 @@ pub fn render_shards(
             for ((r, seed, aug, t), (crop, affine)) in wanted.into_iter().zip(rendered) {
                 let row = &plan[r];
                 let (job, pos) = (&jobs[t.job], t.pos);
-                job.layout.write_sample(&job.tmp, pos, &crop)?;
+                job.layout.write_sample(&job.file, &pool, pos, &crop)?;
                 crops_done.fetch_add(1, Ordering::Relaxed);
                 let record = SampleRecord {
                     shard: job.shard.id,
@@ -532,12 +542,12 @@ pub fn render_shards(
                 };
                 job.records.lock().unwrap_or_else(|e| e.into_inner())[pos] = Some(record);
                 if job.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    finish_job(job, scheme, params, &config_digest)?;
+                    let digest = finish_job(job, scheme, params, &config_digest)?;
                     progress(RenderProgress::ShardWritten(job.path.clone()));
                     written
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .push(job.path.clone());
+                        .push((job.path.clone(), digest));
                 }
             }
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
@@ -556,7 +566,10 @@ pub fn render_shards(
         }
         return Err(e);
     }
-    report.rendered = written.into_inner().unwrap_or_else(|e| e.into_inner());
+    for (path, digest) in written.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        report.rendered.push(path.clone());
+        digests.insert(path, digest);
+    }
     report.rendered.sort();
     report.fresh.sort();
     report.images_decoded = images.len();
@@ -574,7 +587,7 @@ pub fn render_shards(
             } else {
                 1
             };
-            let index = shard::index_shard_set(&dir, epochs)?;
+            let index = shard::index_checked_shard_set(&dir, epochs, &digests)?;
             report.indexes.push((dir, index));
         }
     }
@@ -582,15 +595,16 @@ pub fn render_shards(
 }
 
 /// Commit a finished shard and write its sidecar (after the file, so a crash in between leaves
-/// a sidecar that no longer matches, and the shard is rendered again).
+/// a sidecar that no longer matches, and the shard is rendered again). Returns the shard's
+/// blake3 and size.
 fn finish_job(
     job: &ShardJob<'_>,
     scheme: &Scheme,
     params: &RenderParams,
     config_digest: &str,
-) -> Result<()> {
+) -> Result<(String, u64)> {
+    let (blake3, bytes) = job.file.finish()?;
     shard::commit(&job.tmp, &job.path)?;
-    let (blake3, bytes) = shard::file_digest(&job.path)?;
     let records = std::mem::take(&mut *job.records.lock().unwrap_or_else(|e| e.into_inner()));
     let samples: Vec<SampleRecord> = records.into_iter().flatten().collect();
     let sidecar = Sidecar {
@@ -602,7 +616,7 @@ fn finish_job(
         split: job.shard.split.to_owned(),
         file: shard::shard_file_name(job.shard.id),
         bytes,
-        blake3,
+        blake3: blake3.clone(),
         set_shards: job.shard.set_shards.to_vec(),
         samples,
     };
@@ -613,7 +627,8 @@ fn finish_job(
         path: path.clone(),
         source,
     })?;
-    shard::write_atomic(&path, &json)
+    shard::write_atomic(&path, &json)?;
+    Ok((blake3, bytes))
 }
 
 /// Group plan rows into shards of each (stage, split) set, rows sorted by (sample id, replica);

@@ -8,6 +8,7 @@
 //! - [`photometric`]: colour, blur, occlusion, JPEG on the small crop.
 //! - [`recompress`]: the JPEG re-compression (a writer with the `image` crate's bytes, faster).
 //! - [`shard`]: the on-disk format (shards, sidecars, `index.json`, `samples.parquet`), `gc`.
+//! - [`shard_file`]: one shard file written in blocks as its bytes arrive, hashed on the way.
 //! - `simd`: run-time choice of the AVX2 builds of the pixel loops (same bytes either way).
 //! - [`engine`]: [`render_shards`], decoding each source image once.
 //! - [`inspect`]: shard-set checks and contact sheets.
@@ -23,6 +24,7 @@ pub mod inspect;
 pub mod photometric;
 pub mod recompress;
 pub mod shard;
+pub mod shard_file;
 mod simd;
 pub mod warp;
 

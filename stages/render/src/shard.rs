@@ -5,9 +5,9 @@
 //! sample count, crop size and point count), so each rendered sample is written straight to its
 //! final position: output bytes never depend on the order in which threads finish.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::augment::Augmentation;
 use super::geometry::Affine;
+use super::shard_file::{BlockPool, ShardFile};
 use super::{RenderError, Result};
 use shapes::balance::TRAIN;
 use shapes::plan::PlanRow;
@@ -194,23 +195,24 @@ impl ShardLayout {
         self.occluded_offset() + if self.occluded { flags } else { 0 }
     }
 
-    /// Create the (temporary) shard file at `path`: header, zeroed tensors, and the
+    /// Open the (temporary) shard file at `path` for writing and write its header and the
     /// `sample_index` tensor, which is known before rendering.
-    pub fn create(&self, path: &Path, sample_index: &[i64]) -> Result<()> {
-        let mut f = File::create(path).map_err(io_err(path))?;
+    pub fn create(&self, path: &Path, sample_index: &[i64], pool: &BlockPool) -> Result<ShardFile> {
+        let file = ShardFile::open(path, self.file_len())?;
         let mut head = self.prefix.clone();
         head.extend(sample_index.iter().flat_map(|v| v.to_le_bytes()));
-        f.write_all(&head).map_err(io_err(path))?;
-        f.set_len(self.file_len()).map_err(io_err(path))?;
-        Ok(())
+        file.write_at(pool, 0, &head)?;
+        Ok(file)
     }
 
-    /// Write one rendered sample at row `row` of the shard file at `path`.
-    pub fn write_sample(&self, path: &Path, row: usize, sample: &RenderedCrop) -> Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(io_err(path))?;
+    /// Write one rendered sample at row `row` of `file`.
+    pub fn write_sample(
+        &self,
+        file: &ShardFile,
+        pool: &BlockPool,
+        row: usize,
+        sample: &RenderedCrop,
+    ) -> Result<()> {
         let (s, l) = (self.size, self.points);
         let xy: Vec<u8> = sample
             .landmarks
@@ -230,8 +232,7 @@ impl ShardLayout {
             parts.push((self.occluded_offset() + (row * l) as u64, &sample.occluded));
         }
         for (offset, bytes) in parts {
-            f.seek(SeekFrom::Start(offset)).map_err(io_err(path))?;
-            f.write_all(bytes).map_err(io_err(path))?;
+            file.write_at(pool, offset, bytes)?;
         }
         Ok(())
     }
@@ -375,6 +376,16 @@ fn list_sidecars(dir: &Path) -> Result<BTreeMap<u32, Sidecar>> {
 /// recorded in the index (a training set's epoch 0 lists how many it has; every other set has
 /// one).
 pub fn index_shard_set(dir: &Path, augmentation_epochs: u32) -> Result<ShardIndex> {
+    index_checked_shard_set(dir, augmentation_epochs, &HashMap::new())
+}
+
+/// Like [`index_shard_set`], but the shard files in `checked` (path → blake3, size), whose
+/// digests the caller has just computed from the bytes it wrote or read, are not read again.
+pub(crate) fn index_checked_shard_set(
+    dir: &Path,
+    augmentation_epochs: u32,
+    checked: &HashMap<PathBuf, (String, u64)>,
+) -> Result<ShardIndex> {
     let sidecars = list_sidecars(dir)?;
     let bad = |reason: String| RenderError::Index {
         dir: dir.to_owned(),
@@ -440,7 +451,10 @@ pub fn index_shard_set(dir: &Path, augmentation_epochs: u32) -> Result<ShardInde
             )));
         }
         let path = dir.join(&sc.file);
-        let (digest, bytes) = file_digest(&path)?;
+        let (digest, bytes) = match checked.get(&path) {
+            Some(known) => known.clone(),
+            None => file_digest(&path)?,
+        };
         if digest != sc.blake3 || bytes != sc.bytes {
             return Err(bad(format!(
                 "{} does not match its recorded digest (truncated or corrupted)",
@@ -703,7 +717,8 @@ mod tests {
         let layout = ShardLayout::new(2, 4, 3, false, &meta).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.safetensors");
-        layout.create(&path, &[5, 6]).unwrap();
+        let pool = BlockPool::default();
+        let file = layout.create(&path, &[5, 6], &pool).unwrap();
         let crop = RenderedCrop {
             image: (0..48).collect(),
             landmarks: vec![1.5, 2.5, 3.0, 4.0, -1.0, 9.0],
@@ -711,8 +726,18 @@ mod tests {
             occluded: vec![0, 0, 1],
             in_crop: vec![1, 1, 0],
         };
-        layout.write_sample(&path, 1, &crop).unwrap();
+        let blank = RenderedCrop {
+            image: vec![0; 48],
+            landmarks: vec![0.0; 6],
+            visible: vec![0; 3],
+            occluded: vec![0; 3],
+            in_crop: vec![0; 3],
+        };
+        layout.write_sample(&file, &pool, 1, &crop).unwrap();
+        layout.write_sample(&file, &pool, 0, &blank).unwrap();
+        let (digest, len) = file.finish().unwrap();
         let bytes = fs::read(&path).unwrap();
+        assert_eq!((digest, len), file_digest(&path).unwrap());
         assert_eq!(bytes.len() as u64, layout.file_len());
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let images = st.tensor("images").unwrap();
@@ -736,8 +761,10 @@ mod tests {
         // With occlusion flags: the same tensors at the same offsets, `occluded` appended.
         let with = ShardLayout::new(2, 4, 3, true, &meta).unwrap();
         let path = dir.path().join("o.safetensors");
-        with.create(&path, &[5, 6]).unwrap();
-        with.write_sample(&path, 1, &crop).unwrap();
+        let file = with.create(&path, &[5, 6], &pool).unwrap();
+        with.write_sample(&file, &pool, 0, &blank).unwrap();
+        with.write_sample(&file, &pool, 1, &crop).unwrap();
+        file.finish().unwrap();
         let bytes_with = fs::read(&path).unwrap();
         assert_eq!(bytes_with.len() as u64, with.file_len());
         let st_with = safetensors::SafeTensors::deserialize(&bytes_with).unwrap();
