@@ -342,13 +342,16 @@ fn render_stage<'a>(config: &'a Config, layout: &Layout, worker: Option<WorkerSp
                 seconds / rendered as f64
             );
         }
-        Ok::<_, BoxError>(
-            StageReport::new()
-                .rows("shards_written", report.rendered.len() as u64)
-                .rows("shards_fresh", report.fresh.len() as u64)
-                .rows("crops", report.crops_rendered as u64)
-                .rows("images", report.images_decoded as u64),
-        )
+        let mut stage_report = StageReport::new()
+            .rows("shards_written", report.rendered.len() as u64)
+            .rows("shards_fresh", report.fresh.len() as u64)
+            .rows("crops", report.crops_rendered as u64)
+            .rows("images", report.images_decoded as u64);
+        // The shards' digests are known: the runner need not read them back.
+        for (path, (blake3, _)) in &report.digests {
+            stage_report = stage_report.written_file(path, blake3.parse()?);
+        }
+        Ok::<_, BoxError>(stage_report)
     })
     // `epochs` is not serialised with the render parameters (it is in no shard key): listed
     // here so that changing it re-runs the stage (which renders only the missing epochs).

@@ -155,6 +155,11 @@ struct CacheFile {
 pub struct StatCache {
     file: Option<PathBuf>,
     entries: Mutex<HashMap<PathBuf, Entry>>,
+    /// Digests that a writer computed from the bytes it wrote ([`note_written`]), for this
+    /// process only: never saved, so the racy-window rule of saved entries still holds.
+    ///
+    /// [`note_written`]: StatCache::note_written
+    written: Mutex<HashMap<PathBuf, Entry>>,
     hashes: AtomicU64,
     dirty: AtomicBool,
 }
@@ -194,6 +199,24 @@ impl StatCache {
             entries: Mutex::new(entries),
             ..StatCache::default()
         })
+    }
+
+    /// Records that the file at `path` holds bytes whose blake3 is `digest`, as computed by the
+    /// code that wrote them: until its stat changes, [`HashPolicy::TrustStat`] lookups in this
+    /// process return `digest` instead of reading the file. A file that cannot be stat-ed is not
+    /// recorded (it is hashed, or reported missing, as usual).
+    pub fn note_written(&self, path: &Path, digest: Digest) {
+        let (Ok(key), Ok(meta)) = (std::path::absolute(path), fs::metadata(path)) else {
+            return;
+        };
+        let entry = Entry {
+            stat: FileStat::of(&meta),
+            digest,
+        };
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, entry);
     }
 
     /// Writes the cache back atomically if anything changed since it was loaded.
@@ -262,8 +285,12 @@ impl StatCache {
             ));
         }
         let mut stat = FileStat::of(meta);
+        let written = || {
+            let noted = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            noted.get(&key).copied()
+        };
         if policy == HashPolicy::TrustStat
-            && let Some(entry) = self.lock().get(&key)
+            && let Some(entry) = self.lock().get(&key).copied().or_else(written)
             && entry.stat == stat
         {
             return Ok(FileDigest {

@@ -600,6 +600,9 @@ impl<'a> Pipeline<'a> {
             }
         };
 
+        for (path, digest) in &report.written {
+            cache.note_written(path, *digest);
+        }
         let mut outputs = BTreeMap::new();
         for (path, digest) in paths
             .outputs

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use manifests::Digest;
 use serde_json::Value;
 
 use crate::runner::Event;
@@ -112,6 +113,9 @@ pub struct StageReport {
     /// Row counts by name (e.g. `faces`, `samples`), recorded in the manifest and shown in the
     /// summary.
     pub rows: BTreeMap<String, u64>,
+    /// Output files with the blake3 their writer computed from the bytes it wrote: the runner
+    /// does not read them back to digest the outputs (while their stat is unchanged).
+    pub written: Vec<(PathBuf, Digest)>,
 }
 
 impl StageReport {
@@ -123,6 +127,12 @@ impl StageReport {
     /// Adds a row count.
     pub fn rows(mut self, name: impl Into<String>, count: u64) -> Self {
         self.rows.insert(name.into(), count);
+        self
+    }
+
+    /// Records an output file's digest, computed by the stage from the bytes it wrote.
+    pub fn written_file(mut self, path: impl Into<PathBuf>, digest: Digest) -> Self {
+        self.written.push((path.into(), digest));
         self
     }
 }

@@ -103,6 +103,9 @@ pub struct RenderReport {
     pub rendered: Vec<PathBuf>,
     /// Shard files found up to date and left alone, sorted.
     pub fresh: Vec<PathBuf>,
+    /// blake3 and size of every shard file rendered (computed from the bytes written) or
+    /// found fresh (checked against its sidecar) by this call.
+    pub digests: BTreeMap<PathBuf, (String, u64)>,
     /// Source images decoded.
     pub images_decoded: usize,
     /// Crops rendered (one plan row gives up to two per augmentation epoch: stage 1 and 2).
@@ -403,12 +406,21 @@ pub fn render_shards(
         .filter(|s| worker.is_none_or(|w| s.id % w.count == w.index))
         .collect();
 
+    // The rows' part of the shard keys, shared by every augmentation epoch of a shard.
+    let mut row_sets: BTreeMap<(CropLevel, &str, u32), &PlannedShard> = BTreeMap::new();
+    for s in &selected {
+        row_sets.entry((s.stage, s.split, s.id)).or_insert(s);
+    }
+    let key_rows: HashMap<(CropLevel, &str, u32), Vec<u8>> = row_sets
+        .into_par_iter()
+        .map(|(set, s)| (set, key_rows(s, plan, &face_of, source_digest)))
+        .collect();
     // Freshness: compare keys and file digests (parallel: hashing shards is I/O + blake3). A
     // fresh shard's digest, just checked, is not computed again when its set is indexed.
     let checked: Vec<(&PlannedShard, String, Option<(String, u64)>)> = selected
         .par_iter()
         .map(|s| {
-            let key = shard_key(s, plan, &face_of, scheme, params, source_digest);
+            let key = shard_key(s, scheme, params, &key_rows[&(s.stage, s.split, s.id)]);
             let dir = epoch_set_dir(out_root, s.stage, s.split, s.epoch);
             let fresh = shard::read_sidecar(&dir.join(shard::sidecar_file_name(s.id)))
                 .filter(|sc| sc.key == key)
@@ -421,7 +433,7 @@ pub fn render_shards(
         .collect();
 
     let mut report = RenderReport::default();
-    let mut digests: HashMap<PathBuf, (String, u64)> = HashMap::new();
+    let mut digests: BTreeMap<PathBuf, (String, u64)> = BTreeMap::new();
     let pool = BlockPool::default();
     let mut jobs: Vec<ShardJob> = Vec::new();
     for (s, key, fresh) in checked {
@@ -576,20 +588,24 @@ pub fn render_shards(
     report.crops_rendered = crops_done.into_inner();
 
     report.epochs = epoch_reports(&shards, &report, out_root);
+    report.digests = digests;
     if worker.is_none() {
         let mut sets: Vec<(CropLevel, &str, u32)> =
             shards.iter().map(|s| (s.stage, s.split, s.epoch)).collect();
         sets.dedup();
-        for (stage, split, epoch) in sets {
-            let dir = epoch_set_dir(out_root, stage, split, epoch);
-            let epochs = if epoch == 0 && split == TRAIN {
-                params.epochs
-            } else {
-                1
-            };
-            let index = shard::index_checked_shard_set(&dir, epochs, &digests)?;
-            report.indexes.push((dir, index));
-        }
+        report.indexes = sets
+            .into_par_iter()
+            .map(|(stage, split, epoch)| {
+                let dir = epoch_set_dir(out_root, stage, split, epoch);
+                let epochs = if epoch == 0 && split == TRAIN {
+                    params.epochs
+                } else {
+                    1
+                };
+                let index = shard::index_checked_shard_set(&dir, epochs, &report.digests)?;
+                Ok((dir, index))
+            })
+            .collect::<Result<_>>()?;
     }
     Ok(report)
 }
@@ -723,14 +739,32 @@ fn epoch_reports(
     out.into_values().collect()
 }
 
-fn shard_key(
+/// The rows' part of a shard's key: each row with its face and its source image's digest, as
+/// one JSON line each (plain data serialises infallibly; the newline separates rows
+/// unambiguously).
+fn key_rows(
     s: &PlannedShard<'_>,
     plan: &[PlanRow],
     face_of: &HashMap<&str, &FaceRecord>,
-    scheme: &Scheme,
-    params: &RenderParams,
     source_digest: &(dyn Fn(&str) -> String + Sync),
-) -> String {
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &r in &s.rows {
+        let face = face_of[plan[r].sample_id.as_str()];
+        let row = KeyRow {
+            row: &plan[r],
+            face,
+            source_digest: source_digest(&face.image_path),
+        };
+        out.extend(serde_json::to_vec(&row).unwrap_or_default());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// A shard's incremental key: blake3 of its head (render params, set, shard, epoch) and its
+/// [`key_rows`].
+fn shard_key(s: &PlannedShard<'_>, scheme: &Scheme, params: &RenderParams, rows: &[u8]) -> String {
     let mut h = blake3::Hasher::new();
     let head = serde_json::json!({
         "format_version": FORMAT_VERSION,
@@ -749,17 +783,7 @@ fn shard_key(
         head["augmentation_epoch"] = serde_json::json!(s.epoch);
     }
     h.update(head.to_string().as_bytes());
-    for &r in &s.rows {
-        let face = face_of[plan[r].sample_id.as_str()];
-        let row = KeyRow {
-            row: &plan[r],
-            face,
-            source_digest: source_digest(&face.image_path),
-        };
-        // Plain data serialises infallibly; the newline separates rows unambiguously.
-        h.update(&serde_json::to_vec(&row).unwrap_or_default());
-        h.update(b"\n");
-    }
+    h.update(rows);
     h.finalize().to_hex().to_string()
 }
 

@@ -5,7 +5,7 @@
 //! sample count, crop size and point count), so each rendered sample is written straight to its
 //! final position: output bytes never depend on the order in which threads finish.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -376,7 +376,7 @@ fn list_sidecars(dir: &Path) -> Result<BTreeMap<u32, Sidecar>> {
 /// recorded in the index (a training set's epoch 0 lists how many it has; every other set has
 /// one).
 pub fn index_shard_set(dir: &Path, augmentation_epochs: u32) -> Result<ShardIndex> {
-    index_checked_shard_set(dir, augmentation_epochs, &HashMap::new())
+    index_checked_shard_set(dir, augmentation_epochs, &BTreeMap::new())
 }
 
 /// Like [`index_shard_set`], but the shard files in `checked` (path → blake3, size), whose
@@ -384,7 +384,7 @@ pub fn index_shard_set(dir: &Path, augmentation_epochs: u32) -> Result<ShardInde
 pub(crate) fn index_checked_shard_set(
     dir: &Path,
     augmentation_epochs: u32,
-    checked: &HashMap<PathBuf, (String, u64)>,
+    checked: &BTreeMap<PathBuf, (String, u64)>,
 ) -> Result<ShardIndex> {
     let sidecars = list_sidecars(dir)?;
     let bad = |reason: String| RenderError::Index {
