@@ -18,7 +18,7 @@ use blake3::hazmat::{
     ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
 };
 
-use super::shard::io_err;
+use super::shard::{FileDigest, io_err};
 use super::{RenderError, Result};
 
 /// Bytes per block: a power-of-two multiple of blake3's 1 KiB chunk and of the direct-I/O
@@ -208,7 +208,7 @@ impl ShardFile {
 
     /// Check that every byte was written, set the file's length, and return its blake3 (hex)
     /// and length. The caller then commits the file.
-    pub fn finish(&self) -> Result<(String, u64)> {
+    pub fn finish(&self) -> Result<FileDigest> {
         let mut cvs = Vec::with_capacity(self.blocks.len());
         for (block, state) in self.blocks.iter().enumerate() {
             match &*state.lock().unwrap_or_else(|e| e.into_inner()) {
