@@ -434,7 +434,7 @@ pub fn render_shards(
 
     let mut report = RenderReport::default();
     let mut digests: BTreeMap<PathBuf, FileDigest> = BTreeMap::new();
-    let pool = BlockPool::default();
+    let pool = BlockPool::with_writer_thread();
     let mut jobs: Vec<ShardJob> = Vec::new();
     for (s, key, fresh) in checked {
         let dir = epoch_set_dir(out_root, s.stage, s.split, s.epoch);

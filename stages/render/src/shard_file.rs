@@ -12,7 +12,9 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 
 use blake3::hazmat::{
     ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
@@ -28,14 +30,48 @@ pub const BLOCK: usize = 256 << 10;
 /// Alignment of direct-I/O buffers, offsets and lengths (covers 512-byte and 4 KiB sectors).
 const ALIGN: usize = 4096;
 
+/// Complete blocks waiting for the writer thread (bounds the memory they hold: 16 MiB).
+const WRITE_QUEUE_BLOCKS: usize = 64;
+
 /// Reused block buffers, shared by every shard of a render (after the first blocks, no memory
-/// is freshly allocated).
+/// is freshly allocated), and optionally a thread that writes complete blocks, so that the
+/// threads rendering crops never wait for the disk.
 #[derive(Debug, Default)]
 pub struct BlockPool {
-    free: Mutex<Vec<Vec<u8>>>,
+    free: Arc<Mutex<Vec<Vec<u8>>>>,
+    queue: Option<SyncSender<BlockWrite>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// A complete block on its way to the writer thread.
+#[derive(Debug)]
+struct BlockWrite {
+    sink: Arc<Sink>,
+    offset: u64,
+    buf: Vec<u8>,
+    len: usize,
 }
 
 impl BlockPool {
+    /// A pool whose complete blocks are written by a thread of their own (by the thread that
+    /// completes them if that thread cannot be started).
+    pub fn with_writer_thread() -> Self {
+        let free: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let (queue, blocks) = sync_channel(WRITE_QUEUE_BLOCKS);
+        let returned = Arc::clone(&free);
+        match std::thread::Builder::new()
+            .name("shard-writer".to_owned())
+            .spawn(move || write_blocks(blocks, &returned))
+        {
+            Ok(writer) => BlockPool {
+                free,
+                queue: Some(queue),
+                writer: Some(writer),
+            },
+            Err(_) => BlockPool::default(),
+        }
+    }
+
     /// A block buffer (`BLOCK + ALIGN` bytes, so that an aligned `BLOCK` fits), holding
     /// whatever its last block held.
     fn take(&self) -> Vec<u8> {
@@ -44,10 +80,115 @@ impl BlockPool {
     }
 
     fn give(&self, buf: Vec<u8>) {
-        self.free
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(buf);
+        give(&self.free, buf);
+    }
+
+    /// Write the first `len` bytes of the aligned block in `buf` at `offset` of `sink`: on the
+    /// writer thread when there is one.
+    fn write(&self, sink: &Arc<Sink>, offset: u64, mut buf: Vec<u8>, len: usize) -> Result<()> {
+        if let Some(queue) = &self.queue {
+            *sink.pending.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            let write = BlockWrite {
+                sink: Arc::clone(sink),
+                offset,
+                buf,
+                len,
+            };
+            match queue.send(write) {
+                Ok(()) => return Ok(()),
+                // The writer thread is gone: write here.
+                Err(returned) => {
+                    sink.written_one();
+                    buf = returned.0.buf;
+                }
+            }
+        }
+        let written = sink.write(aligned(&mut buf), offset, len);
+        self.give(buf);
+        written.map_err(io_err(&sink.path))
+    }
+}
+
+impl Drop for BlockPool {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer thread once it has written every queued block.
+        self.queue = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn give(free: &Mutex<Vec<Vec<u8>>>, buf: Vec<u8>) {
+    free.lock().unwrap_or_else(|e| e.into_inner()).push(buf);
+}
+
+/// The writer thread: writes queued blocks until the queue closes.
+fn write_blocks(blocks: Receiver<BlockWrite>, free: &Mutex<Vec<Vec<u8>>>) {
+    for mut block in blocks {
+        let written = block
+            .sink
+            .write(aligned(&mut block.buf), block.offset, block.len);
+        if let Err(e) = written {
+            let mut error = block.sink.error.lock().unwrap_or_else(|e| e.into_inner());
+            error.get_or_insert(e);
+        }
+        give(free, block.buf);
+        block.sink.written_one();
+    }
+}
+
+/// The open handles of a shard file, and the writes still queued for it.
+#[derive(Debug)]
+struct Sink {
+    path: PathBuf,
+    /// The file opened for direct I/O, when the file system allows it.
+    direct: Option<File>,
+    buffered: File,
+    /// Blocks queued for the writer thread and not yet written.
+    pending: Mutex<usize>,
+    all_written: Condvar,
+    /// The first error the writer thread met.
+    error: Mutex<Option<std::io::Error>>,
+}
+
+impl Sink {
+    /// Write `data[..len]` at `offset`: the whole of `data` (zero-padded to whole sectors)
+    /// with direct I/O, or `len` bytes through the page cache where direct I/O is refused.
+    fn write(&self, data: &[u8], offset: u64, len: usize) -> std::io::Result<()> {
+        let padded = len.next_multiple_of(ALIGN);
+        if let Some(file) = &self.direct {
+            match file.write_all_at(&data[..padded], offset) {
+                Ok(()) => return Ok(()),
+                // This file system's direct-I/O alignment rules differ: write through the cache.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.buffered.write_all_at(&data[..len], offset)
+    }
+
+    fn written_one(&self) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        *pending -= 1;
+        if *pending == 0 {
+            self.all_written.notify_all();
+        }
+    }
+
+    /// Wait for the queued writes, and return the first error of any.
+    fn wait(&self) -> std::io::Result<()> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        while *pending > 0 {
+            pending = self
+                .all_written
+                .wait(pending)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        match self.error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -63,19 +204,17 @@ enum BlockState {
     Empty,
     /// Some bytes written (`filled` of them).
     Filling { buf: Vec<u8>, filled: usize },
-    /// Complete, being hashed and written by the thread that completed it.
+    /// Complete, being hashed by the thread that completed it.
     Flushing,
-    /// Written; its chaining value (the file's hash when the file is one block).
+    /// Hashed and handed to be written; its chaining value (the file's hash when the file is
+    /// one block).
     Written(ChainingValue),
 }
 
 /// A shard file being written: see the module documentation.
 #[derive(Debug)]
 pub struct ShardFile {
-    path: PathBuf,
-    /// The file opened for direct I/O, when the file system allows it.
-    direct: Option<File>,
-    buffered: File,
+    sink: Arc<Sink>,
     len: u64,
     blocks: Vec<Mutex<BlockState>>,
 }
@@ -99,9 +238,14 @@ impl ShardFile {
         buffered.set_len(len).map_err(io_err(path))?;
         let count = len.div_ceil(BLOCK as u64).max(1) as usize;
         Ok(ShardFile {
-            path: path.to_owned(),
-            direct,
-            buffered,
+            sink: Arc::new(Sink {
+                path: path.to_owned(),
+                direct,
+                buffered,
+                pending: Mutex::new(0),
+                all_written: Condvar::new(),
+                error: Mutex::new(None),
+            }),
             len,
             blocks: (0..count).map(|_| Mutex::new(BlockState::Empty)).collect(),
         })
@@ -165,12 +309,12 @@ impl ShardFile {
 
     fn misuse(&self, reason: String) -> RenderError {
         RenderError::Io {
-            path: self.path.clone(),
+            path: self.sink.path.clone(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, reason),
         }
     }
 
-    /// Hash and write a complete block.
+    /// Hash a complete block and hand it to be written.
     fn flush(&self, pool: &BlockPool, block: usize, mut buf: Vec<u8>) -> Result<()> {
         let block_len = self.block_len(block);
         let data = aligned(&mut buf);
@@ -185,30 +329,15 @@ impl ShardFile {
         };
         // Direct I/O writes whole sectors: the last block is padded with zeros, and `finish`
         // cuts the file back to its length.
-        let padded = block_len.next_multiple_of(ALIGN);
-        data[block_len..padded].fill(0);
-        let wrote_direct = match &self.direct {
-            Some(file) => match file.write_all_at(&data[..padded], offset) {
-                Ok(()) => true,
-                // This file system's direct-I/O alignment rules differ: write through the cache.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => false,
-                Err(e) => return Err(io_err(&self.path)(e)),
-            },
-            None => false,
-        };
-        if !wrote_direct {
-            self.buffered
-                .write_all_at(&data[..block_len], offset)
-                .map_err(io_err(&self.path))?;
-        }
-        pool.give(buf);
+        data[block_len..block_len.next_multiple_of(ALIGN)].fill(0);
         *self.blocks[block].lock().unwrap_or_else(|e| e.into_inner()) = BlockState::Written(cv);
-        Ok(())
+        pool.write(&self.sink, offset, buf, block_len)
     }
 
     /// Check that every byte was written, set the file's length, and return its blake3 (hex)
     /// and length. The caller then commits the file.
     pub fn finish(&self) -> Result<FileDigest> {
+        self.sink.wait().map_err(io_err(&self.sink.path))?;
         let mut cvs = Vec::with_capacity(self.blocks.len());
         for (block, state) in self.blocks.iter().enumerate() {
             match &*state.lock().unwrap_or_else(|e| e.into_inner()) {
@@ -224,9 +353,10 @@ impl ShardFile {
                 }
             }
         }
-        self.buffered
+        self.sink
+            .buffered
             .set_len(self.len)
-            .map_err(io_err(&self.path))?;
+            .map_err(io_err(&self.sink.path))?;
         let root = if cvs.len() == 1 {
             cvs[0]
         } else {
@@ -266,10 +396,14 @@ mod tests {
 
     /// Write `data` through a `ShardFile` in the given piece order; return its digest and the
     /// file's bytes.
-    fn write_pieces(data: &[u8], cuts: &[usize], order: &[usize]) -> (String, u64, Vec<u8>) {
+    fn write_pieces(
+        pool: &BlockPool,
+        data: &[u8],
+        cuts: &[usize],
+        order: &[usize],
+    ) -> (String, u64, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.safetensors");
-        let pool = BlockPool::default();
         let file = ShardFile::open(&path, data.len() as u64).unwrap();
         let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
         bounds.extend([0, data.len()]);
@@ -280,7 +414,7 @@ mod tests {
         idx.sort_by_key(|&i| order.get(i).copied().unwrap_or(i));
         for i in idx {
             let (a, b) = pieces[i];
-            file.write_at(&pool, a as u64, &data[a..b]).unwrap();
+            file.write_at(pool, a as u64, &data[a..b]).unwrap();
         }
         let (digest, len) = file.finish().unwrap();
         (digest, len, std::fs::read(&path).unwrap())
@@ -300,14 +434,18 @@ mod tests {
             5 * BLOCK - 4096,
         ] {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
-            let (digest, n, bytes) = write_pieces(&data, &[len / 3, len / 2 + 5], &[2, 0, 1]);
-            assert_eq!(bytes, data, "len {len}");
-            assert_eq!(n, len as u64);
-            assert_eq!(
-                digest,
-                blake3::hash(&data).to_hex().to_string(),
-                "len {len}"
-            );
+            // Blocks written by the thread that completes them, and by a writer thread.
+            for pool in [BlockPool::default(), BlockPool::with_writer_thread()] {
+                let (digest, n, bytes) =
+                    write_pieces(&pool, &data, &[len / 3, len / 2 + 5], &[2, 0, 1]);
+                assert_eq!(bytes, data, "len {len}");
+                assert_eq!(n, len as u64);
+                assert_eq!(
+                    digest,
+                    blake3::hash(&data).to_hex().to_string(),
+                    "len {len}"
+                );
+            }
         }
     }
 
@@ -344,7 +482,8 @@ mod tests {
             seed in any::<u8>(),
         ) {
             let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
-            let (digest, _, bytes) = write_pieces(&data, &cuts, &order);
+            let pool = BlockPool::with_writer_thread();
+            let (digest, _, bytes) = write_pieces(&pool, &data, &cuts, &order);
             prop_assert!(bytes == data);
             prop_assert_eq!(digest, blake3::hash(&data).to_hex().to_string());
         }
