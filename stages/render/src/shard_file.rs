@@ -12,6 +12,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -33,14 +34,35 @@ const ALIGN: usize = 4096;
 /// Complete blocks waiting for the writer thread (bounds the memory they hold: 16 MiB).
 const WRITE_QUEUE_BLOCKS: usize = 64;
 
+/// Blocks being filled at once, at most (1 GiB). Rows arrive roughly in file order, so few
+/// blocks are open; where they do not (faces of one image far apart in the plan), further
+/// blocks go straight to the file through the page cache and are read back to be hashed.
+const FILLING_BLOCKS: usize = 4096;
+
 /// Reused block buffers, shared by every shard of a render (after the first blocks, no memory
 /// is freshly allocated), and optionally a thread that writes complete blocks, so that the
 /// threads rendering crops never wait for the disk.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BlockPool {
     free: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Blocks being filled now, and the most there may be.
+    filling: AtomicUsize,
+    max_filling: usize,
     queue: Option<SyncSender<BlockWrite>>,
     writer: Option<JoinHandle<()>>,
+}
+
+impl Default for BlockPool {
+    /// A pool without a writer thread: the thread that completes a block writes it.
+    fn default() -> Self {
+        BlockPool {
+            free: Arc::default(),
+            filling: AtomicUsize::new(0),
+            max_filling: FILLING_BLOCKS,
+            queue: None,
+            writer: None,
+        }
+    }
 }
 
 /// A complete block on its way to the writer thread.
@@ -65,6 +87,8 @@ impl BlockPool {
         {
             Ok(writer) => BlockPool {
                 free,
+                filling: AtomicUsize::new(0),
+                max_filling: FILLING_BLOCKS,
                 queue: Some(queue),
                 writer: Some(writer),
             },
@@ -81,6 +105,22 @@ impl BlockPool {
 
     fn give(&self, buf: Vec<u8>) {
         give(&self.free, buf);
+    }
+
+    /// The pool with at most `blocks` blocks being filled at once.
+    #[cfg(test)]
+    fn with_max_filling(mut self, blocks: usize) -> Self {
+        self.max_filling = blocks;
+        self
+    }
+
+    /// A buffer for a block to be filled, or `None` when `max_filling` blocks already are.
+    fn start_block(&self) -> Option<Vec<u8>> {
+        if self.filling.fetch_add(1, Ordering::AcqRel) >= self.max_filling {
+            self.filling.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(self.take())
     }
 
     /// Write the first `len` bytes of the aligned block in `buf` at `offset` of `sink`: on the
@@ -204,6 +244,9 @@ enum BlockState {
     Empty,
     /// Some bytes written (`filled` of them).
     Filling { buf: Vec<u8>, filled: usize },
+    /// Opened when too many blocks were being filled: its bytes go straight to the file
+    /// through the page cache (`filled` of them so far).
+    Spilled { filled: usize },
     /// Complete, being hashed by the thread that completed it.
     Flushing,
     /// Hashed and handed to be written; its chaining value (the file's hash when the file is
@@ -223,6 +266,7 @@ impl ShardFile {
     /// Open (or create) the file at `path`, which will hold `len` bytes.
     pub fn open(path: &Path, len: u64) -> Result<Self> {
         let buffered = OpenOptions::new()
+            .read(true)
             .write(true)
             .create(true)
             .truncate(false)
@@ -275,32 +319,48 @@ impl ShardFile {
             let complete = {
                 let mut state = self.blocks[block].lock().unwrap_or_else(|e| e.into_inner());
                 if matches!(*state, BlockState::Empty) {
-                    *state = BlockState::Filling {
-                        buf: pool.take(),
-                        filled: 0,
+                    *state = match pool.start_block() {
+                        Some(buf) => BlockState::Filling { buf, filled: 0 },
+                        None => BlockState::Spilled { filled: 0 },
                     };
                 }
-                let BlockState::Filling { buf, filled } = &mut *state else {
-                    return Err(self.misuse(format!("block {block} written after it completed")));
+                let piece = &bytes[done..done + n];
+                let filled = match &mut *state {
+                    BlockState::Filling { buf, filled } => {
+                        aligned(buf)[within..within + n].copy_from_slice(piece);
+                        *filled += n;
+                        *filled
+                    }
+                    BlockState::Spilled { filled } => {
+                        self.sink
+                            .buffered
+                            .write_all_at(piece, at)
+                            .map_err(io_err(&self.sink.path))?;
+                        *filled += n;
+                        *filled
+                    }
+                    _ => {
+                        return Err(
+                            self.misuse(format!("block {block} written after it completed"))
+                        );
+                    }
                 };
-                aligned(buf)[within..within + n].copy_from_slice(&bytes[done..done + n]);
-                *filled += n;
-                if *filled > block_len {
+                if filled > block_len {
                     return Err(self.misuse(format!("block {block} written twice")));
                 }
-                if *filled == block_len {
-                    let BlockState::Filling { buf, .. } =
-                        std::mem::replace(&mut *state, BlockState::Flushing)
-                    else {
-                        unreachable!("matched above")
-                    };
-                    Some(buf)
+                if filled == block_len {
+                    Some(std::mem::replace(&mut *state, BlockState::Flushing))
                 } else {
                     None
                 }
             };
-            if let Some(buf) = complete {
-                self.flush(pool, block, buf)?;
+            match complete {
+                Some(BlockState::Filling { buf, .. }) => {
+                    pool.filling.fetch_sub(1, Ordering::AcqRel);
+                    self.flush(pool, block, buf)?;
+                }
+                Some(_) => self.hash_spilled(pool, block)?,
+                None => {}
             }
             done += n;
         }
@@ -314,19 +374,40 @@ impl ShardFile {
         }
     }
 
+    /// The chaining value of block `block` (the file's hash when the file is one block).
+    fn chaining_value(&self, block: usize, data: &[u8]) -> ChainingValue {
+        if self.blocks.len() == 1 {
+            *blake3::hash(data).as_bytes()
+        } else {
+            blake3::Hasher::new()
+                .set_input_offset((block * BLOCK) as u64)
+                .update(data)
+                .finalize_non_root()
+        }
+    }
+
+    /// Hash a complete spilled block, reading it back from the file.
+    fn hash_spilled(&self, pool: &BlockPool, block: usize) -> Result<()> {
+        let block_len = self.block_len(block);
+        let mut buf = pool.take();
+        let data = &mut buf[..block_len];
+        let read = self
+            .sink
+            .buffered
+            .read_exact_at(data, (block * BLOCK) as u64);
+        let cv = read.map(|()| self.chaining_value(block, data));
+        pool.give(buf);
+        let cv = cv.map_err(io_err(&self.sink.path))?;
+        *self.blocks[block].lock().unwrap_or_else(|e| e.into_inner()) = BlockState::Written(cv);
+        Ok(())
+    }
+
     /// Hash a complete block and hand it to be written.
     fn flush(&self, pool: &BlockPool, block: usize, mut buf: Vec<u8>) -> Result<()> {
         let block_len = self.block_len(block);
         let data = aligned(&mut buf);
         let offset = (block * BLOCK) as u64;
-        let cv = if self.blocks.len() == 1 {
-            *blake3::hash(&data[..block_len]).as_bytes()
-        } else {
-            blake3::Hasher::new()
-                .set_input_offset(offset)
-                .update(&data[..block_len])
-                .finalize_non_root()
-        };
+        let cv = self.chaining_value(block, &data[..block_len]);
         // Direct I/O writes whole sectors: the last block is padded with zeros, and `finish`
         // cuts the file back to its length.
         data[block_len..block_len.next_multiple_of(ALIGN)].fill(0);
@@ -342,7 +423,7 @@ impl ShardFile {
         for (block, state) in self.blocks.iter().enumerate() {
             match &*state.lock().unwrap_or_else(|e| e.into_inner()) {
                 BlockState::Written(cv) => cvs.push(*cv),
-                BlockState::Filling { filled, .. } => {
+                BlockState::Filling { filled, .. } | BlockState::Spilled { filled } => {
                     return Err(self.misuse(format!(
                         "{} bytes of block {block} never written",
                         self.block_len(block) - filled
@@ -472,6 +553,21 @@ mod tests {
         assert!(err.contains("after it completed"), "{err}");
     }
 
+    #[test]
+    fn blocks_past_the_filling_limit_go_through_the_page_cache_and_hash_alike() {
+        let len = 6 * BLOCK + 777;
+        let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        for max_filling in [0, 1, 2] {
+            let pool = BlockPool::with_writer_thread().with_max_filling(max_filling);
+            // Every block is opened before any completes.
+            let cuts: Vec<usize> = (0..7).map(|b| b * BLOCK + 100).collect();
+            let (digest, _, bytes) = write_pieces(&pool, &data, &cuts, &[1, 3, 5, 7, 0, 2, 4, 6]);
+            assert!(bytes == data, "max_filling {max_filling}");
+            assert_eq!(digest, blake3::hash(&data).to_hex().to_string());
+            assert_eq!(pool.filling.load(Ordering::Acquire), 0);
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         #[test]
@@ -480,9 +576,10 @@ mod tests {
             cuts in proptest::collection::vec(0usize..(4 * BLOCK + 3000), 0..12),
             order in proptest::collection::vec(0usize..100, 0..13),
             seed in any::<u8>(),
+            max_filling in 0usize..6,
         ) {
             let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
-            let pool = BlockPool::with_writer_thread();
+            let pool = BlockPool::with_writer_thread().with_max_filling(max_filling);
             let (digest, _, bytes) = write_pieces(&pool, &data, &cuts, &order);
             prop_assert!(bytes == data);
             prop_assert_eq!(digest, blake3::hash(&data).to_hex().to_string());
