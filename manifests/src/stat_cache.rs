@@ -202,7 +202,7 @@ impl StatCache {
     }
 
     /// Records that the file at `path` holds bytes whose blake3 is `digest`, as computed by the
-    /// code that wrote them: until its stat changes, [`HashPolicy::TrustStat`] lookups in this
+    /// code that wrote them (or had just read them): until its stat changes, [`HashPolicy::TrustStat`] lookups in this
     /// process return `digest` instead of reading the file. A file that cannot be stat-ed is not
     /// recorded (it is hashed, or reported missing, as usual).
     pub fn note_written(&self, path: &Path, digest: Digest) {

@@ -113,8 +113,9 @@ pub struct StageReport {
     /// Row counts by name (e.g. `faces`, `samples`), recorded in the manifest and shown in the
     /// summary.
     pub rows: BTreeMap<String, u64>,
-    /// Output files with the blake3 their writer computed from the bytes it wrote: the runner
-    /// does not read them back to digest the outputs (while their stat is unchanged).
+    /// Output files with the blake3 the stage computed from the bytes it wrote (or had just
+    /// read to check them): the runner does not read them back to digest the outputs (while
+    /// their stat is unchanged).
     pub written: Vec<(PathBuf, Digest)>,
 }
 
@@ -130,7 +131,8 @@ impl StageReport {
         self
     }
 
-    /// Records an output file's digest, computed by the stage from the bytes it wrote.
+    /// Records an output file's digest, computed by the stage from the bytes it wrote (or had
+    /// just read to check them).
     pub fn written_file(mut self, path: impl Into<PathBuf>, digest: Digest) -> Self {
         self.written.push((path.into(), digest));
         self

@@ -24,7 +24,7 @@ use super::decode::{self, SourceFile};
 use super::geometry::{self, Affine, BoxRule};
 use super::photometric;
 use super::shard::{
-    self, CropLevel, FORMAT_VERSION, FileDigest, PIXEL_VERSION, RenderedCrop, SampleRecord,
+    self, CropLevel, FORMAT_VERSION, PIXEL_VERSION, RenderedCrop, SampleRecord, ShardDigest,
     ShardIndex, ShardLayout, Sidecar, epoch_set_dir, io_err,
 };
 use super::shard_file::{BlockPool, ShardFile};
@@ -105,7 +105,7 @@ pub struct RenderReport {
     pub fresh: Vec<PathBuf>,
     /// blake3 and size of every shard file rendered (computed from the bytes written) or
     /// found fresh (checked against its sidecar) by this call.
-    pub digests: BTreeMap<PathBuf, FileDigest>,
+    pub digests: BTreeMap<PathBuf, ShardDigest>,
     /// Source images decoded.
     pub images_decoded: usize,
     /// Crops rendered (one plan row gives up to two per augmentation epoch: stage 1 and 2).
@@ -417,7 +417,7 @@ pub fn render_shards(
         .collect();
     // Freshness: compare keys and file digests (parallel: hashing shards is I/O + blake3). A
     // fresh shard's digest, just checked, is not computed again when its set is indexed.
-    let checked: Vec<(&PlannedShard, String, Option<FileDigest>)> = selected
+    let checked: Vec<(&PlannedShard, String, Option<ShardDigest>)> = selected
         .par_iter()
         .map(|s| {
             let key = shard_key(s, scheme, params, &key_rows[&(s.stage, s.split, s.id)]);
@@ -433,7 +433,7 @@ pub fn render_shards(
         .collect();
 
     let mut report = RenderReport::default();
-    let mut digests: BTreeMap<PathBuf, FileDigest> = BTreeMap::new();
+    let mut digests: BTreeMap<PathBuf, ShardDigest> = BTreeMap::new();
     let pool = BlockPool::with_writer_thread();
     let mut jobs: Vec<ShardJob> = Vec::new();
     for (s, key, fresh) in checked {
@@ -618,7 +618,7 @@ fn finish_job(
     scheme: &Scheme,
     params: &RenderParams,
     config_digest: &str,
-) -> Result<FileDigest> {
+) -> Result<ShardDigest> {
     let (blake3, bytes) = job.file.finish()?;
     shard::commit(&job.tmp, &job.path)?;
     let records = std::mem::take(&mut *job.records.lock().unwrap_or_else(|e| e.into_inner()));

@@ -305,11 +305,11 @@ pub struct Sidecar {
     pub samples: Vec<SampleRecord>,
 }
 
-/// A shard file's blake3 (hex) and size in bytes.
-pub type FileDigest = (String, u64);
+/// A shard file's blake3 (hex, as sidecars and `index.json` record it) and size in bytes.
+pub type ShardDigest = (String, u64);
 
 /// blake3 and size of a file.
-pub fn file_digest(path: &Path) -> Result<FileDigest> {
+pub fn file_digest(path: &Path) -> Result<ShardDigest> {
     let mut f = File::open(path).map_err(io_err(path))?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -387,7 +387,7 @@ pub fn index_shard_set(dir: &Path, augmentation_epochs: u32) -> Result<ShardInde
 pub(crate) fn index_checked_shard_set(
     dir: &Path,
     augmentation_epochs: u32,
-    checked: &BTreeMap<PathBuf, FileDigest>,
+    checked: &BTreeMap<PathBuf, ShardDigest>,
 ) -> Result<ShardIndex> {
     let sidecars = list_sidecars(dir)?;
     let bad = |reason: String| RenderError::Index {

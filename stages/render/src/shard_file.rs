@@ -12,7 +12,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -21,12 +21,12 @@ use blake3::hazmat::{
     ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
 };
 
-use super::shard::{FileDigest, io_err};
+use super::shard::{ShardDigest, io_err};
 use super::{RenderError, Result};
 
 /// Bytes per block: a power-of-two multiple of blake3's 1 KiB chunk and of the direct-I/O
 /// alignment.
-pub const BLOCK: usize = 256 << 10;
+const BLOCK: usize = 256 << 10;
 
 /// Alignment of direct-I/O buffers, offsets and lengths (covers 512-byte and 4 KiB sectors).
 const ALIGN: usize = 4096;
@@ -184,6 +184,8 @@ struct Sink {
     path: PathBuf,
     /// The file opened for direct I/O, when the file system allows it.
     direct: Option<File>,
+    /// Set once a direct write was refused: later blocks go through the page cache at once.
+    direct_refused: AtomicBool,
     buffered: File,
     /// Blocks queued for the writer thread and not yet written.
     pending: Mutex<usize>,
@@ -197,11 +199,15 @@ impl Sink {
     /// with direct I/O, or `len` bytes through the page cache where direct I/O is refused.
     fn write(&self, data: &[u8], offset: u64, len: usize) -> std::io::Result<()> {
         let padded = len.next_multiple_of(ALIGN);
-        if let Some(file) = &self.direct {
+        if let Some(file) = &self.direct
+            && !self.direct_refused.load(Ordering::Relaxed)
+        {
             match file.write_all_at(&data[..padded], offset) {
                 Ok(()) => return Ok(()),
                 // This file system's direct-I/O alignment rules differ: write through the cache.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.direct_refused.store(true, Ordering::Relaxed);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -285,6 +291,7 @@ impl ShardFile {
             sink: Arc::new(Sink {
                 path: path.to_owned(),
                 direct,
+                direct_refused: AtomicBool::new(false),
                 buffered,
                 pending: Mutex::new(0),
                 all_written: Condvar::new(),
@@ -417,7 +424,7 @@ impl ShardFile {
 
     /// Check that every byte was written, set the file's length, and return its blake3 (hex)
     /// and length. The caller then commits the file.
-    pub fn finish(&self) -> Result<FileDigest> {
+    pub fn finish(&self) -> Result<ShardDigest> {
         self.sink.wait().map_err(io_err(&self.sink.path))?;
         let mut cvs = Vec::with_capacity(self.blocks.len());
         for (block, state) in self.blocks.iter().enumerate() {
