@@ -104,6 +104,7 @@ mod tests {
             counts_after: vec![900, 1200, 900, 900, 0, 880, 900, 896, 900],
             replication: vec![1, 2, 3, 6, 0, 22, 45, 112, 300],
             val_carved: 0,
+            test_carved: None,
             rows_per_split: vec![],
             bytes_per_sample_stage1: 1,
             bytes_per_sample_stage2: 1,

@@ -165,6 +165,7 @@ pub(crate) mod tests {
             .map(|i| shapes::balance::BalanceSample {
                 sample_id: format!("{i:04}"),
                 split: shapes::balance::TRAIN.into(),
+                photo: format!("{i:04}"),
                 pose_coefficient: Some(f.coefficients[i]),
             })
             .collect();

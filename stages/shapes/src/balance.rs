@@ -1,8 +1,12 @@
 //! Split carve-out and pose-based data balancing (the balance stage, DESIGN.md PDB steps
 //! 4–5): from one pose coefficient per face to the replication plan (`plan.parquet` rows).
 //!
-//! 1. A fraction `val_fraction` of `train` moves to `val`, chosen by a hash of the sample id,
-//!    so the choice is the same on every run and whatever the input order.
+//! 1. Held-out splits are carved out of `train` ([`Holdout`]). By face (the rule before photo
+//!    groups): a fraction `val_fraction` moves to `val`, chosen by a hash of the sample id. By
+//!    photo: faces of one photo ([`photo_of`]) move together, to `test` (`test_fraction`), to
+//!    `val` (`val_fraction`) or not at all, stratified by pose and drawn with `holdout_seed`
+//!    ([`holdout_by_photo`]). Either way the choice is the same on every run and whatever the
+//!    input order.
 //! 2. The remaining training samples are binned by pose coefficient (|coefficient| by default,
 //!    as in the paper); a sample in a bin of count c gets r = round(max bin count / c) rows:
 //!    replica 0 (the original) and replicas 1..r−1.
@@ -22,8 +26,23 @@ use crate::plan_table::BalanceSummary;
 
 /// The split balanced and augmented; every other split gets replica 0 only.
 pub const TRAIN: &str = "train";
-/// The split carved out of [`TRAIN`].
+/// The split carved out of [`TRAIN`] for validation (model selection, tuning).
 pub const VAL: &str = "val";
+/// The split carved out of [`TRAIN`] (by photo only) and looked at only for final numbers.
+pub const TEST: &str = "test";
+
+/// How the held-out splits are carved out of `train`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Holdout {
+    /// Each face on its own, by a hash of its sample id, `val` only: the rule of every output
+    /// root made before photo groups (faces of one photo can land on both sides).
+    #[default]
+    Face,
+    /// Faces of one photo together ([`photo_of`]), stratified by pose, drawn with the holdout
+    /// seed; `val` and `test`.
+    Photo,
+}
 
 /// What the histogram bins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,8 +57,16 @@ pub enum HistogramOf {
 /// Parameters of [`balance`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct BalanceParams {
+    /// How held-out faces are chosen.
+    pub holdout: Holdout,
     /// Share of `train` moved to `val` (0 ≤ f < 1).
     pub val_fraction: f64,
+    /// Share of `train` moved to `test` (0 ≤ f < 1, `val_fraction + test_fraction < 1`; by
+    /// photo only).
+    pub test_fraction: f64,
+    /// Seed of the photo carve-out, apart from the run seed, so that training seeds never move
+    /// a face across splits.
+    pub holdout_seed: u64,
     /// Number of histogram bins K.
     pub bins: usize,
     /// What is binned.
@@ -71,7 +98,10 @@ pub struct BalanceParams {
 impl Default for BalanceParams {
     fn default() -> Self {
         Self {
+            holdout: Holdout::Face,
             val_fraction: 0.1,
+            test_fraction: 0.0,
+            holdout_seed: 0,
             bins: 9,
             histogram: HistogramOf::Absolute,
             max_replication: None,
@@ -93,6 +123,9 @@ pub struct BalanceSample {
     pub sample_id: String,
     /// Its split from ingest.
     pub split: String,
+    /// The photo it was annotated in ([`photo_of`] of its image path): faces of one photo
+    /// are held out together.
+    pub photo: String,
     /// Its pose coefficient; required for training samples.
     pub pose_coefficient: Option<f64>,
 }
@@ -137,6 +170,129 @@ pub fn is_validation(sample_id: &str, val_fraction: f64) -> bool {
     let h = hash_u64(b"wingflow/val-split/v1", &[sample_id.as_bytes()]);
     // The top 53 bits make an exactly representable fraction.
     ((h >> 11) as f64 / (1u64 << 53) as f64) < val_fraction
+}
+
+/// The photo an image file shows, for grouping faces: the image path without its extension
+/// and without a 300W-style face suffix `_<n>` (n = 1…999, no leading zero), so
+/// `afw/1130084326_1.jpg` and `afw/1130084326_2.jpg` (two faces cut from one photo) and every
+/// face listed on one image file (CSV, COCO) group together, while `img_0001.jpg` and
+/// `img_0002.jpg` stay apart.
+pub fn photo_of(image_path: &str) -> String {
+    let (folder, file) = match image_path.rfind(['/', '\\']) {
+        Some(i) => image_path.split_at(i + 1),
+        None => ("", image_path),
+    };
+    let stem = match file.rfind('.') {
+        Some(i) if i > 0 => &file[..i],
+        _ => file,
+    };
+    let stem = match stem.rsplit_once('_') {
+        Some((photo, n))
+            if !photo.is_empty()
+                && (1..=3).contains(&n.len())
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && !n.starts_with('0') =>
+        {
+            photo
+        }
+        _ => stem,
+    };
+    format!("{folder}{stem}")
+}
+
+/// The held-out split of every `train` sample carved out by photo (`None`: stays in `train`),
+/// indexed like `samples` (`None` for samples of other splits too).
+///
+/// Training faces are grouped by [`BalanceSample::photo`]; a group's pose is the mean of its
+/// faces' (absolute, or signed, as the histogram) pose coefficients. Groups are ordered by pose
+/// (ties by a seeded hash of the group's smallest sample id) and cut into strata of
+/// ⌈1 / smallest non-zero fraction⌉ groups (at least 2); within a stratum groups are taken in
+/// seeded hash order, each going to `test` while that brings the running count of test faces
+/// closer to `test_fraction` × faces seen so far, else to `val` likewise, else staying. So
+/// every pose range gives its share of both splits, no photo is ever on two sides, and the
+/// choice depends on (faces, photos, poses, seed) only.
+pub fn holdout_by_photo(
+    samples: &[BalanceSample],
+    params: &BalanceParams,
+) -> Result<Vec<Option<&'static str>>, BalanceError> {
+    let mut groups: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (i, s) in samples.iter().enumerate() {
+        if s.split == TRAIN {
+            groups.entry(s.photo.as_str()).or_default().push(i);
+        }
+    }
+    struct Group<'a> {
+        members: Vec<usize>,
+        pose: f64,
+        order: u64,
+        first_id: &'a str,
+    }
+    let mut ordered = Vec::with_capacity(groups.len());
+    for members in groups.into_values() {
+        let mut pose = 0.0;
+        for &i in &members {
+            match samples[i].pose_coefficient {
+                Some(c) if c.is_finite() => {
+                    pose += match params.histogram {
+                        HistogramOf::Absolute => c.abs(),
+                        HistogramOf::Signed => c,
+                    }
+                }
+                _ => {
+                    return Err(BalanceError::MissingPose {
+                        sample_id: samples[i].sample_id.clone(),
+                    });
+                }
+            }
+        }
+        let first_id = members
+            .iter()
+            .map(|&i| samples[i].sample_id.as_str())
+            .min()
+            .unwrap_or_default();
+        let seed = params.holdout_seed.to_le_bytes();
+        ordered.push(Group {
+            pose: pose / members.len() as f64,
+            order: hash_u64(b"wingflow/holdout/v1", &[&seed, first_id.as_bytes()]),
+            first_id,
+            members,
+        });
+    }
+    ordered.sort_by(|a, b| {
+        a.pose
+            .total_cmp(&b.pose)
+            .then(a.order.cmp(&b.order))
+            .then(a.first_id.cmp(b.first_id))
+    });
+    let smallest = [params.val_fraction, params.test_fraction]
+        .into_iter()
+        .filter(|&f| f > 0.0)
+        .fold(1.0, f64::min);
+    let stratum = ((1.0 / smallest).ceil() as usize).max(2);
+    let mut split = vec![None; samples.len()];
+    let (mut seen, mut to_test, mut to_val) = (0usize, 0usize, 0usize);
+    for chunk in ordered.chunks_mut(stratum) {
+        seen += chunk.iter().map(|g| g.members.len()).sum::<usize>();
+        let test_target = params.test_fraction * seen as f64;
+        let val_target = params.val_fraction * seen as f64;
+        chunk.sort_by(|a, b| a.order.cmp(&b.order).then(a.first_id.cmp(b.first_id)));
+        for group in chunk.iter() {
+            let n = group.members.len();
+            let to = if (to_test as f64 + n as f64 / 2.0) < test_target {
+                to_test += n;
+                TEST
+            } else if (to_val as f64 + n as f64 / 2.0) < val_target {
+                to_val += n;
+                VAL
+            } else {
+                continue;
+            };
+            for &i in &group.members {
+                split[i] = Some(to);
+            }
+        }
+    }
+    Ok(split)
 }
 
 /// The augmentation seed of one plan row.
@@ -305,6 +461,34 @@ pub fn balance(
             reason: format!("{} is not in [0, 1)", params.val_fraction),
         });
     }
+    if !(0.0..1.0).contains(&params.test_fraction)
+        || params.val_fraction + params.test_fraction >= 1.0
+    {
+        return Err(BalanceError::InvalidParam {
+            name: "test_fraction",
+            reason: format!(
+                "{} is not in [0, 1 - val_fraction)",
+                params.test_fraction
+            ),
+        });
+    }
+    if params.test_fraction > 0.0 {
+        if params.holdout != Holdout::Photo {
+            return Err(BalanceError::InvalidParam {
+                name: "test_fraction",
+                reason: "a test carve-out is made by photo only (holdout = \"photo\")".into(),
+            });
+        }
+        if let Some(s) = samples.iter().find(|s| s.split == TEST) {
+            return Err(BalanceError::InvalidParam {
+                name: "test_fraction",
+                reason: format!(
+                    "the sources already have a `{TEST}` split (`{}`); a carve-out would mix with it",
+                    s.sample_id
+                ),
+            });
+        }
+    }
     if params.bins == 0 {
         return Err(BalanceError::InvalidParam {
             name: "bins",
@@ -334,19 +518,31 @@ pub fn balance(
         }
     }
 
-    let split_of = |s: &BalanceSample| -> String {
-        if s.split == TRAIN && is_validation(&s.sample_id, params.val_fraction) {
-            VAL.to_owned()
-        } else {
-            s.split.clone()
-        }
+    let splits: Vec<String> = match params.holdout {
+        Holdout::Face => samples
+            .iter()
+            .map(|s| {
+                if s.split == TRAIN && is_validation(&s.sample_id, params.val_fraction) {
+                    VAL.to_owned()
+                } else {
+                    s.split.clone()
+                }
+            })
+            .collect(),
+        Holdout::Photo => holdout_by_photo(samples, params)?
+            .into_iter()
+            .zip(samples)
+            .map(|(to, s)| to.map_or_else(|| s.split.clone(), str::to_owned))
+            .collect(),
     };
-    let splits: Vec<String> = samples.iter().map(split_of).collect();
-    let val_carved = samples
-        .iter()
-        .zip(&splits)
-        .filter(|(s, split)| s.split == TRAIN && *split == VAL)
-        .count();
+    let carved = |to: &str| {
+        samples
+            .iter()
+            .zip(&splits)
+            .filter(|(s, split)| s.split == TRAIN && *split == to)
+            .count() as u64
+    };
+    let (val_carved, test_carved) = (carved(VAL), carved(TEST));
 
     let train: Vec<usize> = (0..samples.len()).filter(|&i| splits[i] == TRAIN).collect();
     let mut values = Vec::with_capacity(train.len());
@@ -471,7 +667,8 @@ pub fn balance(
         counts_before,
         counts_after,
         replication,
-        val_carved: val_carved as u64,
+        val_carved,
+        test_carved: (params.holdout == Holdout::Photo).then_some(test_carved),
         rows_per_split,
         bytes_per_sample_stage1: bytes1,
         bytes_per_sample_stage2: bytes2,
@@ -497,6 +694,7 @@ mod tests {
                 BalanceSample {
                     sample_id: format!("synth/{i:05}"),
                     split: TRAIN.to_owned(),
+                    photo: format!("synth/{i:05}"),
                     pose_coefficient: Some(u * u * u),
                 }
             })
@@ -504,6 +702,7 @@ mod tests {
         out.extend((0..20).map(|i| BalanceSample {
             sample_id: format!("synth/test/{i:03}"),
             split: "test".to_owned(),
+            photo: format!("synth/test/{i:03}"),
             pose_coefficient: if i % 2 == 0 { Some(0.1) } else { None },
         }));
         out
@@ -612,6 +811,164 @@ mod tests {
     }
 
     #[test]
+    fn photo_of_groups_300w_faces_of_one_photo_and_nothing_else() {
+        assert_eq!(photo_of("/d/afw/1130084326_1.jpg"), "/d/afw/1130084326");
+        assert_eq!(photo_of("/d/afw/1130084326_12.png"), "/d/afw/1130084326");
+        assert_eq!(photo_of("helen/trainset/100032540_1.jpg"), "helen/trainset/100032540");
+        // Numbered files are different photos: leading zeros and long numbers are not faces.
+        assert_eq!(photo_of("d/img_0001.jpg"), "d/img_0001");
+        assert_eq!(photo_of("d/img_1234.jpg"), "d/img_1234");
+        assert_eq!(photo_of("d/_1.jpg"), "d/_1");
+        assert_eq!(photo_of("d/plain.jpg"), "d/plain");
+        assert_eq!(photo_of("a/x_1.jpg"), photo_of("a/x_2.jpeg"));
+        assert_ne!(photo_of("a/x_1.jpg"), photo_of("b/x_1.jpg"));
+        assert_eq!(photo_of(r"C:\d\p_3.jpg"), r"C:\d\p");
+    }
+
+    /// `n` training faces on photos of 1 to 4 faces each (the faces of one photo share a
+    /// pose, roughly, as in a group shot), frontal-heavy.
+    fn photo_samples(n: usize, seed: u64) -> Vec<BalanceSample> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut out = Vec::with_capacity(n);
+        let mut photo = 0;
+        while out.len() < n {
+            let faces = rng.gen_range(1..=4usize).min(n - out.len());
+            let u: f64 = rng.gen_range(-1.0..1.0);
+            for face in 1..=faces {
+                let jitter: f64 = rng.gen_range(-0.05..0.05);
+                out.push(BalanceSample {
+                    sample_id: format!("300w/afw/{photo:06}_{face}"),
+                    split: TRAIN.to_owned(),
+                    photo: photo_of(&format!("/data/afw/{photo:06}_{face}.jpg")),
+                    pose_coefficient: Some(u * u * u + jitter),
+                });
+            }
+            photo += 1;
+        }
+        out
+    }
+
+    fn photo_params(val: f64, test: f64, seed: u64) -> BalanceParams {
+        BalanceParams {
+            holdout: Holdout::Photo,
+            val_fraction: val,
+            test_fraction: test,
+            holdout_seed: seed,
+            ..BalanceParams::default()
+        }
+    }
+
+    #[test]
+    fn a_photo_carve_out_keeps_every_photo_on_one_side_in_the_shares_asked() {
+        let input = photo_samples(3000, 5);
+        let params = photo_params(0.1, 0.15, 0);
+        let plan = balance(&input, &params).expect("balances");
+        let mut side: BTreeMap<&str, HashSet<&str>> = BTreeMap::new();
+        let photo: BTreeMap<&str, &str> = input
+            .iter()
+            .map(|s| (s.sample_id.as_str(), s.photo.as_str()))
+            .collect();
+        for row in &plan.rows {
+            side.entry(photo[row.sample_id.as_str()])
+                .or_default()
+                .insert(row.split.as_str());
+        }
+        assert!(
+            side.values().all(|s| s.len() == 1),
+            "a photo on two sides"
+        );
+        let s = &plan.summary;
+        let (val, test) = (s.val_carved as f64 / 3000.0, s.test_carved.unwrap() as f64 / 3000.0);
+        assert!((val - 0.1).abs() < 0.01, "val {val}");
+        assert!((test - 0.15).abs() < 0.01, "test {test}");
+        // Held-out faces are never replicated.
+        for split in [VAL, TEST] {
+            assert!(
+                plan.rows
+                    .iter()
+                    .filter(|r| r.split == split)
+                    .all(|r| r.replica == 0 && r.bin.is_none())
+            );
+        }
+        // Stratified: each fifth of the pose range gives about its share to each split.
+        let mut poses: Vec<(f64, &str)> = input
+            .iter()
+            .map(|s| {
+                let split = plan
+                    .rows
+                    .iter()
+                    .find(|r| r.sample_id == s.sample_id)
+                    .map(|r| r.split.as_str())
+                    .unwrap();
+                (s.pose_coefficient.unwrap().abs(), split)
+            })
+            .collect();
+        poses.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for fifth in poses.chunks(600) {
+            for (split, share) in [(VAL, 0.1), (TEST, 0.15)] {
+                let got = fifth.iter().filter(|(_, s)| *s == split).count() as f64 / 600.0;
+                assert!((got - share).abs() < 0.03, "{split}: {got} of a fifth");
+            }
+        }
+    }
+
+    #[test]
+    fn a_photo_carve_out_depends_on_the_holdout_seed_only() {
+        let input = photo_samples(1000, 6);
+        let split_of = |plan: &BalancePlan| -> BTreeMap<String, String> {
+            plan.rows
+                .iter()
+                .map(|r| (r.sample_id.clone(), r.split.clone()))
+                .collect()
+        };
+        let a = split_of(&balance(&input, &photo_params(0.1, 0.1, 0)).unwrap());
+        let mut reversed = input.clone();
+        reversed.reverse();
+        assert_eq!(
+            a,
+            split_of(&balance(&reversed, &photo_params(0.1, 0.1, 0)).unwrap())
+        );
+        // The run seed (augmentation) does not move faces; the holdout seed does.
+        let other_run = BalanceParams {
+            seed: 99,
+            ..photo_params(0.1, 0.1, 0)
+        };
+        assert_eq!(a, split_of(&balance(&input, &other_run).unwrap()));
+        assert_ne!(
+            a,
+            split_of(&balance(&input, &photo_params(0.1, 0.1, 1)).unwrap())
+        );
+    }
+
+    #[test]
+    fn a_test_carve_out_needs_photos_and_no_test_split_of_the_sources() {
+        let by_face = BalanceParams {
+            test_fraction: 0.1,
+            ..BalanceParams::default()
+        };
+        assert!(matches!(
+            balance(&photo_samples(50, 1), &by_face),
+            Err(BalanceError::InvalidParam { name: "test_fraction", .. })
+        ));
+        // `samples` has a `test` split of its own.
+        assert!(matches!(
+            balance(&samples(50, 1), &photo_params(0.1, 0.1, 0)),
+            Err(BalanceError::InvalidParam { name: "test_fraction", .. })
+        ));
+        assert!(matches!(
+            balance(&photo_samples(50, 1), &photo_params(0.5, 0.5, 0)),
+            Err(BalanceError::InvalidParam { name: "test_fraction", .. })
+        ));
+        // Without a test carve-out, photo mode takes a source's own test split as it is.
+        let plan = balance(&samples(500, 1), &photo_params(0.1, 0.0, 0)).unwrap();
+        assert_eq!(plan.summary.test_carved, Some(0));
+        assert_eq!(
+            plan.rows.iter().filter(|r| r.split == TEST).count(),
+            20
+        );
+    }
+
+    #[test]
     fn seeds_and_shards_are_stable() {
         assert_eq!(augmentation_seed(7, "a", 0), augmentation_seed(7, "a", 0));
         assert_ne!(augmentation_seed(7, "a", 0), augmentation_seed(7, "a", 1));
@@ -633,6 +990,7 @@ mod tests {
         grown.push(BalanceSample {
             sample_id: "synth/test/new".into(),
             split: "test".into(),
+            photo: "synth/test/new".into(),
             pose_coefficient: None,
         });
         let b = balance(&grown, &params).expect("balances");
@@ -821,6 +1179,7 @@ mod timing {
             .map(|(i, &c)| BalanceSample {
                 sample_id: format!("{name}/{i:06}"),
                 split: TRAIN.to_owned(),
+                photo: format!("{name}/{i:06}"),
                 pose_coefficient: Some(c),
             })
             .collect();

@@ -82,6 +82,10 @@ pub struct BalanceSummary {
     pub replication: Vec<u32>,
     /// Samples moved from `train` to `val`.
     pub val_carved: u64,
+    /// Samples moved from `train` to `test` (carve-outs by photo; absent for carve-outs by
+    /// face, which make none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_carved: Option<u64>,
     /// Plan rows per split, by split name.
     pub rows_per_split: Vec<(String, u64)>,
     /// Shard bytes per stage-1 sample (the shard count estimate).
@@ -286,6 +290,7 @@ mod tests {
             counts_after: vec![10, 10],
             replication: vec![1, 5],
             val_carved: 1,
+            test_carved: None,
             rows_per_split: vec![("train".into(), 20)],
             bytes_per_sample_stage1: 12_976,
             bytes_per_sample_stage2: 49_840,
