@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use contract::layout::{LEVELS, level_dir_name};
-use contract::training::{Arch, DeviceSpec, LossKind, TrainRequest};
+use contract::training::{Arch, DeviceSpec, LossKind, Schedule, TrainRequest};
 use faces::ingest::{IngestPolicy, SourceConfig};
 use render::RenderParams;
 use serde::{Deserialize, Serialize};
 use shapes::align::AlignParams;
-use shapes::balance::{BalanceParams, HistogramOf};
+use shapes::balance::{BalanceParams, HistogramOf, Holdout};
 use shapes::pca::{PcaParams, PoseComponent};
 
 /// The whole configuration.
@@ -130,6 +130,32 @@ pub struct NetworkSettings {
     /// Final learning rate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub final_lr: Option<f64>,
+    /// Learning-rate schedule: `"cosine"` (from `lr` to `final_lr`, the default) or
+    /// `"constant"` (`lr` throughout).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<LrScheduleKey>,
+    /// L2 weight decay (default 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+}
+
+/// The `schedule` values of `[train.cnnN]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrScheduleKey {
+    /// Cosine decay from `lr` to `final_lr`.
+    Cosine,
+    /// `lr` throughout.
+    Constant,
+}
+
+impl From<LrScheduleKey> for Schedule {
+    fn from(key: LrScheduleKey) -> Self {
+        match key {
+            LrScheduleKey::Cosine => Schedule::Cosine,
+            LrScheduleKey::Constant => Schedule::Constant,
+        }
+    }
 }
 
 /// A network's budget with every value filled in.
@@ -143,15 +169,24 @@ pub struct Budget {
     pub lr: f64,
     /// Final learning rate.
     pub final_lr: f64,
+    /// Learning-rate schedule.
+    pub schedule: LrScheduleKey,
+    /// L2 weight decay.
+    pub weight_decay: f64,
 }
 
 impl From<Budget> for NetworkSettings {
+    /// Every value written, but the schedule and weight decay only where they differ from
+    /// their defaults: a training stage's identity (this, serialised) stays what it was
+    /// before they were keys.
     fn from(b: Budget) -> Self {
         NetworkSettings {
             steps: Some(b.steps),
             batch_size: Some(b.batch_size),
             lr: Some(b.lr),
             final_lr: Some(b.final_lr),
+            schedule: (b.schedule != LrScheduleKey::Cosine).then_some(b.schedule),
+            weight_decay: (b.weight_decay != 0.0).then_some(b.weight_decay),
         }
     }
 }
@@ -169,6 +204,8 @@ impl NetworkSettings {
                 Arch::Cnn7 => 3e-4,
             },
             final_lr: 1e-5,
+            schedule: LrScheduleKey::Cosine,
+            weight_decay: 0.0,
         }
     }
 
@@ -180,6 +217,8 @@ impl NetworkSettings {
             batch_size: self.batch_size.unwrap_or(d.batch_size),
             lr: self.lr.unwrap_or(d.lr),
             final_lr: self.final_lr.unwrap_or(d.final_lr),
+            schedule: self.schedule.unwrap_or(d.schedule),
+            weight_decay: self.weight_decay.unwrap_or(d.weight_decay),
         }
     }
 }
@@ -219,6 +258,8 @@ impl TrainSection {
             batch_size: budget.batch_size,
             lr: budget.lr,
             final_lr: budget.final_lr,
+            schedule: budget.schedule.into(),
+            weight_decay: budget.weight_decay,
             device: self.device.parse()?,
             seed: self.seed.unwrap_or(run_seed),
             batch_norm: self.batch_norm,
@@ -313,8 +354,21 @@ impl PcaSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BalanceSection {
-    /// Fraction of `train` moved to `val` (by a hash of the sample id: stable across runs).
+    /// How `val` (and `test`) are carved out of `train`: `"photo"` (faces of one photo
+    /// together, stratified by pose; what `init` writes) or `"face"` (by a hash of the sample
+    /// id, `val` only). Absent means `"face"`, the rule of files written before photo groups,
+    /// so their outputs stay as they were (and it is not serialised then: same stage identity).
+    #[serde(skip_serializing_if = "is_by_face")]
+    pub holdout: Holdout,
+    /// Fraction of `train` moved to `val` (stable across runs).
     pub val_fraction: f64,
+    /// Fraction of `train` moved to `test` (by photo only; 0: none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub test_fraction: f64,
+    /// Seed of the photo carve-out, apart from `seed` so that runs with other seeds hold out
+    /// the same faces.
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub holdout_seed: u64,
     /// Number of pose-histogram bins K (the paper's example: 9).
     pub bins: usize,
     /// `"absolute"` (histogram of |coefficient|, as in the paper) or `"signed"`.
@@ -337,7 +391,10 @@ impl Default for BalanceSection {
     fn default() -> Self {
         let p = BalanceParams::default();
         BalanceSection {
+            holdout: p.holdout,
             val_fraction: p.val_fraction,
+            test_fraction: p.test_fraction,
+            holdout_seed: p.holdout_seed,
             bins: p.bins,
             histogram: p.histogram,
             max_replication: p.max_replication,
@@ -352,7 +409,10 @@ impl BalanceSection {
     /// The library parameters for `num_points` landmarks, the run seed and the crop sizes.
     pub fn params(&self, num_points: usize, seed: u64, render: &RenderParams) -> BalanceParams {
         BalanceParams {
+            holdout: self.holdout,
             val_fraction: self.val_fraction,
+            test_fraction: self.test_fraction,
+            holdout_seed: self.holdout_seed,
             bins: self.bins,
             histogram: self.histogram,
             max_replication: self.max_replication,
@@ -365,6 +425,18 @@ impl BalanceSection {
             crop_stage2: render.stage2_size,
         }
     }
+}
+
+fn is_by_face(holdout: &Holdout) -> bool {
+    *holdout == Holdout::Face
+}
+
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
+}
+
+fn is_zero_u64(value: &u64) -> bool {
+    *value == 0
 }
 
 fn default_output() -> PathBuf {
@@ -577,6 +649,28 @@ impl Config {
                 format!("{} (allowed: a fraction in [0, 1))", b.val_fraction),
             ));
         }
+        if !(0.0..1.0).contains(&b.test_fraction) {
+            problems.push(Problem::new(
+                &["balance", "test_fraction"],
+                format!("{} (allowed: a fraction in [0, 1))", b.test_fraction),
+            ));
+        } else if b.val_fraction + b.test_fraction >= 1.0 {
+            problems.push(Problem::new(
+                &["balance", "test_fraction"],
+                format!(
+                    "{}, with val_fraction {}, leaves no training faces (allowed: val_fraction + test_fraction < 1)",
+                    b.test_fraction, b.val_fraction
+                ),
+            ));
+        } else if b.test_fraction > 0.0 && b.holdout != Holdout::Photo {
+            problems.push(Problem::new(
+                &["balance", "test_fraction"],
+                format!(
+                    "{} needs holdout = \"photo\" (allowed: 0 with holdout = \"face\")",
+                    b.test_fraction
+                ),
+            ));
+        }
         if b.bins == 0 {
             problems.push(Problem::new(
                 &["balance", "bins"],
@@ -655,6 +749,12 @@ impl TrainSection {
                     ));
                 }
             }
+            if !(b.weight_decay.is_finite() && b.weight_decay >= 0.0) {
+                problems.push(Problem::new(
+                    &["train", net, "weight_decay"],
+                    format!("{} (allowed: a finite number >= 0)", b.weight_decay),
+                ));
+            }
         }
         if self.threads == Some(0) {
             problems.push(Problem::new(
@@ -731,9 +831,13 @@ const SECTION_COMMENTS: [(&str, &str); 6] = [
     ),
     (
         "balance",
-        "Pose-based data balancing: val carve-out, histogram of the pose coefficient\n\
+        "Pose-based data balancing: held-out splits, histogram of the pose coefficient\n\
          (histogram = \"absolute\" | \"signed\"), optional caps max_replication and\n\
-         max_train_rows, and the target shard size in bytes.",
+         max_train_rows, and the target shard size in bytes.\n\
+         holdout = \"photo\": val_fraction (and test_fraction) of the training faces are held out\n\
+         whole photos at a time (faces `<photo>_<n>` of one photo, or listed on one image file),\n\
+         stratified by pose and drawn with holdout_seed; \"face\" (the default of files without\n\
+         the key): val only, each face by a hash of its id. Fix them before any tuning.",
     ),
     (
         "render",
@@ -885,6 +989,13 @@ pub fn init_document(
                     *item = Item::Table(t);
                 }
             }
+        }
+        if name == "balance" {
+            // Not serialised at their defaults (the rule of older files, whose stage identity
+            // must not change): a new file holds out by photo, so written here.
+            table.insert("holdout", toml_edit::value("photo"));
+            table.insert("test_fraction", toml_edit::value(0.0));
+            table.insert("holdout_seed", toml_edit::value(0i64));
         }
         if name == "render" {
             // Not serialised with the render parameters (it is in no shard key): written here.

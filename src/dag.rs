@@ -18,7 +18,7 @@ use render::{RenderInputs, RenderProgress, WorkerSplit, render_shards};
 use report::{BinExamples, plot_pose_histogram, plot_shape_modes, plot_thumbnail_strip};
 use serde_json::json;
 use shapes::align::align_shapes;
-use shapes::balance::{BalanceSample, TRAIN, balance};
+use shapes::balance::{BalanceSample, TRAIN, balance, photo_of};
 use shapes::pca::fit_shape_model;
 use shapes::plan_table::{
     BalanceSummary, read_plan_parquet, write_plan_parquet, write_summary_json,
@@ -41,7 +41,7 @@ mod code_version {
     pub const PLOTS: &str = "1";
     pub const RENDER: &str = "3";
     pub const TRAIN: &str = "3";
-    pub const EVALUATE: &str = "1";
+    pub const EVALUATE: &str = "2";
 }
 
 /// The whole pipeline for `config`.
@@ -179,6 +179,7 @@ fn balance_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
             .map(|((id, c), f)| BalanceSample {
                 sample_id: id.clone(),
                 split: f.split.clone(),
+                photo: photo_of(&f.image_path),
                 pose_coefficient: *c,
             })
             .collect();
@@ -548,6 +549,7 @@ fn evaluate_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
             "NME ×100 in original image coordinates (two-stage inference path):\n  split          model    faces    NME  median  fail@0.08 fail@0.10\n",
         );
         let mut results: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        let mut other_rows = Vec::new();
         for split in evaluation_splits(&plan) {
             let mut mean_shape = None;
             for (name, models) in &variants {
@@ -569,6 +571,20 @@ fn evaluate_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
                     s.faces, s.mean_nme_percent, s.median_nme_percent, fail(0), fail(1)
                 ));
                 results.insert(format!("{name}/{split}"), serde_json::to_value(s)?);
+                for (other, o) in &report.other_normalisers {
+                    results.insert(format!("{name}/{split}@{other}"), serde_json::to_value(&o.summary)?);
+                    other_rows.push(format!(
+                        "  {:<14} {name:<7} {:>6} {:>6.2} {:>7.2}\n",
+                        format!("{split}@{other}"), o.summary.faces, o.summary.mean_nme_percent, o.summary.median_nme_percent
+                    ));
+                    if name == &variants[variants.len() - 1].0 {
+                        results.insert(format!("mean-shape/{split}@{other}"), serde_json::to_value(&o.mean_shape)?);
+                        other_rows.push(format!(
+                            "  {:<14} {:<7} {:>6} {:>6.2} {:>7.2}\n",
+                            format!("{split}@{other}"), "mean", o.mean_shape.faces, o.mean_shape.mean_nme_percent, o.mean_shape.median_nme_percent
+                        ));
+                    }
+                }
                 mean_shape = Some(report.mean_shape.clone());
             }
             if let Some(s) = mean_shape {
@@ -579,6 +595,10 @@ fn evaluate_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
                 ));
                 results.insert(format!("mean-shape/{split}"), serde_json::to_value(&s)?);
             }
+        }
+        if !other_rows.is_empty() {
+            table.push_str("The same predictions under the scheme's other normalisers:\n");
+            table.extend(other_rows);
         }
         eprint!("{table}");
         manifests::write_atomic(reports.join("evaluation.txt"), table.as_bytes())?;

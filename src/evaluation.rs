@@ -65,6 +65,21 @@ pub struct TwoStageReport {
     pub per_face: Vec<FaceError>,
     /// Where CNN-6's landmarks put the stage-2 crop, against the true landmarks' crop.
     pub stage2_normalisation: NormalisationError,
+    /// The same predictions under the scheme's other named normalisers (e.g. `inter-pupil`
+    /// beside the default `inter-ocular`), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub other_normalisers: BTreeMap<String, OtherNormaliser>,
+}
+
+/// A split's errors under one more normaliser.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OtherNormaliser {
+    /// The normaliser, written out.
+    pub normaliser: String,
+    /// Over every face it can score.
+    pub summary: ErrorSummary,
+    /// The mean-shape baseline under it.
+    pub mean_shape: ErrorSummary,
 }
 
 /// How far CNN-6's landmarks move the stage-2 crop from where the true landmarks put it: the
@@ -281,6 +296,19 @@ pub fn evaluate_two_stage(req: &EvalRequest<'_>) -> Result<TwoStageReport> {
         scheme.name
     );
     let normaliser = contract::scheme::resolve_normaliser(scheme.name, req.normaliser)?;
+    // The scheme's other named normalisers (box-based ones left out: they are not a landmark
+    // normaliser anyone reports), each once.
+    let mut others: Vec<(&str, Normaliser)> = Vec::new();
+    for name in scheme.normaliser_names() {
+        if name.starts_with("box-") {
+            continue;
+        }
+        let n = scheme.resolve_normaliser(Some(name))?;
+        if n != normaliser && others.iter().all(|(_, o)| *o != n) {
+            others.push((name, n));
+        }
+    }
+    let mut other_nmes: Vec<Vec<f64>> = vec![Vec::new(); others.len()];
     let enlarge = match req.params.box_rule {
         BoxRule::Landmarks => req.params.box_enlarge,
         BoxRule::Annotation => req.params.annotation_box_enlarge,
@@ -307,6 +335,14 @@ pub fn evaluate_two_stage(req: &EvalRequest<'_>) -> Result<TwoStageReport> {
             stage2_matrix_for(&f.landmarks, scheme, req.params),
         ) {
             crop_pairs.push((predicted, truth));
+        }
+        for ((_, other), nmes) in others.iter().zip(&mut other_nmes) {
+            nmes.extend(face_nme(
+                &points(&p.landmarks),
+                &points(&f.landmarks),
+                &f.visible,
+                other,
+            ));
         }
         let Some(nme) = face_nme(
             &points(&p.landmarks),
@@ -343,6 +379,22 @@ pub fn evaluate_two_stage(req: &EvalRequest<'_>) -> Result<TwoStageReport> {
             .map(|(k, v)| (k, ErrorSummary::new(&v)))
             .collect()
     };
+    // The mean shape of the faces trained on: the plan's `train` split, carve-outs excluded.
+    let train: Vec<&FaceRecord> = faces
+        .iter()
+        .filter(|f| split_of.get(&f.sample_id).is_some_and(|s| s == TRAIN))
+        .collect();
+    let mut other_normalisers = BTreeMap::new();
+    for ((name, other), nmes) in others.iter().zip(&other_nmes) {
+        other_normalisers.insert(
+            (*name).to_owned(),
+            OtherNormaliser {
+                normaliser: other.to_string(),
+                summary: ErrorSummary::new(nmes),
+                mean_shape: mean_shape_baseline(&train, &chosen, req.params, other)?,
+            },
+        );
+    }
     Ok(TwoStageReport {
         split: req.split.to_owned(),
         member_splits: members,
@@ -351,18 +403,19 @@ pub fn evaluate_two_stage(req: &EvalRequest<'_>) -> Result<TwoStageReport> {
         normaliser: normaliser.to_string(),
         skipped,
         summary: ErrorSummary::new(&nmes),
-        mean_shape: mean_shape_baseline(&faces, &chosen, req.params, &normaliser)?,
+        mean_shape: mean_shape_baseline(&train, &chosen, req.params, &normaliser)?,
         per_pose_bin: summarise(by_pose),
         per_yaw_bin: summarise(by_yaw),
         per_face,
         stage2_normalisation: NormalisationError::new(&crop_pairs, req.params.stage2_size),
+        other_normalisers,
     })
 }
 
-/// The mean-shape baseline: the mean of the training faces' landmarks in their stage-1 crops,
-/// placed in each test face's stage-1 crop and mapped back to the image.
+/// The mean-shape baseline: the mean of the training faces' (`train`) landmarks in their
+/// stage-1 crops, placed in each test face's stage-1 crop and mapped back to the image.
 pub fn mean_shape_baseline(
-    faces: &[FaceRecord],
+    train: &[&FaceRecord],
     test: &[&FaceRecord],
     params: &RenderParams,
     normaliser: &Normaliser,
@@ -373,7 +426,7 @@ pub fn mean_shape_baseline(
     };
     let mut sum: Vec<f64> = Vec::new();
     let mut count: Vec<f64> = Vec::new();
-    for f in faces.iter().filter(|f| f.split == TRAIN) {
+    for f in train {
         let Some(m) = matrix(f) else { continue };
         let crop = image_to_crop(&m, &f.landmarks);
         if sum.is_empty() {
@@ -449,6 +502,7 @@ mod tests {
             counts_after: vec![5, 6, 5],
             replication: vec![1, 2, 5],
             val_carved: 0,
+            test_carved: None,
             rows_per_split: vec![],
             bytes_per_sample_stage1: 0,
             bytes_per_sample_stage2: 0,

@@ -432,8 +432,9 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
         .filter(|f| f.split == "common" || f.split == "challenging")
         .collect();
     ensure!(!test.is_empty(), "the synthetic set has no test faces");
+    let train: Vec<&FaceRecord> = faces.iter().filter(|f| f.split == TRAIN).collect();
     let baseline = mean_shape_baseline(
-        &faces,
+        &train,
         &test,
         &study.render_params(Augmentation::Static, 1),
         &normaliser,

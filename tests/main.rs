@@ -8,6 +8,7 @@ mod dag;
 mod epochs;
 mod render;
 mod shapes;
+mod split;
 mod synth;
 mod train_resume;
 mod two_stage;
