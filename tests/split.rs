@@ -31,7 +31,10 @@ fn grouped_project(root: &Path, count: usize, balance: &str) -> std::path::PathB
             for (n, stem) in stems[i..(i + faces).min(stems.len())].iter().enumerate() {
                 for entry in std::fs::read_dir(&dir).unwrap() {
                     let path = entry.unwrap().path();
-                    if path.file_stem().is_some_and(|s| s.to_string_lossy() == *stem) {
+                    if path
+                        .file_stem()
+                        .is_some_and(|s| s.to_string_lossy() == *stem)
+                    {
                         let ext = path.extension().unwrap().to_string_lossy().into_owned();
                         let to = dir.join(format!("p{photo}_{}.{ext}", n + 1));
                         std::fs::rename(&path, to).unwrap();
@@ -80,7 +83,11 @@ fn no_photo_has_faces_on_two_sides_of_any_split() {
         sides.entry(photo.to_owned()).or_default().insert(split);
     }
     let multi = sides.keys().filter(|p| {
-        split_of.keys().filter(|id| id.starts_with(&format!("{p}_"))).count() > 1
+        split_of
+            .keys()
+            .filter(|id| id.starts_with(&format!("{p}_")))
+            .count()
+            > 1
     });
     assert!(multi.count() > 20, "the fixture has few multi-face photos");
     for (photo, on) in &sides {
@@ -106,7 +113,11 @@ fn no_photo_has_faces_on_two_sides_of_any_split() {
         .arg(&config));
     assert_eq!(splits(tmp.path()), split_of);
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("test_fraction", "holdout_seed = 1\ntest_fraction")).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("test_fraction", "holdout_seed = 1\ntest_fraction"),
+    )
+    .unwrap();
     ok(wingflow()
         .args(["run", "--until", "balance", "--config"])
         .arg(&config));
@@ -134,7 +145,10 @@ fn a_test_carve_out_by_face_is_refused_at_load() {
     )
     .unwrap();
     let err = fails(wingflow().arg("run").arg("--config").arg(&config));
-    assert!(err.contains("wingflow.toml:10: balance.test_fraction:"), "{err}");
+    assert!(
+        err.contains("wingflow.toml:10: balance.test_fraction:"),
+        "{err}"
+    );
     assert!(err.contains("val_fraction + test_fraction < 1"), "{err}");
     assert!(!tmp.path().join("out").exists());
 }

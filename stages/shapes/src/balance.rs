@@ -466,10 +466,7 @@ pub fn balance(
     {
         return Err(BalanceError::InvalidParam {
             name: "test_fraction",
-            reason: format!(
-                "{} is not in [0, 1 - val_fraction)",
-                params.test_fraction
-            ),
+            reason: format!("{} is not in [0, 1 - val_fraction)", params.test_fraction),
         });
     }
     if params.test_fraction > 0.0 {
@@ -814,7 +811,10 @@ mod tests {
     fn photo_of_groups_300w_faces_of_one_photo_and_nothing_else() {
         assert_eq!(photo_of("/d/afw/1130084326_1.jpg"), "/d/afw/1130084326");
         assert_eq!(photo_of("/d/afw/1130084326_12.png"), "/d/afw/1130084326");
-        assert_eq!(photo_of("helen/trainset/100032540_1.jpg"), "helen/trainset/100032540");
+        assert_eq!(
+            photo_of("helen/trainset/100032540_1.jpg"),
+            "helen/trainset/100032540"
+        );
         // Numbered files are different photos: leading zeros and long numbers are not faces.
         assert_eq!(photo_of("d/img_0001.jpg"), "d/img_0001");
         assert_eq!(photo_of("d/img_1234.jpg"), "d/img_1234");
@@ -873,12 +873,12 @@ mod tests {
                 .or_default()
                 .insert(row.split.as_str());
         }
-        assert!(
-            side.values().all(|s| s.len() == 1),
-            "a photo on two sides"
-        );
+        assert!(side.values().all(|s| s.len() == 1), "a photo on two sides");
         let s = &plan.summary;
-        let (val, test) = (s.val_carved as f64 / 3000.0, s.test_carved.unwrap() as f64 / 3000.0);
+        let (val, test) = (
+            s.val_carved as f64 / 3000.0,
+            s.test_carved.unwrap() as f64 / 3000.0,
+        );
         assert!((val - 0.1).abs() < 0.01, "val {val}");
         assert!((test - 0.15).abs() < 0.01, "test {test}");
         // Held-out faces are never replicated.
@@ -948,24 +948,30 @@ mod tests {
         };
         assert!(matches!(
             balance(&photo_samples(50, 1), &by_face),
-            Err(BalanceError::InvalidParam { name: "test_fraction", .. })
+            Err(BalanceError::InvalidParam {
+                name: "test_fraction",
+                ..
+            })
         ));
         // `samples` has a `test` split of its own.
         assert!(matches!(
             balance(&samples(50, 1), &photo_params(0.1, 0.1, 0)),
-            Err(BalanceError::InvalidParam { name: "test_fraction", .. })
+            Err(BalanceError::InvalidParam {
+                name: "test_fraction",
+                ..
+            })
         ));
         assert!(matches!(
             balance(&photo_samples(50, 1), &photo_params(0.5, 0.5, 0)),
-            Err(BalanceError::InvalidParam { name: "test_fraction", .. })
+            Err(BalanceError::InvalidParam {
+                name: "test_fraction",
+                ..
+            })
         ));
         // Without a test carve-out, photo mode takes a source's own test split as it is.
         let plan = balance(&samples(500, 1), &photo_params(0.1, 0.0, 0)).unwrap();
         assert_eq!(plan.summary.test_carved, Some(0));
-        assert_eq!(
-            plan.rows.iter().filter(|r| r.split == TEST).count(),
-            20
-        );
+        assert_eq!(plan.rows.iter().filter(|r| r.split == TEST).count(), 20);
     }
 
     #[test]
