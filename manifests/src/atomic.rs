@@ -1,4 +1,6 @@
 //! Atomic file writes: a temporary file beside the destination, fsync, rename, fsync the directory.
+//! Folders written whole are swapped in with [`commit_temp_dir`] (no moment without one on
+//! Linux), and [`link_atomic`] gives a file a second name (an export) the same way.
 //!
 //! Temporary files are named `.<name>.tmp-<pid>-<n>`, so a run that is killed leaves only files
 //! that are recognisably temporary: they are never taken for outputs (directory digests skip
@@ -159,15 +161,148 @@ pub fn commit_temp(temp: &Path, dest: &Path) -> Result<()> {
     sync_dir(parent_dir(dest))
 }
 
+/// Creates an empty temporary folder for `dest` in its parent (which must exist), named by the
+/// one rule (`.<name>.tmp-<pid>-<n>`): a folder written whole (a checkpoint generation, a
+/// training run) and swapped in with [`commit_temp_dir`]. A killed writer's leftover is removed
+/// whole by [`remove_stale_temp_files`].
+pub fn create_temp_dir(dest: &Path) -> Result<PathBuf> {
+    unique_temp(dest, "create temporary folder", |path| fs::create_dir(path)).map(|((), path)| path)
+}
+
 /// Replaces the folder `dest` (if any) with the finished folder `temp` (a training run's work
-/// folder) and fsyncs their parent. Between the removal and the rename no folder is at `dest`, never a partial one.
+/// folder, a checkpoint generation) and fsyncs their parent, so that a folder is at `dest` at
+/// every moment: the old one, then the new one, never none and never a partial one.
+///
+/// On Linux the two are swapped in one step (`renameat2` with `RENAME_EXCHANGE`) and the old
+/// folder, now under `temp`'s name, is removed (a crash before that leaves it there; under a
+/// temporary name from [`create_temp_dir`], [`remove_stale_temp_files`] removes it). Where the
+/// exchange is unsupported (another OS, a file system without it) the old folder is first
+/// renamed aside under a temporary name and the new one renamed in: a crash between the two
+/// renames leaves no folder at `dest` (the old one survives under its temporary name until
+/// [`remove_stale_temp_files`]). `temp` should be a sibling of `dest` (renames do not cross
+/// file systems).
 pub fn commit_temp_dir(temp: &Path, dest: &Path) -> Result<()> {
-    match fs::remove_dir_all(dest) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("remove the previous folder", dest, e)),
+    let dest_parent = parent_dir(dest);
+    match exchange(temp, dest) {
+        Exchange::Swapped => {
+            sync_dir(dest_parent)?;
+            if parent_dir(temp) != dest_parent {
+                sync_dir(parent_dir(temp))?;
+            }
+            // `temp` now names the old folder.
+            fs::remove_dir_all(temp).map_err(|e| Error::io("remove the previous folder", temp, e))
+        }
+        Exchange::NoDestination => {
+            fs::rename(temp, dest).map_err(|e| Error::io("rename into place", dest, e))?;
+            sync_dir(dest_parent)
+        }
+        Exchange::Unsupported => replace_by_renames(temp, dest),
+        Exchange::Failed(e) => Err(Error::io("swap into place", dest, e)),
+    }
+}
+
+/// [`commit_temp_dir`] where folders cannot be swapped: the old folder is renamed aside under
+/// a temporary name (a placeholder folder reserves the name; renaming a folder onto an empty one
+/// replaces it), the new one renamed in, the parent fsynced, the old one removed.
+fn replace_by_renames(temp: &Path, dest: &Path) -> Result<()> {
+    let aside = create_temp_dir(dest)?;
+    if let Err(e) = fs::rename(dest, &aside) {
+        let _ = fs::remove_dir(&aside);
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(Error::io("move the previous folder aside", dest, e));
+        }
     }
     fs::rename(temp, dest).map_err(|e| Error::io("rename into place", dest, e))?;
+    sync_dir(parent_dir(dest))?;
+    match fs::remove_dir_all(&aside) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove the previous folder", aside, e)),
+    }
+}
+
+/// What an attempt to swap two folders in one step did.
+enum Exchange {
+    /// `temp` and `dest` swapped names.
+    Swapped,
+    /// Nothing is at `dest`: a plain rename does.
+    NoDestination,
+    /// The OS or the file system cannot swap.
+    Unsupported,
+    /// Another error (permissions, `temp` missing, …).
+    Failed(std::io::Error),
+}
+
+/// Swap `temp` and `dest` with `renameat2(RENAME_EXCHANGE)`.
+#[cfg(target_os = "linux")]
+fn exchange(temp: &Path, dest: &Path) -> Exchange {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(from), Ok(to)) = (
+        CString::new(temp.as_os_str().as_bytes()),
+        CString::new(dest.as_os_str().as_bytes()),
+    ) else {
+        return Exchange::Failed(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "path contains a NUL byte",
+        ));
+    };
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        return Exchange::Swapped;
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        // ENOENT: `dest` does not exist (a missing `temp` fails the plain rename the same way).
+        Some(libc::ENOENT) => Exchange::NoDestination,
+        // EINVAL: the file system does not take the flag; ENOSYS: a kernel before 3.15.
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => Exchange::Unsupported,
+        _ => Exchange::Failed(e),
+    }
+}
+
+/// No atomic exchange outside Linux: rename aside, then into place.
+#[cfg(not(target_os = "linux"))]
+fn exchange(_temp: &Path, dest: &Path) -> Exchange {
+    if dest.exists() {
+        Exchange::Unsupported
+    } else {
+        Exchange::NoDestination
+    }
+}
+
+/// Makes `dest` the file `src` (a checkpoint's export: the same bytes under a second name)
+/// atomically: a hard link to `src` under `dest`'s temporary name, renamed over `dest`, then the
+/// directory fsynced; where the file system refuses the link, a copy (fsynced) takes its place.
+/// A reader of `dest` sees the old file or the new one, never a partial one.
+pub fn link_atomic(src: &Path, dest: &Path) -> Result<()> {
+    let temp = match unique_temp(dest, "link", |temp| fs::hard_link(src, temp)) {
+        Ok(((), temp)) => temp,
+        Err(_) => {
+            let (mut file, temp) = create_temp(dest)?;
+            let copied = File::open(src)
+                .and_then(|mut from| std::io::copy(&mut from, &mut file))
+                .and_then(|_| file.sync_all());
+            if let Err(e) = copied {
+                let _ = fs::remove_file(&temp);
+                return Err(Error::io("copy", src, e));
+            }
+            temp
+        }
+    };
+    if let Err(e) = fs::rename(&temp, dest) {
+        let _ = fs::remove_file(&temp);
+        return Err(Error::io("rename into place", dest, e));
+    }
     sync_dir(parent_dir(dest))
 }
 
@@ -425,6 +560,77 @@ mod tests {
         let removed = remove_stale_temp_files(dir.path(), false).unwrap();
         assert_eq!(removed, vec![temp]);
         assert_eq!(names_in(dir.path()), ["faces.parquet"]);
+    }
+
+    #[test]
+    fn a_finished_folder_replaces_an_existing_one_and_the_old_one_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("last-000000020");
+        fs::create_dir(&dest).unwrap();
+        fs::write(dest.join("old.safetensors"), b"old").unwrap();
+        fs::create_dir(dest.join("nested")).unwrap();
+        fs::write(dest.join("nested/x"), b"x").unwrap();
+        let temp = create_temp_dir(&dest).unwrap();
+        let temp_name = temp.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(is_temp_file_name(&temp_name), "{temp_name}");
+        assert!(temp_name.starts_with(".last-000000020.tmp-"), "{temp_name}");
+        fs::write(temp.join("new.safetensors"), b"new").unwrap();
+        commit_temp_dir(&temp, &dest).unwrap();
+        assert_eq!(names_in(&dest), ["new.safetensors"]);
+        assert_eq!(fs::read(dest.join("new.safetensors")).unwrap(), b"new");
+        // Neither the old folder nor the temporary name is left.
+        assert_eq!(names_in(dir.path()), ["last-000000020"]);
+        // Into an empty place, too.
+        let fresh = dir.path().join("best-000000003");
+        let temp = create_temp_dir(&fresh).unwrap();
+        commit_temp_dir(&temp, &fresh).unwrap();
+        assert_eq!(names_in(dir.path()), ["best-000000003", "last-000000020"]);
+        // A missing temporary folder is an error naming the destination, and changes nothing.
+        let err = commit_temp_dir(&dir.path().join(".gone.tmp-1-0"), &dest).unwrap_err();
+        assert!(err.to_string().contains("last-000000020"), "{err}");
+        assert_eq!(names_in(&dest), ["new.safetensors"]);
+    }
+
+    #[test]
+    fn without_an_exchange_the_old_folder_is_renamed_aside_then_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("stage1");
+        fs::create_dir(&dest).unwrap();
+        fs::write(dest.join("old.txt"), b"old").unwrap();
+        let temp = create_temp_dir(&dest).unwrap();
+        fs::write(temp.join("new.txt"), b"new").unwrap();
+        replace_by_renames(&temp, &dest).unwrap();
+        assert_eq!(names_in(&dest), ["new.txt"]);
+        assert_eq!(names_in(dir.path()), ["stage1"]);
+        let absent = dir.path().join("stage2");
+        let temp = create_temp_dir(&absent).unwrap();
+        replace_by_renames(&temp, &absent).unwrap();
+        assert_eq!(names_in(dir.path()), ["stage1", "stage2"]);
+    }
+
+    #[test]
+    fn an_export_is_the_same_file_under_a_second_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("gen.safetensors");
+        let dest = dir.path().join("last.safetensors");
+        fs::write(&src, b"weights at step 4").unwrap();
+        link_atomic(&src, &dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"weights at step 4");
+        // Replacing the export leaves the old source untouched.
+        let next = dir.path().join("next.safetensors");
+        fs::write(&next, b"weights at step 8").unwrap();
+        link_atomic(&next, &dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"weights at step 8");
+        assert_eq!(fs::read(&src).unwrap(), b"weights at step 4");
+        fs::remove_file(&next).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"weights at step 8");
+        assert_eq!(
+            names_in(dir.path()),
+            ["gen.safetensors", "last.safetensors"]
+        );
+        let err = link_atomic(&dir.path().join("absent"), &dest).unwrap_err();
+        assert!(err.to_string().contains("absent"), "{err}");
+        assert_eq!(fs::read(&dest).unwrap(), b"weights at step 8");
     }
 
     #[test]

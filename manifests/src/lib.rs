@@ -5,7 +5,8 @@
 //!
 //! - [`digest`]: blake3 digests of files, directory trees and parameter values (canonical JSON).
 //! - [`stat_cache`]: `(path, size, mtime, inode) → digest`, so unchanged files are not re-hashed.
-//! - [`atomic`]: atomic file writes (temporary file + fsync + rename + fsync of the directory).
+//! - [`atomic`]: atomic file writes (temporary file + fsync + rename + fsync of the directory),
+//!   folders swapped in whole, files exported under a second name.
 //! - [`record`]: the per-stage [`StageManifest`] and the `wingflow.lock` [`Record`] holding them.
 //! - [`run_lock`]: the OS file lock `.wingflow-run.lock` that keeps two runs apart.
 //!
@@ -21,8 +22,8 @@ pub mod run_lock;
 pub mod stat_cache;
 
 pub use atomic::{
-    AtomicFile, commit_temp, commit_temp_dir, create_temp, remove_stale_temp_files, write_atomic,
-    write_if_changed,
+    AtomicFile, commit_temp, commit_temp_dir, create_temp, create_temp_dir, link_atomic,
+    remove_stale_temp_files, write_atomic, write_if_changed,
 };
 pub use digest::{Digest, canonical_json, digest_bytes, digest_file, digest_value};
 pub use error::{Error, Result};
