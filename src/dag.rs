@@ -498,7 +498,11 @@ fn resumable(work: &Path, request: &TrainRequest, inputs: &str) -> bool {
         .and_then(|b| serde_json::from_slice::<TrainRequest>(&b).ok())
         .is_some_and(|r| TrainRequest { resume: false, ..r } == *request);
     let same_inputs = std::fs::read_to_string(work.join(RUN_INPUTS)).is_ok_and(|s| s == inputs);
-    same_request && same_inputs && work.join("last.json").exists()
+    same_request
+        && same_inputs
+        && work
+            .join(contract::layout::training_run::CHECKPOINT_POINTER)
+            .exists()
 }
 
 /// The checkpoint to evaluate: the best by validation NME, else the last.

@@ -1,11 +1,14 @@
-//! A training stage killed mid-run resumes from its last checkpoint on the next `wingflow run`,
-//! and ends where an uninterrupted run ends.
+//! A training stage killed mid-run (or aborted right after any checkpoint write) resumes from
+//! its last committed checkpoint on the next `wingflow run`, and ends where an uninterrupted run
+//! ends.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::common::{ok, project_300w, wingflow};
+use contract::layout::training_run::CHECKPOINT_POINTER;
+
+use crate::common::{fails, ok, project_300w, wingflow};
 
 /// A project that trains CNN-6 for 80 steps of 4 (a checkpoint every 4 steps) and CNN-7 for 2.
 fn project(root: &Path) -> PathBuf {
@@ -59,13 +62,7 @@ fn a_killed_training_stage_resumes_from_its_checkpoint() {
         .unwrap();
     let work = killed.path().join("out/models/.stage1.partial");
     let started = Instant::now();
-    let checkpointed = || {
-        std::fs::read_to_string(work.join("last.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|r| r["step"].as_u64())
-            .is_some_and(|s| (8..80).contains(&s))
-    };
+    let checkpointed = || committed_step(&work).is_some_and(|s| (8..80).contains(&s));
     while !checkpointed() {
         assert!(child.try_wait().unwrap().is_none(), "training ended first");
         assert!(
@@ -100,6 +97,77 @@ fn a_killed_training_stage_resumes_from_its_checkpoint() {
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+/// The step of the `last` checkpoint generation the pointer in a training folder names.
+fn committed_step(work: &Path) -> Option<u64> {
+    let bytes = std::fs::read(work.join(CHECKPOINT_POINTER)).ok()?;
+    let pointer: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    pointer["last"]
+        .as_str()?
+        .strip_prefix("last-")?
+        .parse()
+        .ok()
+}
+
+/// `wingflow-train` aborted right after one of its checkpoint writes
+/// (`WINGFLOW_TRAIN_ABORT_AFTER_WRITE`, inherited from `wingflow`) leaves a folder that the
+/// next `wingflow run` resumes from the last committed checkpoint (or, with none committed,
+/// trains afresh), to the uninterrupted run's model and evaluation.
+#[test]
+fn a_training_stage_aborted_after_any_checkpoint_write_resumes_to_the_same_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = project(tmp.path());
+    ok(wingflow().arg("run").arg("--config").arg(&config));
+    let expected = evaluation(tmp.path());
+    let model = tmp.path().join("out/models/stage1");
+    let weights = || std::fs::read(model.join("last.safetensors")).unwrap();
+    let uninterrupted = weights();
+    let work = tmp.path().join("out/models/.stage1.partial");
+    // CNN-6 checkpoints every 4 steps and validates at the end only, so its checkpoint writes
+    // are 7 a generation: at step 4, writes 1–7; at step 8, the weights (8), the optimiser
+    // state (9), the record (10), the generation renamed in (11), the pointer (12), the two
+    // exports (13, 14). Each k: the step the pointer names after the abort (None: no pointer).
+    let cases = [
+        (4, None),
+        (8, Some(4)),
+        (9, Some(4)),
+        (10, Some(4)),
+        (11, Some(4)),
+        (12, Some(8)),
+        (13, Some(8)),
+    ];
+    for (k, committed) in cases {
+        // Train CNN-6 again (and evaluate again) from scratch.
+        std::fs::remove_dir_all(&model).unwrap();
+        std::fs::remove_dir_all(tmp.path().join("out/reports")).unwrap();
+        let stderr = fails(
+            wingflow()
+                .args(["run", "--until", "train1", "--config"])
+                .arg(&config)
+                .env("WINGFLOW_TRAIN_ABORT_AFTER_WRITE", k.to_string()),
+        );
+        assert!(
+            stderr.contains(&format!("aborting after checkpoint write {k}")),
+            "write {k}: {stderr}"
+        );
+        assert_eq!(committed_step(&work), committed, "write {k}");
+        let out = ok(wingflow().arg("run").arg("--config").arg(&config));
+        let log = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        match committed {
+            Some(step) => assert!(
+                log.contains("train1: resuming the interrupted run")
+                    && log.contains(&format!(
+                        "resume: resuming from last-{step:09} (step {step})"
+                    )),
+                "write {k}: {log}"
+            ),
+            None => assert!(!log.contains("resuming"), "write {k}: {log}"),
+        }
+        assert!(weights() == uninterrupted, "write {k}: the weights differ");
+        assert_eq!(evaluation(tmp.path()), expected, "write {k}");
+    }
 }
 
 /// Append `[train]` keys to a project's config (after its `[train]` table's other keys).

@@ -9,7 +9,7 @@
 //! <root>/plots/*.png                              plots
 //! <root>/shards/stage{1,2}/<split>/               render (crop levels 1 and 2)
 //! <root>/shards/stage{1,2}/train/augmentation-epoch-EEE/   render (augmentation epochs ≥ 1)
-//! <root>/models/stage{1,2}/                       train1, train2
+//! <root>/models/stage{1,2}/                       train1, train2 (see [`training_run`])
 //! <root>/reports/                                 evaluate
 //! <root>/models/<run>/stage{1,2}/, reports/<run>/ the same for a named training run
 //! ```
@@ -174,6 +174,23 @@ pub fn parse_epoch_dir_name(name: &str) -> Option<u32> {
 
 const EPOCH_DIR_PREFIX: &str = "augmentation-epoch-";
 
+/// The files of a training run's folder (`models/stageN/`, and the work folder beside it that
+/// the CLI trains in and resumes) that the CLI and `wingflow-train` both name.
+///
+/// A run's checkpoints are whole generations, folders in `checkpoints/` (`last-<step>/`:
+/// weights, optimiser state and record; `best-<step>/`: weights and record), each written under
+/// a temporary name and renamed in; the pointer file `checkpoint.json` names the current ones
+/// and is the commit point. `last.safetensors`/`last.json` and `best.safetensors`/`best.json`
+/// in the run's folder are exports of the current generations, for users and the CLI; resuming
+/// reads the pointer and the generations only.
+pub mod training_run {
+    /// The pointer (JSON) naming the run's current `last` and `best` generations, written
+    /// atomically after each generation: a folder holds a resumable run when it exists.
+    pub const CHECKPOINT_POINTER: &str = "checkpoint.json";
+    /// The folder of the run's checkpoint generations.
+    pub const CHECKPOINTS_DIR: &str = "checkpoints";
+}
+
 /// The files of one shard set folder.
 pub mod shard_set {
     /// The set's index (`shards::ShardIndex`).
@@ -205,5 +222,9 @@ mod tests {
         assert_eq!(parse_epoch_dir_name("augmentation-epoch-012"), Some(12));
         assert_eq!(parse_epoch_dir_name("augmentation-epoch-000"), None);
         assert_eq!(parse_epoch_dir_name("epoch-1"), None);
+        assert_eq!(
+            l.model(1).join(training_run::CHECKPOINT_POINTER),
+            Path::new("/out/models/stage1/checkpoint.json")
+        );
     }
 }

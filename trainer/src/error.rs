@@ -71,6 +71,13 @@ pub enum TrainerError {
     /// The background batch loader stopped without reporting an error (it panicked).
     #[error("the batch loader thread stopped unexpectedly")]
     LoaderDied,
+    /// The testing hook [`Trainer::stop_after_write`](crate::train::Trainer::stop_after_write)
+    /// stopped the run, as a process killed right after that checkpoint write would stop.
+    #[error("injected stop after checkpoint write {write}")]
+    InjectedStop {
+        /// The write's number, counted from 1.
+        write: u64,
+    },
 }
 
 /// Result alias for the trainer library.

@@ -4,10 +4,13 @@
 //!
 //! Module map: [`shards`] reads shard sets and streams batches; [`model`] holds the networks
 //! and their input/output contract; [`loss`] the losses; [`optim`] Adam/SGD and schedules;
-//! [`train`] the loop and checkpoints; [`eval`] the metrics; [`predict`] landmarks for a whole shard set; [`tensor_io`] safetensors files
-//! with metadata; [`testing`] synthetic shard sets for tests. The crate never links polars or
-//! the `stages` crate, so the `wingflow-train` binary stays small enough to ship to a GPU host.
+//! [`train`] the loop; [`checkpoint`] checkpoints as whole generations and the checks of a
+//! resume; [`eval`] the metrics; [`predict`] landmarks for a whole shard set; [`tensor_io`]
+//! safetensors files with metadata; [`testing`] synthetic shard sets for tests. The crate never
+//! links polars or the `stages` crate, so the `wingflow-train` binary stays small enough to ship
+//! to a GPU host.
 
+pub mod checkpoint;
 pub mod error;
 pub mod eval;
 pub mod loss;

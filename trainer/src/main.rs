@@ -2,6 +2,11 @@
 //!
 //! Progress goes to stdout one line per event (`step 100/2000 epoch 3 loss … lr … images/s …`,
 //! `val step … nme …%`, `checkpoint step … PATH`), so a wrapper can pass it through or parse it.
+//! What `train --resume` found (the checkpoint it resumed from, torn ones it passed over, or
+//! that it started afresh) goes to stderr, `resume: …`.
+//!
+//! Testing hook: `WINGFLOW_TRAIN_ABORT_AFTER_WRITE=k` aborts training right after its k-th
+//! checkpoint write (see `trainer::train`), as a kill there would stop it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -181,8 +186,10 @@ struct TrainArgs {
     /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
-    /// Continue the run in --out from its `last` checkpoint. Its stored settings win, except
-    /// that --steps, when given, sets a new total length (the schedule stretches to it).
+    /// Continue the run in --out from the `last` checkpoint its checkpoint.json names, checked
+    /// whole (a torn one falls back to an earlier one; with none the run starts afresh; stderr
+    /// says which). Its stored settings win, except that --steps, when given, sets a new total
+    /// length (the schedule stretches to it).
     #[arg(long)]
     resume: bool,
 }
@@ -480,8 +487,12 @@ fn train(args: TrainRequest) -> Result<()> {
         let _ = std::io::stdout().flush();
     };
     let mut trainer = if args.resume {
-        Trainer::resume(&args.out, device, args.steps)
-            .with_context(|| format!("resuming from {}", args.out.display()))?
+        let trainer = Trainer::resume(&args.out, device, args.steps)
+            .with_context(|| format!("resuming from {}", args.out.display()))?;
+        for note in trainer.resume_notes() {
+            eprintln!("resume: {note}");
+        }
+        trainer
     } else {
         let shards = args.shards.clone().context("--shards is required")?;
         let (train_dir, sibling_val) = if shards.join("index.json").exists() {

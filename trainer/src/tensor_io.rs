@@ -158,6 +158,23 @@ pub struct LoadedTensors {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// The `__metadata__` table of a safetensors file (empty when absent), after checking that the
+/// file is whole: its header parses and its length is what the header says.
+pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let (_, header) =
+        SafeTensors::read_metadata(&bytes).map_err(|source| TrainerError::Safetensors {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect())
+}
+
 /// Load every tensor of a safetensors file onto `device`.
 pub fn load_tensors(path: &Path, device: Device) -> Result<LoadedTensors> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
@@ -263,5 +280,19 @@ mod tests {
         std::fs::write(&path, [1u8, 2, 3]).unwrap();
         let err = load_tensors(&path, Device::Cpu).unwrap_err().to_string();
         assert!(err.contains("bad.safetensors"), "{err}");
+    }
+
+    #[test]
+    fn metadata_is_read_from_a_whole_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let meta = BTreeMap::from([("step".to_owned(), "20".to_owned())]);
+        let tensors = [("a".to_owned(), Tensor::from_slice(&[1.0f32, 2.0, 3.0]))];
+        save_tensors(&path, &tensors, &meta).unwrap();
+        assert_eq!(read_metadata(&path).unwrap(), meta);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+        let err = read_metadata(&path).unwrap_err().to_string();
+        assert!(err.contains("w.safetensors"), "{err}");
     }
 }
