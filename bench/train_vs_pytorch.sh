@@ -10,8 +10,19 @@ PYTHON=${PYTHON:-.venv/bin/python}
 # Real shard sets for the loader rows: 300 synthetic faces through ingest → align → pca →
 # balance (PDB) → render, by the loss study's pipeline with a one-step training run (reused
 # when WORK already holds them).
-"$BIN/wingflow" experiment losses "$WORK" --faces 300 --stage1-steps 1 --losses wing \
+# The variant is named by the study (`fresh-e4-pdb`: fresh augmentation, 4 epochs, PDB); the
+# flags pin it, and a missing folder is an error here rather than a confusing one in Python.
+"$BIN/wingflow" experiment losses "$WORK" --faces "${FACES:-300}" --stage1-steps 1 --losses wing \
+  --augmentation fresh --epochs 4 --balance pdb \
   --stage1-only --device cpu > "$WORK.log" 2>&1 || { cat "$WORK.log"; exit 1; }
+SETS="$WORK/work/fresh-e4-pdb/shards"
+for level in stage1 stage2; do
+  [ -f "$SETS/$level/train/index.json" ] || {
+    echo "error: no shard set $SETS/$level/train (has the study renamed its variants?)" >&2
+    ls "$WORK/work" >&2
+    exit 1
+  }
+done
 "$PYTHON" bench/train_vs_pytorch.py --trainer "$BIN/wingflow-train" \
   --threads "${THREADS:-2}" --batch "${BATCH:-16}" --steps "${STEPS:-20}" --repeats "${REPEATS:-2}" \
-  --shards1 "$WORK/work/pdb/shards/stage1/train" --shards2 "$WORK/work/pdb/shards/stage2/train"
+  --shards1 "$SETS/stage1/train" --shards2 "$SETS/stage2/train"

@@ -443,6 +443,14 @@ fn default_output() -> PathBuf {
     PathBuf::from("wingflow-out")
 }
 
+/// Most pose-histogram bins `[balance] bins` takes (the paper uses 9; more bins than faces
+/// only leaves bins empty, and each bin costs memory in balance and its plots).
+const MAX_BINS: usize = 10_000;
+
+/// Most training rows `[balance] uniform_train_rows`/`max_train_rows` take: 10 million rows
+/// (300W-LP, among the largest face-landmark sets, has 122k faces) is 120 GB of 64² shards.
+const MAX_TRAIN_ROWS: u64 = 10_000_000;
+
 /// One step of a key's path in the file: a table key or an array index.
 #[derive(Debug, Clone, PartialEq)]
 enum Step {
@@ -620,6 +628,13 @@ impl Config {
                 problems.push(Problem::source(i, key, problem));
             }
         }
+        let outside = self.ingest.max_outside_fraction;
+        if !(outside.is_finite() && outside >= 0.0) {
+            problems.push(Problem::new(
+                &["ingest", "max_outside_fraction"],
+                format!("{outside} (allowed: a finite number >= 0)"),
+            ));
+        }
         let a = &self.align;
         if !(a.tolerance.is_finite() && a.tolerance > 0.0) {
             problems.push(Problem::new(
@@ -636,9 +651,41 @@ impl Config {
         if let Err(e) = self.pca.params() {
             problems.push(Problem::new(&["pca", "pose_component"], e.to_string()));
         }
-        if self.pca.components == 0 {
+        // A shape of L points has 2L coordinates, so at most 2L components: the smallest
+        // scheme among the sources bounds them (a source whose scheme is unknown is refused
+        // above or by its kind's own checks).
+        let coordinates = self
+            .sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.scheme(i).ok())
+            .map(|scheme| 2 * scheme.num_points())
+            .min();
+        let most = coordinates.unwrap_or(usize::MAX);
+        if self.pca.components == 0 || self.pca.components > most {
             problems.push(Problem::new(
                 &["pca", "components"],
+                format!(
+                    "{} (allowed: an integer from 1 to {})",
+                    self.pca.components,
+                    coordinates.map_or("2 × the scheme's points".to_owned(), |c| c.to_string())
+                ),
+            ));
+        }
+        if let PoseChoice::Index(k) = self.pca.pose_component
+            && k > self.pca.components
+        {
+            problems.push(Problem::new(
+                &["pca", "pose_component"],
+                format!(
+                    "{k}, but [pca] computes {} components (allowed: \"auto\" or 1 to {})",
+                    self.pca.components, self.pca.components
+                ),
+            ));
+        }
+        if self.pca.auto_candidates == 0 {
+            problems.push(Problem::new(
+                &["pca", "auto_candidates"],
                 "0 (allowed: an integer >= 1)",
             ));
         }
@@ -671,10 +718,30 @@ impl Config {
                 ),
             ));
         }
-        if b.bins == 0 {
+        if !(1..=MAX_BINS).contains(&b.bins) {
             problems.push(Problem::new(
                 &["balance", "bins"],
-                "0 (allowed: an integer >= 1)",
+                format!("{} (allowed: an integer from 1 to {MAX_BINS})", b.bins),
+            ));
+        }
+        for (key, rows) in [
+            ("uniform_train_rows", b.uniform_train_rows),
+            ("max_train_rows", b.max_train_rows),
+        ] {
+            if let Some(rows) = rows.filter(|&r| r > MAX_TRAIN_ROWS) {
+                problems.push(Problem::new(
+                    &["balance", key],
+                    format!(
+                        "{rows} (allowed: at most {MAX_TRAIN_ROWS} rows; a plan row takes memory \
+                         in every stage from balance on)"
+                    ),
+                ));
+            }
+        }
+        if b.max_replication == Some(0) {
+            problems.push(Problem::new(
+                &["balance", "max_replication"],
+                "0 (allowed: an integer >= 1, replica 0 included)",
             ));
         }
         if b.target_shard_bytes == 0 {

@@ -145,3 +145,64 @@ fn init_refuses_a_setting_run_would_refuse_and_writes_nothing() {
         .args(["init", "data", "--set", "train.loss=\"l1\""]));
     assert!(tmp.path().join("wingflow.toml").exists());
 }
+
+/// Values that parse but would switch a check off, fail late or exhaust memory are refused
+/// at load, each naming its line (issue #28 item 5).
+#[test]
+fn out_of_range_settings_are_refused_at_load() {
+    let cases: [(&str, usize, &str, &str); 8] = [
+        (
+            "\n[ingest]\nmax_outside_fraction = nan\n",
+            8,
+            "ingest.max_outside_fraction",
+            "NaN (allowed: a finite number >= 0)",
+        ),
+        (
+            "\n[ingest]\nmax_outside_fraction = -1\n",
+            8,
+            "ingest.max_outside_fraction",
+            "-1 (allowed: a finite number >= 0)",
+        ),
+        (
+            "\n[balance]\nbins = 100000000\n",
+            8,
+            "balance.bins",
+            "(allowed: an integer from 1 to 10000)",
+        ),
+        (
+            "\n[balance]\nuniform_train_rows = 1000000000\n",
+            8,
+            "balance.uniform_train_rows",
+            "(allowed: at most 10000000 rows",
+        ),
+        (
+            "\n[train]\nnormaliser = \"inter-pupil:41-36,47-42\"\n",
+            8,
+            "train.normaliser",
+            "the range 41-36 is reversed",
+        ),
+        (
+            "\n[pca]\npose_component = 99\n",
+            8,
+            "pca.pose_component",
+            "99, but [pca] computes 10 components",
+        ),
+        (
+            "\n[pca]\ncomponents = 200\n",
+            8,
+            "pca.components",
+            "200 (allowed: an integer from 1 to 136)",
+        ),
+        (
+            "\n[train.cnn6]\nweight_decay = -0.1\n",
+            8,
+            "train.cnn6.weight_decay",
+            "(allowed: a finite number >= 0)",
+        ),
+    ];
+    for (extra, line, key, allowed) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = project(tmp.path(), extra);
+        refused(tmp.path(), &config, line, key, allowed);
+    }
+}

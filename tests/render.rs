@@ -160,12 +160,14 @@ fn changing_k_reruns_balance_only_and_an_edited_image_rewrites_only_its_shards()
         .keys()
         .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
         .count();
+    // Its replicas sit in one shard per crop level, and per augmentation epoch (4) if it
+    // trains: at most 2 × 4 shards change.
     assert!(
-        !rewritten.is_empty() && rewritten.len() <= 2,
+        !rewritten.is_empty() && rewritten.len() <= 2 * 4,
         "rewritten {rewritten:?} of {shards}"
     );
     assert!(
-        shards > rewritten.len() + 2,
+        shards > 4 * rewritten.len(),
         "too few shards for the test to mean anything"
     );
 }

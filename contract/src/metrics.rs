@@ -88,7 +88,13 @@ impl Normaliser {
                     let (lo, hi) = s
                         .split_once('-')
                         .ok_or_else(|| bad("expected L0-L1,R0-R1"))?;
-                    Ok((index(lo)?..=index(hi)?).collect())
+                    let (lo, hi) = (index(lo)?, index(hi)?);
+                    if lo > hi {
+                        return Err(bad(&format!(
+                            "the range {lo}-{hi} is reversed (expected L0-L1 with L0 <= L1)"
+                        )));
+                    }
+                    Ok((lo..=hi).collect())
                 };
                 let (l, r) = args
                     .split_once(',')
@@ -417,6 +423,11 @@ mod tests {
         let err = Normaliser::parse("inter-pupil", names).unwrap_err();
         assert!(err.to_string().contains("not defined"), "{err}");
         assert!(Normaliser::parse("inter-ocular:a,b", names).is_err());
+        let reversed = Normaliser::parse("inter-pupil:41-36,47-42", names).unwrap_err();
+        assert!(
+            reversed.to_string().contains("41-36 is reversed"),
+            "{reversed}"
+        );
         assert!(Normaliser::parse("median:1", names).is_err());
     }
 }
