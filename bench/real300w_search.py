@@ -88,19 +88,25 @@ def frozen_bins(work):
 def run(cells_path, data, work):
     work.mkdir(parents=True, exist_ok=True)
     bins = frozen_bins(work)
-    cells = read_cells(cells_path)
     (work / "logs").mkdir(exist_ok=True)
     (work / "done").mkdir(exist_ok=True)
-    data_keys = {}
-    for cell in cells:
-        keys = sorted(s for s in cell["sets"] if s.startswith(("balance.", "render.")))
-        if data_keys.setdefault(cell["variant"], keys) != keys:
-            sys.exit(f"{cells_path}:{cell['line']}: variant {cell['variant']} has data keys "
-                     f"{data_keys[cell['variant']]}, this cell {keys}")
-    for cell in cells:
+    failed = set()
+    while True:
+        # Read again before each cell: cells added to the file while the search runs are
+        # taken in file order.
+        cells = read_cells(cells_path)
+        data_keys = {}
+        for cell in cells:
+            keys = sorted(s for s in cell["sets"] if s.startswith(("balance.", "render.")))
+            if data_keys.setdefault(cell["variant"], keys) != keys:
+                sys.exit(f"{cells_path}:{cell['line']}: variant {cell['variant']} has data "
+                         f"keys {data_keys[cell['variant']]}, this cell {keys}")
+        todo = [c for c in cells if c["name"] not in failed
+                and not (work / "done" / f"{c['name']}.json").exists()]
+        if not todo:
+            return
+        cell = todo[0]
         done = work / "done" / f"{cell['name']}.json"
-        if done.exists():
-            continue
         root = work / cell["variant"]
         root.mkdir(exist_ok=True)
         base = root / "base.toml"
@@ -116,11 +122,12 @@ def run(cells_path, data, work):
         config.write_text(text)
         print(f"{time.strftime('%H:%M:%S')} cell {cell['name']} ({cell['variant']}) ...", flush=True)
         started = time.time()
-        with open(work / "logs" / f"{cell['name']}.log", "w") as log:
+        with open(work / "logs" / f"{cell['name']}.log", "a") as log:
             rc = subprocess.run([str(bins / "wingflow"), "run", "--config", str(config)],
                                 stdout=log, stderr=subprocess.STDOUT).returncode
         if rc != 0:
             print(f"cell {cell['name']} failed (rc {rc}): {work}/logs/{cell['name']}.log", flush=True)
+            failed.add(cell["name"])
             continue
         request = lambda level: json.loads(
             (root / "pipeline/models" / cell["name"] / f"stage{level}" / "request.json").read_text()
