@@ -52,6 +52,9 @@ test: build
 	rm -rf $(SHARD_FIXTURE) && mkdir -p $(SHARD_FIXTURE)
 	WINGFLOW_SHARD_FIXTURE=$(SHARD_FIXTURE) cargo test --workspace --lib write_python_fixture -- --ignored
 	WINGFLOW_SHARD_FIXTURE=$(SHARD_FIXTURE) $(VENV)/bin/python -m pytest -q python/tests
+	# The benchmarks that need no extra install, tiny, so that none rots unnoticed
+	# (render_bench is built by `cargo test --workspace` above).
+	./bench/smoke.sh $(BIN_DIR) $(BIN_DIR)/examples $(TARGET_DIR)/bench-smoke $(VENV)/bin/python
 
 demo: build
 	WINGFLOW_BIN_DIR=$(BIN_DIR) ./scripts/demo.sh $(DEMO_DIR)
