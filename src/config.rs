@@ -443,6 +443,28 @@ fn default_output() -> PathBuf {
     PathBuf::from("wingflow-out")
 }
 
+/// `path` without `.` components and with each `..` taking the component before it away
+/// (`/a/sub/../data` → `/a/data`), as the shell's `cd -L` does; a `..` at the root stays at
+/// the root. Symbolic links are not resolved (the output folder need not exist yet).
+fn lexically_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    out.pop();
+                } else if !out.has_root() {
+                    out.push(component);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Most pose-histogram bins `[balance] bins` takes (the paper uses 9; more bins than faces
 /// only leaves bins empty, and each bin costs memory in balance and its plots).
 const MAX_BINS: usize = 10_000;
@@ -566,8 +588,19 @@ impl Config {
         )
         .with_context(|| format!("cannot resolve the folder of {}", path.display()))?;
         let base = base.as_path();
-        config.output = base.join(&config.output);
-        config.sources = config.sources.iter().map(|s| s.resolved(base)).collect();
+        // Lexically normal too (no `.` or `..`): `-c ../wingflow.toml` from a subfolder names
+        // the same files, so the same stage identities, as `-c wingflow.toml` from the folder.
+        config.output = lexically_normal(&base.join(&config.output));
+        config.sources = config
+            .sources
+            .iter()
+            .map(|s| {
+                let mut s = s.resolved(base);
+                s.path = lexically_normal(&s.path);
+                s.images = s.images.as_deref().map(lexically_normal);
+                s
+            })
+            .collect();
         let problems = config.problems();
         if !problems.is_empty() {
             return Err(problems_error(path, text, &problems));
@@ -1136,6 +1169,18 @@ fn apply_override(doc: &mut toml_edit::DocumentMut, assignment: &str) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lexically_normal_paths_drop_dots_and_resolve_parents() {
+        use super::lexically_normal;
+        use std::path::Path;
+        let n = |p: &str| lexically_normal(Path::new(p)).display().to_string();
+        assert_eq!(n("/a/sub/../data"), "/a/data");
+        assert_eq!(n("/a/sub/../../b/./c"), "/b/c");
+        assert_eq!(n("/../a"), "/a");
+        assert_eq!(n("a/../../b"), "../b");
+        assert_eq!(n("/a/b/"), "/a/b");
+    }
 
     fn write(dir: &Path, text: &str) -> PathBuf {
         let path = dir.join("wingflow.toml");

@@ -137,3 +137,26 @@ fn a_bad_pts_file_is_named_with_its_line_and_skip_lists_it() {
     let faces = read_faces_parquet(&tmp.path().join("out/faces.parquet")).unwrap();
     assert_eq!(faces.len(), 11);
 }
+
+/// The config named from another folder (`-c ../wingflow.toml`) names the same files, so the
+/// same identities: nothing is stale (issue #28 item 7).
+#[test]
+fn a_config_named_from_a_subfolder_finds_every_stage_fresh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = project_300w(tmp.path(), 24, "");
+    ok(wingflow().arg("run").arg("--config").arg(&config));
+    let sub = tmp.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let status = stdout(&ok(wingflow().current_dir(&sub).args([
+        "status",
+        "--config",
+        "../wingflow.toml",
+    ])));
+    assert!(!status.contains("stale"), "{status}");
+    let again = stdout(&ok(wingflow().current_dir(&sub).args([
+        "run",
+        "--config",
+        "../sub/../wingflow.toml",
+    ])));
+    assert!(!again.contains(" ran "), "re-ran something:\n{again}");
+}
