@@ -48,6 +48,7 @@ build: $(TORCH_STAMP) sysdeps
 	cargo build --workspace --bins
 
 test: build
+	./scripts/check-deps.sh
 	cargo test --workspace
 	rm -rf $(SHARD_FIXTURE) && mkdir -p $(SHARD_FIXTURE)
 	WINGFLOW_SHARD_FIXTURE=$(SHARD_FIXTURE) cargo test --workspace --lib write_python_fixture -- --ignored
