@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use contract::layout::{LEVELS, level_dir_name};
-use contract::training::{Arch, DeviceSpec, LossKind, Schedule, TrainRequest};
+use contract::training::{
+    Arch, DeviceSpec, LossKind, Schedule, Spelled, TrainRequest, default_budget, defaults,
+};
 use faces::ingest::{IngestPolicy, SourceConfig};
 use render::RenderParams;
 use serde::{Deserialize, Serialize};
@@ -51,8 +53,9 @@ pub struct Config {
 pub struct TrainSection {
     /// Declare the training stages at all (false: the pipeline ends with render).
     pub enabled: bool,
-    /// Loss: `wing` (w = 10, ε = 2), `l1`, `l2`, `smooth-l1`, or `wing:W,EPSILON`.
-    pub loss: String,
+    /// Loss: `wing` (w = 10, ε = 2), `l1`, `l2`, `smooth-l1`, or `wing:W,EPSILON`; parsed at
+    /// load, serialised as written.
+    pub loss: Spelled<LossKind>,
     /// CNN-6's budget (`[train.cnn6]`, the train1 stage).
     pub cnn6: NetworkSettings,
     /// CNN-7's budget (`[train.cnn7]`, the train2 stage): CNN-7 needs a lower learning rate
@@ -98,10 +101,10 @@ impl Default for TrainSection {
     fn default() -> Self {
         TrainSection {
             enabled: true,
-            loss: "wing".into(),
+            loss: Spelled::parse(defaults::LOSS.spelling()),
             cnn6: NetworkSettings::resolved_default(Arch::Cnn6).into(),
             cnn7: NetworkSettings::resolved_default(Arch::Cnn7).into(),
-            device: "auto".into(),
+            device: defaults::DEVICE.to_string(),
             batch_norm: false,
             normaliser: None,
             run: None,
@@ -131,49 +134,39 @@ pub struct NetworkSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub final_lr: Option<f64>,
     /// Learning-rate schedule: `"cosine"` (from `lr` to `final_lr`, the default) or
-    /// `"constant"` (`lr` throughout).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<LrScheduleKey>,
+    /// `"constant"` (`lr` throughout): one of [`NETWORK_SCHEDULES`].
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "network_schedule"
+    )]
+    pub schedule: Option<Schedule>,
     /// L2 weight decay (default 0).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f64>,
 }
 
-/// The `schedule` values of `[train.cnnN]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LrScheduleKey {
-    /// Cosine decay from `lr` to `final_lr`.
-    Cosine,
-    /// `lr` throughout.
-    Constant,
-}
+/// The `schedule` values `[train.cnnN]` takes: those without parameters of their own (the
+/// step schedule's `step_every` and `gamma` are no keys there).
+pub const NETWORK_SCHEDULES: [Schedule; 2] = [Schedule::Cosine, Schedule::Constant];
 
-impl From<LrScheduleKey> for Schedule {
-    fn from(key: LrScheduleKey) -> Self {
-        match key {
-            LrScheduleKey::Cosine => Schedule::Cosine,
-            LrScheduleKey::Constant => Schedule::Constant,
-        }
+/// A `[train.cnnN] schedule`: one of [`NETWORK_SCHEDULES`], by name; any other name is refused
+/// with the allowed ones.
+fn network_schedule<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<Schedule>, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    match NETWORK_SCHEDULES.into_iter().find(|s| s.name() == name) {
+        Some(schedule) => Ok(Some(schedule)),
+        None => Err(serde::de::Error::custom(format!(
+            "schedule `{name}` is not allowed (allowed: {})",
+            NETWORK_SCHEDULES.map(Schedule::name).join(", ")
+        ))),
     }
 }
 
-/// A network's budget with every value filled in.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Budget {
-    /// Optimiser steps.
-    pub steps: u64,
-    /// Samples per batch.
-    pub batch_size: usize,
-    /// Initial learning rate.
-    pub lr: f64,
-    /// Final learning rate.
-    pub final_lr: f64,
-    /// Learning-rate schedule.
-    pub schedule: LrScheduleKey,
-    /// L2 weight decay.
-    pub weight_decay: f64,
-}
+/// A network's budget with every value filled in (the contract's, whose
+/// [`default_budget`] is each network's default).
+pub use contract::training::Budget;
 
 impl From<Budget> for NetworkSettings {
     /// Every value written, but the schedule and weight decay only where they differ from
@@ -185,28 +178,18 @@ impl From<Budget> for NetworkSettings {
             batch_size: Some(b.batch_size),
             lr: Some(b.lr),
             final_lr: Some(b.final_lr),
-            schedule: (b.schedule != LrScheduleKey::Cosine).then_some(b.schedule),
-            weight_decay: (b.weight_decay != 0.0).then_some(b.weight_decay),
+            schedule: (b.schedule != defaults::SCHEDULE).then_some(b.schedule),
+            weight_decay: (b.weight_decay != defaults::WEIGHT_DECAY).then_some(b.weight_decay),
         }
     }
 }
 
 impl NetworkSettings {
-    /// The default budget of a network: 2000 steps of 32, learning rate 1e-3 (CNN-6) or 3e-4
-    /// (CNN-7, which diverges or stalls at CNN-6's rate: bench/README-losses.md, run 3),
-    /// cosine-decayed to 1e-5.
+    /// The default budget of a network, the contract's [`default_budget`]: 2000 steps of 32,
+    /// learning rate 1e-3 (CNN-6) or 3e-4 (CNN-7, which diverges or stalls at CNN-6's rate:
+    /// bench/README-losses.md, run 3), cosine-decayed to 1e-5.
     pub fn resolved_default(arch: Arch) -> Budget {
-        Budget {
-            steps: 2000,
-            batch_size: 32,
-            lr: match arch {
-                Arch::Cnn6 => 1e-3,
-                Arch::Cnn7 => 3e-4,
-            },
-            final_lr: 1e-5,
-            schedule: LrScheduleKey::Cosine,
-            weight_decay: 0.0,
-        }
+        default_budget(arch)
     }
 
     /// This budget, with the network's defaults where a key is left out.
@@ -251,14 +234,14 @@ impl TrainSection {
             shards: Some(shards),
             out,
             arch: Arch::for_level(level)?,
-            loss: self.loss.parse()?,
+            loss: self.loss.value()?,
             steps: Some(budget.steps),
             // About 20 checkpoints a run: what a killed run resumes from.
             checkpoint_every: (budget.steps / 20).clamp(1, 500),
             batch_size: budget.batch_size,
             lr: budget.lr,
             final_lr: budget.final_lr,
-            schedule: budget.schedule.into(),
+            schedule: budget.schedule,
             weight_decay: budget.weight_decay,
             device: self.device.parse()?,
             seed: self.seed.unwrap_or(run_seed),
@@ -812,7 +795,7 @@ impl TrainSection {
     /// source's scheme, and (when enabled) each crop size against the network that takes it.
     fn problems(&self, render: &RenderParams, sources: &[SourceConfig]) -> Vec<Problem> {
         let mut problems = Vec::new();
-        if let Err(e) = self.loss.parse::<LossKind>() {
+        if let Err(e) = self.loss.value() {
             problems.push(Problem::new(
                 &["train", "loss"],
                 format!("`{}` (allowed: {})", e.value, e.allowed),
@@ -1349,6 +1332,86 @@ mod tests {
             err.contains("wingflow.toml:4: sources[0].origin: only kind = \"coco\" takes it"),
             "{err}"
         );
+    }
+
+    /// The pipeline's defaults are the contract's: fails if `[train]` grows a default of its
+    /// own.
+    #[test]
+    fn train_defaults_are_the_contracts() {
+        for arch in [Arch::Cnn6, Arch::Cnn7] {
+            assert_eq!(
+                NetworkSettings::resolved_default(arch),
+                default_budget(arch)
+            );
+        }
+        let empty: TrainSection = toml::from_str("").unwrap();
+        assert_eq!(empty, TrainSection::default());
+        for level in [1, 2] {
+            let arch = Arch::for_level(level).unwrap();
+            let b = default_budget(arch);
+            let request = empty.request(level, "s".into(), "o".into(), 7).unwrap();
+            assert_eq!(
+                request,
+                TrainRequest {
+                    shards: Some("s".into()),
+                    out: "o".into(),
+                    arch,
+                    steps: Some(b.steps),
+                    checkpoint_every: 100,
+                    batch_size: b.batch_size,
+                    lr: b.lr,
+                    final_lr: b.final_lr,
+                    schedule: b.schedule,
+                    weight_decay: b.weight_decay,
+                    seed: 7,
+                    ..TrainRequest::default()
+                }
+            );
+        }
+    }
+
+    /// `[train] loss` is parsed at load and serialised as written: the training stages'
+    /// parameters (`json!` of it in `wingflow.lock`) keep their bytes.
+    #[test]
+    fn loss_and_device_are_typed_at_load_and_serialised_as_written() {
+        let t: TrainSection = toml::from_str(
+            "loss = \"wing:5.0,1\"\ndevice = \"cuda:0\"\n[cnn7]\nschedule = \"constant\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            t.loss.value().unwrap(),
+            LossKind::Wing {
+                w: 5.0,
+                epsilon: 1.0
+            }
+        );
+        assert_eq!(t.device, "cuda:0");
+        assert_eq!(
+            serde_json::json!({ "loss": t.loss, "device": t.device, "cnn7": t.cnn7 }).to_string(),
+            r#"{"cnn7":{"schedule":"constant"},"device":"cuda:0","loss":"wing:5.0,1"}"#
+        );
+        let default = serde_json::json!({ "loss": TrainSection::default().loss, "device":
+            TrainSection::default().device });
+        assert_eq!(default.to_string(), r#"{"device":"auto","loss":"wing"}"#);
+        let budget = t.budget(2).unwrap();
+        assert_eq!(budget.schedule, Schedule::Constant);
+        assert_eq!(
+            serde_json::to_string(&NetworkSettings::from(budget)).unwrap(),
+            r#"{"steps":2000,"batch_size":32,"lr":0.0003,"final_lr":0.00001,"schedule":"constant"}"#
+        );
+    }
+
+    #[test]
+    fn a_network_schedule_with_parameters_is_refused_with_the_allowed_ones() {
+        for bad in ["step", "cosin"] {
+            let err = toml::from_str::<TrainSection>(&format!("[cnn6]\nschedule = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("`{bad}`")) && err.contains("(allowed: cosine, constant)"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

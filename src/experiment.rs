@@ -79,12 +79,15 @@ pub struct StudySettings {
     pub stage1_steps: u64,
     /// CNN-7 optimiser steps per run.
     pub stage2_steps: u64,
-    /// Batch size of every run.
+    /// Batch size of every run: the study's own (8, 16), smaller than the pipeline's default.
     pub batch_size: usize,
-    /// Initial learning rate (Adam, cosine to 1/100 of it) of the CNN-6 runs.
+    /// Initial learning rate (Adam, cosine to 1/100 of it) of the CNN-6 runs: the pipeline's
+    /// CNN-6 default.
     pub lr: f64,
-    /// Initial learning rate of the CNN-7 runs. Lower than CNN-6's: at 1e-3 CNN-7 sticks near
-    /// the mean shape for hundreds of steps (bench/README-losses.md, run 3).
+    /// Initial learning rate of the CNN-7 runs. The full budget's is the pipeline's CNN-7
+    /// default, lower than CNN-6's: at 1e-3 CNN-7 sticks near the mean shape for hundreds of
+    /// steps (bench/README-losses.md, run 3). The quick budget keeps CNN-6's, its rate from
+    /// before CNN-7 had one of its own (its 25 steps show the machinery, not the result).
     pub stage2_lr: f64,
     /// Losses compared (`l2`, `l1`, `smooth-l1`, `wing`).
     pub losses: Vec<String>,
@@ -101,6 +104,10 @@ impl StudySettings {
         let losses = ["l2", "l1", "smooth-l1", "wing"]
             .map(str::to_owned)
             .to_vec();
+        // The rates are the pipeline's per-network defaults (contract::training); the sizes,
+        // lengths and batch sizes are the study's own.
+        use contract::training::{Arch, default_budget};
+        let (cnn6, cnn7) = (default_budget(Arch::Cnn6), default_budget(Arch::Cnn7));
         match budget {
             Budget::Quick => StudySettings {
                 budget,
@@ -110,8 +117,8 @@ impl StudySettings {
                 stage1_steps: 150,
                 stage2_steps: 25,
                 batch_size: 8,
-                lr: 1e-3,
-                stage2_lr: 1e-3,
+                lr: cnn6.lr,
+                stage2_lr: cnn6.lr,
                 losses,
                 stage2_noise: (0.05, (0.95, 1.05), 5.0),
             },
@@ -123,8 +130,8 @@ impl StudySettings {
                 stage1_steps: 1000,
                 stage2_steps: 1500,
                 batch_size: 16,
-                lr: 1e-3,
-                stage2_lr: 3e-4,
+                lr: cnn6.lr,
+                stage2_lr: cnn7.lr,
                 losses,
                 stage2_noise: (0.06, (0.92, 1.08), 12.0),
             },

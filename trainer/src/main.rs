@@ -15,19 +15,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use tch::{Device, Kind, Tensor};
 
 use contract::scheme::resolve_normaliser;
-use contract::training::{DeviceSpec, OptimizerChoice, Schedule, TrainRequest};
+use contract::training::{DeviceSpec, OptimizerChoice, Schedule, TrainRequest, defaults};
 use trainer::eval::{EvalReport, evaluate_set, load_bins};
 use trainer::loss::{LossKind, TensorLoss};
 use trainer::model::{Arch, LandmarkNet, ModelConfig, images_to_input};
-use trainer::optim::{LrSchedule, Optimizer, OptimizerKind};
+use trainer::optim::{Optimizer, OptimizerKind};
 use trainer::predict::{predict_set, save_predictions};
 use trainer::shards::{Loader, LoaderConfig, LoaderPosition, SampleOrder, ShardSet};
 use trainer::tensor_io::save_tensors;
-use trainer::train::{Progress, TRAINER_VERSION, TrainConfig, TrainLength, Trainer, read_record};
+use trainer::train::{Progress, TRAINER_VERSION, TrainConfig, Trainer, read_record};
 
 #[derive(Parser)]
 #[command(
@@ -48,8 +48,8 @@ enum Command {
     /// Print versions, devices and thread counts, and time one forward + backward pass.
     Doctor {
         /// Device for the test pass.
-        #[arg(long, default_value = "auto")]
-        device: String,
+        #[arg(long, default_value_t = defaults::DEVICE)]
+        device: DeviceSpec,
     },
     /// Train a network on a shard set.
     Train(Box<TrainArgs>),
@@ -61,17 +61,17 @@ enum Command {
     /// Measure training throughput (images/s) on random data.
     Bench {
         /// Network.
-        #[arg(long, default_value = "cnn6")]
-        arch: String,
-        /// Batch size.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = defaults::ARCH)]
+        arch: Arch,
+        /// Batch size (training's default).
+        #[arg(long, default_value_t = defaults::BATCH_SIZE as i64)]
         batch_size: i64,
         /// Timed steps (after two warm-up steps).
         #[arg(long, default_value_t = 10)]
         steps: u32,
         /// Device.
-        #[arg(long, default_value = "auto")]
-        device: String,
+        #[arg(long, default_value_t = defaults::DEVICE)]
+        device: DeviceSpec,
         /// Also time the shard loader alone on this shard set (batches/s, shuffled, with the
         /// prefetch thread), and the training step fed by it.
         #[arg(long)]
@@ -85,21 +85,9 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum ScheduleArg {
-    Cosine,
-    Step,
-    Constant,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum OptimizerArg {
-    Adam,
-    Sgd,
-}
-
 /// `train`'s flags: each builds the field of the same name of [`TrainRequest`] (whose docs
-/// say what it means); `--request` reads the whole request from a JSON file instead.
+/// say what it means), with its default from `contract::training::defaults` and its type
+/// from the contract; `--request` reads the whole request from a JSON file instead.
 #[derive(clap::Args)]
 struct TrainArgs {
     /// Read every setting from this JSON `TrainRequest` (what `wingflow run` writes); no
@@ -111,13 +99,13 @@ struct TrainArgs {
     #[arg(long, required_unless_present_any = ["resume", "request"])]
     shards: Option<PathBuf>,
     /// Crop level: 1 trains CNN-6 on 64² crops, 2 trains CNN-7 on 128² crops.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = defaults::ARCH.level())]
     stage: u8,
     /// Override the level's architecture (cnn6, cnn7).
     #[arg(long)]
-    arch: Option<String>,
+    arch: Option<Arch>,
     /// Loss: wing, l1, l2, smooth-l1, or wing:W,EPSILON.
-    #[arg(long, default_value = "wing")]
+    #[arg(long, default_value_t = defaults::LOSS.spelling())]
     loss: String,
     /// Output directory (checkpoints, train_log.csv).
     #[arg(long, required_unless_present = "request")]
@@ -129,63 +117,63 @@ struct TrainArgs {
     #[arg(long)]
     no_val: bool,
     /// Passes over the training set (ignored when --steps is given).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = defaults::EPOCHS)]
     epochs: u64,
     /// Optimiser steps (overrides --epochs).
     #[arg(long)]
     steps: Option<u64>,
     /// Samples per batch.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = defaults::BATCH_SIZE)]
     batch_size: usize,
     /// Initial learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = defaults::LR)]
     lr: f64,
     /// Learning-rate schedule.
-    #[arg(long, value_enum, default_value = "cosine")]
-    schedule: ScheduleArg,
+    #[arg(long, value_enum, default_value_t = defaults::SCHEDULE)]
+    schedule: Schedule,
     /// Final learning rate of the cosine schedule.
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, default_value_t = defaults::FINAL_LR)]
     final_lr: f64,
     /// Steps between decays of the step schedule.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults::STEP_EVERY)]
     step_every: u64,
     /// Decay factor of the step schedule.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = defaults::GAMMA)]
     gamma: f64,
     /// Optimiser.
-    #[arg(long, value_enum, default_value = "adam")]
-    optimizer: OptimizerArg,
+    #[arg(long, value_enum, default_value_t = defaults::OPTIMIZER)]
+    optimizer: OptimizerChoice,
     /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = defaults::MOMENTUM)]
     momentum: f64,
     /// L2 weight decay.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = defaults::WEIGHT_DECAY)]
     weight_decay: f64,
     /// Batch normalisation after each convolution.
     #[arg(long)]
     batch_norm: bool,
     /// Seed of the initialisation and the sample order.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::SEED)]
     seed: u64,
     /// Shuffle buffer, in samples.
-    #[arg(long, default_value_t = 65_536)]
+    #[arg(long, default_value_t = defaults::SHUFFLE_BUFFER)]
     shuffle_buffer: usize,
     /// Print progress every N steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = defaults::LOG_EVERY)]
     log_every: u64,
     /// Validate every N steps (0: only at the end).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::EVAL_EVERY)]
     eval_every: u64,
     /// Write the `last` checkpoint every N steps (0: only at the end).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = defaults::CHECKPOINT_EVERY)]
     checkpoint_every: u64,
     /// Validation NME normaliser (inter-ocular[:A,B], inter-pupil[:L0-L1,R0-R1], box-width,
     /// box-sqrt; default: the scheme's).
     #[arg(long)]
     normaliser: Option<String>,
     /// Device: auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[arg(long, default_value_t = defaults::DEVICE)]
+    device: DeviceSpec,
     /// Continue the run in --out from the `last` checkpoint its checkpoint.json names, checked
     /// whole (a torn one falls back to an earlier one; with none the run starts afresh; stderr
     /// says which). Its stored settings win, except that --steps, when given, sets a new total
@@ -206,9 +194,9 @@ impl TrainArgs {
         Ok(TrainRequest {
             shards: self.shards,
             out: self.out.context("--out is required")?,
-            arch: match &self.arch {
-                Some(a) => a.parse()?,
-                None => contract::training::Arch::for_level(self.stage)?,
+            arch: match self.arch {
+                Some(arch) => arch,
+                None => Arch::for_level(self.stage)?,
             },
             loss: self.loss.parse()?,
             val: self.val,
@@ -217,18 +205,11 @@ impl TrainArgs {
             steps: self.steps,
             batch_size: self.batch_size,
             lr: self.lr,
-            schedule: match self.schedule {
-                ScheduleArg::Cosine => Schedule::Cosine,
-                ScheduleArg::Step => Schedule::Step,
-                ScheduleArg::Constant => Schedule::Constant,
-            },
+            schedule: self.schedule,
             final_lr: self.final_lr,
             step_every: self.step_every,
             gamma: self.gamma,
-            optimizer: match self.optimizer {
-                OptimizerArg::Adam => OptimizerChoice::Adam,
-                OptimizerArg::Sgd => OptimizerChoice::Sgd,
-            },
+            optimizer: self.optimizer,
             momentum: self.momentum,
             weight_decay: self.weight_decay,
             batch_norm: self.batch_norm,
@@ -238,7 +219,7 @@ impl TrainArgs {
             eval_every: self.eval_every,
             checkpoint_every: self.checkpoint_every,
             normaliser: self.normaliser,
-            device: self.device.parse()?,
+            device: self.device,
             resume: self.resume,
         })
     }
@@ -268,8 +249,8 @@ struct EvaluateArgs {
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Device: auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[arg(long, default_value_t = defaults::DEVICE)]
+    device: DeviceSpec,
 }
 
 #[derive(clap::Args)]
@@ -287,8 +268,8 @@ struct PredictArgs {
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Device: auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[arg(long, default_value_t = defaults::DEVICE)]
+    device: DeviceSpec,
 }
 
 fn main() -> std::process::ExitCode {
@@ -300,7 +281,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         tch::set_num_threads(n);
     }
     match cli.command {
-        Command::Doctor { device } => doctor(&device),
+        Command::Doctor { device } => doctor(device),
         Command::Train(args) => train(args.into_request()?),
         Command::Evaluate(args) => evaluate(args),
         Command::Predict(args) => predict(&args),
@@ -311,8 +292,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             device,
             shards,
         } => {
-            let arch: Arch = arch.parse()?;
-            let device = parse_device(&device)?;
+            let device = parse_device(device)?;
             let ips = bench(arch, batch_size, steps, device)?;
             println!(
                 "{arch} batch {batch_size}: {ips:.1} images/s (forward + backward + Adam step)"
@@ -328,8 +308,8 @@ fn dispatch(cli: Cli) -> Result<()> {
 
 /// The libtorch device of a device setting (`auto`, `cpu`, `cuda`, `cuda:N`), checked against
 /// the devices libtorch sees.
-fn parse_device(spec: &str) -> Result<Device> {
-    Ok(match spec.parse::<DeviceSpec>()? {
+fn parse_device(spec: DeviceSpec) -> Result<Device> {
+    Ok(match spec {
         DeviceSpec::Auto => Device::cuda_if_available(),
         DeviceSpec::Cpu => Device::Cpu,
         DeviceSpec::Cuda(index) => {
@@ -396,7 +376,7 @@ fn gpu_names() -> Vec<String> {
         .collect()
 }
 
-fn doctor(device: &str) -> Result<()> {
+fn doctor(device: DeviceSpec) -> Result<()> {
     println!("wingflow-train {TRAINER_VERSION}");
     println!(
         "libtorch (built against): {} in {}",
@@ -481,7 +461,7 @@ fn doctor(device: &str) -> Result<()> {
 }
 
 fn train(args: TrainRequest) -> Result<()> {
-    let device = parse_device(&args.device.to_string())?;
+    let device = parse_device(args.device)?;
     let mut print = |p: &Progress| {
         println!("{p}");
         let _ = std::io::stdout().flush();
@@ -509,53 +489,13 @@ fn train(args: TrainRequest) -> Result<()> {
         } else {
             args.val.clone().or(sibling_val)
         };
-        let arch = args.arch;
         let scheme = ShardSet::open(&train_dir)?.index().scheme.clone();
         let normaliser = args
             .normaliser
             .as_deref()
             .map(|n| resolve_normaliser(&scheme, Some(n)))
             .transpose()?;
-        let config = TrainConfig {
-            val_shards,
-            batch_norm: args.batch_norm,
-            loss: args.loss,
-            optimizer: match args.optimizer {
-                OptimizerChoice::Adam => OptimizerKind::Adam {
-                    beta1: 0.9,
-                    beta2: 0.999,
-                    eps: 1e-8,
-                    weight_decay: args.weight_decay,
-                },
-                OptimizerChoice::Sgd => OptimizerKind::Sgd {
-                    momentum: args.momentum,
-                    weight_decay: args.weight_decay,
-                },
-            },
-            lr: args.lr,
-            schedule: match args.schedule {
-                Schedule::Cosine => LrSchedule::Cosine {
-                    final_lr: args.final_lr,
-                },
-                Schedule::Step => LrSchedule::Step {
-                    every: args.step_every,
-                    gamma: args.gamma,
-                },
-                Schedule::Constant => LrSchedule::Constant,
-            },
-            length: match args.steps {
-                Some(s) => TrainLength::Steps(s),
-                None => TrainLength::Epochs(args.epochs),
-            },
-            batch_size: args.batch_size,
-            seed: args.seed,
-            shuffle_buffer: args.shuffle_buffer,
-            log_every: args.log_every,
-            eval_every: args.eval_every,
-            checkpoint_every: args.checkpoint_every,
-            normaliser,
-            ..TrainConfig::new(train_dir, args.out.clone(), arch)
-        };
+        let config = TrainConfig::from_request(&args, train_dir, val_shards, normaliser);
         Trainer::new(config, device)?
     };
     println!(
@@ -607,7 +547,7 @@ fn shard_sets(dir: &Path, only: &[String]) -> Result<Vec<PathBuf>> {
 }
 
 fn evaluate(args: EvaluateArgs) -> Result<()> {
-    let device = parse_device(&args.device)?;
+    let device = parse_device(args.device)?;
     let net = LandmarkNet::load(&args.checkpoint, device)?;
     let bins: Option<HashMap<i64, String>> = args.bins.as_deref().map(load_bins).transpose()?;
     let trained_scheme = read_record(&args.checkpoint).ok().map(|r| r.scheme);
@@ -659,7 +599,7 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
 }
 
 fn predict(args: &PredictArgs) -> Result<()> {
-    let device = parse_device(&args.device)?;
+    let device = parse_device(args.device)?;
     let net = LandmarkNet::load(&args.checkpoint, device)?;
     let set = Arc::new(ShardSet::open(&args.shards)?);
     if let Ok(record) = read_record(&args.checkpoint)
@@ -734,8 +674,8 @@ fn bench_loader(dir: &Path, arch: Arch, batch: i64, steps: u32, device: Device) 
     let config = LoaderConfig {
         batch_size: batch as usize,
         order: SampleOrder::Shuffled {
-            seed: 0,
-            buffer: 65_536,
+            seed: defaults::SEED,
+            buffer: defaults::SHUFFLE_BUFFER,
         },
         drop_last: true,
         prefetch: 4,
@@ -864,4 +804,75 @@ fn export_test_case(dir: &Path) -> Result<()> {
     )?;
     println!("wrote {} cases to {}", names.len(), dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request of `wingflow-train train ARGS`, parsed as `main` parses it.
+    fn request(args: &[&str]) -> TrainRequest {
+        let argv = ["wingflow-train", "train"].iter().chain(args);
+        let Command::Train(train) = Cli::try_parse_from(argv).unwrap().command else {
+            unreachable!("a train command")
+        };
+        train.into_request().unwrap()
+    }
+
+    /// Every flag left out takes the request's default (both read `contract::training::
+    /// defaults`): fails if a flag grows a default of its own.
+    #[test]
+    fn train_flags_default_to_the_request_defaults() {
+        assert_eq!(
+            request(&["--shards", "s", "--out", "o"]),
+            TrainRequest {
+                shards: Some("s".into()),
+                out: "o".into(),
+                ..TrainRequest::default()
+            }
+        );
+    }
+
+    #[test]
+    fn train_flags_take_the_contract_types() {
+        let r = request(&[
+            "--shards",
+            "s",
+            "--out",
+            "o",
+            "--stage",
+            "2",
+            "--schedule",
+            "step",
+            "--optimizer",
+            "sgd",
+            "--loss",
+            "wing:5,1",
+            "--device",
+            "cuda:1",
+        ]);
+        assert_eq!(r.arch, Arch::Cnn7);
+        assert_eq!(
+            (r.schedule, r.optimizer),
+            (Schedule::Step, OptimizerChoice::Sgd)
+        );
+        assert_eq!(r.loss.spelling(), "wing:5,1");
+        assert_eq!(r.device, DeviceSpec::Cuda(Some(1)));
+        let err = Cli::try_parse_from(["wingflow-train", "train", "--out", "o", "--device", "gpu"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(DeviceSpec::ALLOWED), "{err}");
+    }
+
+    /// The run of a default request is `TrainConfig::new`'s: the trainer has no defaults of
+    /// its own.
+    #[test]
+    fn a_default_request_trains_the_default_run() {
+        let r = request(&["--shards", "t", "--out", "o"]);
+        assert_eq!(
+            TrainConfig::from_request(&r, "t".into(), None, None),
+            TrainConfig::new("t".into(), "o".into(), Arch::Cnn6)
+        );
+    }
 }

@@ -5,12 +5,15 @@ use std::collections::BTreeMap;
 use std::f64::consts::PI;
 use std::fmt;
 
+use contract::training::{OptimizerChoice, Schedule, defaults};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::error::{Result, TorchContext, TrainerError};
 
-/// Optimiser and its hyper-parameters.
+/// Optimiser and its hyper-parameters: the contract's [`OptimizerChoice`] with its values,
+/// built from it by [`OptimizerKind::new`] alone. Stored in this tagged form in run records
+/// (`run.json`, checkpoints), which resumes read back.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum OptimizerKind {
@@ -42,16 +45,40 @@ impl OptimizerKind {
         }
     }
 
+    /// The optimiser `choice` names, with SGD's `momentum` (Adam has none) and `weight_decay`.
+    pub fn new(choice: OptimizerChoice, momentum: f64, weight_decay: f64) -> Self {
+        match choice {
+            OptimizerChoice::Adam => Self::adam(weight_decay),
+            OptimizerChoice::Sgd => Self::Sgd {
+                momentum,
+                weight_decay,
+            },
+        }
+    }
+
+    /// Which optimiser this is.
+    pub fn choice(self) -> OptimizerChoice {
+        match self {
+            Self::Adam { .. } => OptimizerChoice::Adam,
+            Self::Sgd { .. } => OptimizerChoice::Sgd,
+        }
+    }
+
+    /// Adam with the usual β1 = 0.9, β2 = 0.999, ε = 1e-8.
+    const fn adam(weight_decay: f64) -> Self {
+        Self::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+        }
+    }
+
     /// Adam with the usual β1 = 0.9, β2 = 0.999, ε = 1e-8, no weight decay.
-    pub const ADAM: Self = Self::Adam {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-    };
-    /// SGD with momentum 0.9, no weight decay.
+    pub const ADAM: Self = Self::adam(0.0);
+    /// SGD with the default momentum (0.9), no weight decay.
     pub const SGD: Self = Self::Sgd {
-        momentum: 0.9,
+        momentum: defaults::MOMENTUM,
         weight_decay: 0.0,
     };
 
@@ -202,7 +229,9 @@ impl Optimizer {
     }
 }
 
-/// How the learning rate moves from its initial value over the run.
+/// How the learning rate moves from its initial value over the run: the contract's
+/// [`Schedule`] with its parameters, built from it by [`LrSchedule::new`] alone. Stored in
+/// this tagged form in run records (`run.json`, checkpoints), which resumes read back.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum LrSchedule {
@@ -223,6 +252,28 @@ pub enum LrSchedule {
 }
 
 impl LrSchedule {
+    /// `schedule` with its parameters: the cosine's `final_lr`, the step schedule's
+    /// `step_every` and `gamma` (each ignored by the others).
+    pub fn new(schedule: Schedule, final_lr: f64, step_every: u64, gamma: f64) -> Self {
+        match schedule {
+            Schedule::Cosine => Self::Cosine { final_lr },
+            Schedule::Step => Self::Step {
+                every: step_every,
+                gamma,
+            },
+            Schedule::Constant => Self::Constant,
+        }
+    }
+
+    /// Which schedule this is.
+    pub fn schedule(self) -> Schedule {
+        match self {
+            Self::Constant => Schedule::Constant,
+            Self::Cosine { .. } => Schedule::Cosine,
+            Self::Step { .. } => Schedule::Step,
+        }
+    }
+
     /// The rate for update `step` (0-based) of `total`, starting from `initial`.
     pub fn lr_at(self, initial: f64, step: u64, total: u64) -> f64 {
         match self {
@@ -315,6 +366,23 @@ mod tests {
             opt.step(0.01);
         }
         assert!(a.equal(&b));
+    }
+
+    #[test]
+    fn kinds_are_built_from_the_contract_choices_and_name_them() {
+        for schedule in Schedule::ALL {
+            assert_eq!(
+                LrSchedule::new(schedule, 1e-5, 10, 0.5).schedule(),
+                schedule
+            );
+        }
+        for choice in [OptimizerChoice::Adam, OptimizerChoice::Sgd] {
+            assert_eq!(OptimizerKind::new(choice, 0.9, 0.0).choice(), choice);
+        }
+        assert_eq!(
+            OptimizerKind::new(OptimizerChoice::Adam, 0.5, 0.0),
+            OptimizerKind::ADAM
+        );
     }
 
     #[test]

@@ -53,6 +53,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use contract::layout::training_run::CHECKPOINT_POINTER;
+use contract::training::TrainRequest;
 
 use crate::checkpoint::{
     LastGeneration, Pointer, Slot, check_best, checkpoints_dir, generation_dir, generation_name,
@@ -134,28 +135,60 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// Defaults that train quickly on small data: Adam, 1e-3 cosine to 1e-5, Wing loss, batch 32.
-    pub fn new(train_shards: PathBuf, out_dir: PathBuf, arch: Arch) -> Self {
+    /// The run `request` asks for, on the training set `train_shards` and the validation set
+    /// `val_shards` (the request's `shards`, `val` and `no_val` resolved by the caller), with
+    /// `normaliser` (the request's, resolved against the shards' scheme). The one place a
+    /// request's settings become a run's.
+    pub fn from_request(
+        request: &TrainRequest,
+        train_shards: PathBuf,
+        val_shards: Option<PathBuf>,
+        normaliser: Option<Normaliser>,
+    ) -> Self {
         Self {
             train_shards,
-            val_shards: None,
-            out_dir,
-            arch,
-            batch_norm: false,
-            loss: LossKind::WING,
-            optimizer: OptimizerKind::ADAM,
-            lr: 1e-3,
-            schedule: LrSchedule::Cosine { final_lr: 1e-5 },
-            length: TrainLength::Epochs(30),
-            batch_size: 32,
-            seed: 0,
-            shuffle_buffer: 65_536,
+            val_shards,
+            out_dir: request.out.clone(),
+            arch: request.arch,
+            batch_norm: request.batch_norm,
+            loss: request.loss,
+            optimizer: OptimizerKind::new(
+                request.optimizer,
+                request.momentum,
+                request.weight_decay,
+            ),
+            lr: request.lr,
+            schedule: LrSchedule::new(
+                request.schedule,
+                request.final_lr,
+                request.step_every,
+                request.gamma,
+            ),
+            length: match request.steps {
+                Some(steps) => TrainLength::Steps(steps),
+                None => TrainLength::Epochs(request.epochs),
+            },
+            batch_size: request.batch_size,
+            seed: request.seed,
+            shuffle_buffer: request.shuffle_buffer,
             prefetch: 4,
-            log_every: 50,
-            eval_every: 0,
-            checkpoint_every: 1000,
-            normaliser: None,
+            log_every: request.log_every,
+            eval_every: request.eval_every,
+            checkpoint_every: request.checkpoint_every,
+            normaliser,
         }
+    }
+
+    /// The defaults of a request ([`TrainRequest::default`], from
+    /// `contract::training::defaults`: Adam, 1e-3 cosine to 1e-5, Wing loss, batch 32, 30
+    /// epochs), without validation.
+    pub fn new(train_shards: PathBuf, out_dir: PathBuf, arch: Arch) -> Self {
+        let request = TrainRequest {
+            out: out_dir,
+            arch,
+            ..TrainRequest::default()
+        };
+        Self::from_request(&request, train_shards, None, None)
     }
 }
 
