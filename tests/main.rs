@@ -6,6 +6,7 @@ mod common;
 mod config;
 mod dag;
 mod epochs;
+mod hostile;
 mod render;
 mod shapes;
 mod split;

@@ -13,19 +13,31 @@
 //! the other crops of the image, so a sample's bytes do not depend on which shards a run (or a
 //! worker) renders. Levels coarser than 3 are halved from the 1/8 decode, whose region is
 //! aligned so that halving groups the same pixels as the full pyramid would.
+//!
+//! Damaged files fail, with their path, on both paths: libjpeg-turbo reports a truncated or
+//! corrupt entropy-coded segment as a *warning* and fills the rest with grey (the `image`
+//! crate's decoder does the same silently), so warnings that mean lost image data are errors
+//! here ([`warning_is_harmless`]); the others (e.g. extraneous bytes before a marker, common in
+//! real web JPEGs) are counted ([`SourceFile::decoder_warnings`]). A JPEG whose data does not
+//! reach its end-of-image marker is refused before either decode (a reduced decode stops
+//! reading below its region, so a cut there would go unseen); a reduced decode sees data lost
+//! in or above its region; before a full decode of a JPEG, libjpeg-turbo decodes the whole file
+//! at 1/8 scale to check its data. The size a header declares is bounded before anything is
+//! decoded ([`SourceFile::with_max_pixels`], `[render] max_image_pixels`).
 
 use std::ffi::{CStr, c_int};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use image::error::{DecodingError, ImageFormatHint};
-use image::{ImageError, ImageFormat};
+use image::{DynamicImage, ImageDecoder as _, ImageError, ImageFormat};
 use turbojpeg_sys as tj;
 
 use super::geometry::Affine;
 use super::shard::io_err;
 use super::warp::{self, Level, PixelRect, Pyramid};
-use super::{RenderError, Result};
+use super::{DEFAULT_MAX_IMAGE_PIXELS, RenderError, Result};
 
 /// The coarsest pyramid level a JPEG decoder produces directly (1/8 scale: the DC term).
 pub const MAX_REDUCED_LEVEL: usize = 3;
@@ -44,13 +56,80 @@ pub struct JpegInfo {
     pub imcu_height: u32,
 }
 
-/// A source image file read into memory, with its JPEG header when it has one that allows a
-/// reduced decode (8-bit, lossy, grey/YCbCr/RGB: not CMYK, not lossless, not 12-bit).
+/// What a JPEG header says, for any JPEG libjpeg-turbo reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct JpegHeader {
+    width: u32,
+    height: u32,
+    /// TurboJPEG colour space code (`TJCS_*`).
+    colorspace: c_int,
+    /// TurboJPEG subsampling code (`TJSAMP_*`; −1 when unknown).
+    subsamp: c_int,
+    /// Bits per sample (8, 12 or 16).
+    precision: c_int,
+    lossless: bool,
+    /// Whether the data runs to the end-of-image marker ([`reaches_end_of_image`]).
+    complete: bool,
+}
+
+impl JpegHeader {
+    /// The header as [`JpegInfo`] when it allows a reduced decode: 8-bit, lossy, grey, YCbCr or
+    /// RGB (not CMYK, not lossless, not 12-bit).
+    fn reducible(&self) -> Option<JpegInfo> {
+        let supported_colour = [tj::TJCS_TJCS_RGB, tj::TJCS_TJCS_YCbCr, tj::TJCS_TJCS_GRAY]
+            .iter()
+            .any(|&cs| cs as c_int == self.colorspace);
+        let subsamp = usize::try_from(self.subsamp).ok()?;
+        if !supported_colour
+            || self.precision != 8
+            || self.lossless
+            || self.width == 0
+            || self.height == 0
+        {
+            return None;
+        }
+        Some(JpegInfo {
+            width: self.width,
+            height: self.height,
+            imcu_width: *IMCU_WIDTH.get(subsamp)?,
+            imcu_height: *IMCU_HEIGHT.get(subsamp)?,
+        })
+    }
+}
+
+/// A source image file read into memory, with its JPEG header when libjpeg-turbo reads one,
+/// the most pixels a header may declare, and the count of harmless decoder warnings so far.
 #[derive(Debug)]
 pub struct SourceFile {
     path: PathBuf,
     bytes: Vec<u8>,
-    jpeg: Option<JpegInfo>,
+    header: Option<JpegHeader>,
+    max_pixels: u64,
+    warnings: AtomicUsize,
+}
+
+/// Whether a libjpeg-turbo warning leaves the image intact. Warnings that mean lost or wrong
+/// image data — the file ends early (`JWRN_JPEG_EOF` "Premature end of JPEG file"), an
+/// entropy-coded segment ends early (`JWRN_HIT_MARKER`), a bad Huffman or arithmetic code,
+/// a marker where a restart marker belongs (`JWRN_MUST_RESYNC`), an inconsistent progression
+/// (`JWRN_BOGUS_PROGRESSION`) — and any message not listed here are not harmless. Harmless:
+/// extraneous bytes before a marker (`JWRN_EXTRANEOUS_DATA`), an unknown JFIF revision, an
+/// unknown Adobe transform code, a bad ICC marker (the profile is not used), SOS parameters a
+/// sequential JPEG ignores (`JWRN_NOT_SEQUENTIAL`). An allow-list, because after a warning
+/// TurboJPEG reports a later fatal error with the warning code too.
+fn warning_is_harmless(message: &str) -> bool {
+    let extraneous = message
+        .strip_prefix("Corrupt JPEG data: ")
+        .is_some_and(|m| m.contains(" extraneous bytes before marker 0x"));
+    extraneous
+        || [
+            "Warning: unknown JFIF revision number",
+            "Unknown Adobe color transform code",
+            "Corrupt JPEG data: bad ICC marker",
+            "Invalid SOS parameters for sequential JPEG",
+        ]
+        .iter()
+        .any(|p| message.starts_with(p))
 }
 
 /// An owned TurboJPEG decompressor handle.
@@ -66,12 +145,12 @@ impl Decompressor {
         Ok(Decompressor(handle))
     }
 
-    /// Turn a TurboJPEG return code into the handle's error message. A warning (e.g. a
-    /// truncated entropy segment) still yields a complete image, as the `image` crate's decoder
-    /// would, so only fatal errors fail.
-    fn check(&self, rc: c_int) -> std::result::Result<(), String> {
+    /// Turn a TurboJPEG return code into `Ok(None)` (success), `Ok(Some(message))` (a warning
+    /// that leaves the image intact, [`warning_is_harmless`]) or `Err(message)` (a fatal error,
+    /// or a warning that means lost image data).
+    fn check(&self, rc: c_int) -> std::result::Result<Option<String>, String> {
         if rc == 0 {
-            return Ok(());
+            return Ok(None);
         }
         // SAFETY: the handle is valid; the error string is NUL-terminated and owned by it.
         let (code, msg) = unsafe {
@@ -82,8 +161,13 @@ impl Decompressor {
                     .into_owned(),
             )
         };
+        if code == tj::TJERR_TJERR_WARNING as c_int && warning_is_harmless(&msg) {
+            return Ok(Some(msg));
+        }
         if code == tj::TJERR_TJERR_WARNING as c_int {
-            return Ok(());
+            return Err(format!(
+                "{msg} (the file is truncated or its image data is corrupt)"
+            ));
         }
         Err(msg)
     }
@@ -93,8 +177,8 @@ impl Decompressor {
         unsafe { tj::tj3Get(self.0, param as c_int) }
     }
 
-    /// Read the header of `bytes` into the handle.
-    fn read_header(&self, bytes: &[u8]) -> std::result::Result<(), String> {
+    /// Read the header of `bytes` into the handle (see [`Decompressor::check`]).
+    fn read_header(&self, bytes: &[u8]) -> std::result::Result<Option<String>, String> {
         // SAFETY: the pointer and length describe a live slice that TurboJPEG only reads.
         self.check(unsafe {
             tj::tj3DecompressHeader(self.0, bytes.as_ptr(), bytes.len() as tj::size_t)
@@ -119,34 +203,52 @@ fn is_jpeg(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0xFF, 0xD8, 0xFF])
 }
 
-/// The header of a JPEG that allows reduced decoding, or `None`.
-fn reduced_jpeg_info(bytes: &[u8]) -> Option<JpegInfo> {
+/// The header of a JPEG that libjpeg-turbo reads, or `None`.
+fn jpeg_header(bytes: &[u8]) -> Option<JpegHeader> {
     if !is_jpeg(bytes) {
         return None;
     }
     let d = Decompressor::new().ok()?;
     d.read_header(bytes).ok()?;
-    let width = u32::try_from(d.get(tj::TJPARAM_TJPARAM_JPEGWIDTH)).ok()?;
-    let height = u32::try_from(d.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT)).ok()?;
-    let colorspace = d.get(tj::TJPARAM_TJPARAM_COLORSPACE);
-    let subsamp = usize::try_from(d.get(tj::TJPARAM_TJPARAM_SUBSAMP)).ok()?;
-    let supported_colour = [tj::TJCS_TJCS_RGB, tj::TJCS_TJCS_YCbCr, tj::TJCS_TJCS_GRAY]
-        .iter()
-        .any(|&cs| cs as c_int == colorspace);
-    if !supported_colour
-        || d.get(tj::TJPARAM_TJPARAM_PRECISION) != 8
-        || d.get(tj::TJPARAM_TJPARAM_LOSSLESS) != 0
-        || width == 0
-        || height == 0
-    {
-        return None;
-    }
-    Some(JpegInfo {
-        width,
-        height,
-        imcu_width: *IMCU_WIDTH.get(subsamp)?,
-        imcu_height: *IMCU_HEIGHT.get(subsamp)?,
+    Some(JpegHeader {
+        width: u32::try_from(d.get(tj::TJPARAM_TJPARAM_JPEGWIDTH)).ok()?,
+        height: u32::try_from(d.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT)).ok()?,
+        colorspace: d.get(tj::TJPARAM_TJPARAM_COLORSPACE),
+        subsamp: d.get(tj::TJPARAM_TJPARAM_SUBSAMP),
+        precision: d.get(tj::TJPARAM_TJPARAM_PRECISION),
+        lossless: d.get(tj::TJPARAM_TJPARAM_LOSSLESS) != 0,
+        complete: reaches_end_of_image(bytes),
     })
+}
+
+/// Whether a JPEG's data runs to its end-of-image marker: the marker segments are walked by
+/// their lengths up to the first scan, then the entropy-coded data (stuffed zeros, fill bytes,
+/// restart markers, and the segments between the scans of a progressive file) up to EOI. A
+/// file cut short has none. (A reduced decode stops reading below its region, so this is what
+/// finds a cut there.)
+fn reaches_end_of_image(bytes: &[u8]) -> bool {
+    let mut i = 2;
+    while let Some(at) = bytes
+        .get(i..)
+        .and_then(|b| b.iter().position(|&b| b == 0xFF))
+    {
+        i += at;
+        match bytes.get(i + 1) {
+            None => return false,
+            Some(0xD9) => return true,
+            // A fill byte (the next one may start a marker).
+            Some(0xFF) => i += 1,
+            // A stuffed zero, TEM, SOI or a restart marker: no length follows.
+            Some(0x00 | 0x01 | 0xD0..=0xD8) => i += 2,
+            Some(_) => {
+                let Some(len) = bytes.get(i + 2..i + 4) else {
+                    return false;
+                };
+                i += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+            }
+        }
+    }
+    false
 }
 
 fn decoding_error(path: &Path, msg: String) -> RenderError {
@@ -160,7 +262,8 @@ fn decoding_error(path: &Path, msg: String) -> RenderError {
 }
 
 impl SourceFile {
-    /// Read a source image file and, when it is a JPEG, its header.
+    /// Read a source image file and, when it is a JPEG, its header. Headers may declare up to
+    /// [`DEFAULT_MAX_IMAGE_PIXELS`] pixels ([`SourceFile::with_max_pixels`] sets another bound).
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(io_err(path))?;
         Ok(SourceFile::from_bytes(path, bytes))
@@ -168,30 +271,138 @@ impl SourceFile {
 
     /// A source image already in memory; `path` names it in errors.
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Self {
-        let jpeg = reduced_jpeg_info(&bytes);
+        let header = jpeg_header(&bytes);
         SourceFile {
             path: path.to_owned(),
             bytes,
-            jpeg,
+            header,
+            max_pixels: DEFAULT_MAX_IMAGE_PIXELS,
+            warnings: AtomicUsize::new(0),
         }
+    }
+
+    /// The same file, whose decodes refuse a header that declares more than `max_pixels`
+    /// pixels (`[render] max_image_pixels`), before any pixel is decoded.
+    pub fn with_max_pixels(self, max_pixels: u64) -> Self {
+        SourceFile { max_pixels, ..self }
     }
 
     /// The JPEG header, when the file allows a reduced decode.
     pub fn reduced_jpeg(&self) -> Option<JpegInfo> {
-        self.jpeg
+        self.header.as_ref().and_then(JpegHeader::reducible)
+    }
+
+    /// Harmless libjpeg-turbo warnings raised by this file's decodes so far (e.g. extraneous
+    /// bytes before a marker); warnings that mean lost image data fail the decode instead.
+    pub fn decoder_warnings(&self) -> usize {
+        self.warnings.load(Ordering::Relaxed)
+    }
+
+    /// Refuse a header that declares more pixels than the bound.
+    fn check_size(&self, width: u32, height: u32) -> Result<()> {
+        if u64::from(width) * u64::from(height) > self.max_pixels {
+            return Err(RenderError::ImageTooLarge {
+                path: self.path.clone(),
+                width,
+                height,
+                limit: self.max_pixels,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuse a JPEG whose data does not reach its end-of-image marker (cut short).
+    fn check_complete(&self, header: &JpegHeader) -> Result<()> {
+        if header.complete {
+            return Ok(());
+        }
+        Err(decoding_error(
+            &self.path,
+            "Premature end of JPEG file: its data ends before the end-of-image marker (the file \
+             is truncated)"
+                .to_owned(),
+        ))
+    }
+
+    /// Count a harmless warning, or turn an error message into the decode error of this file.
+    fn outcome(&self, result: std::result::Result<Option<String>, String>) -> Result<()> {
+        match result {
+            Ok(None) => Ok(()),
+            Ok(Some(_warning)) => {
+                self.warnings.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(msg) => Err(decoding_error(&self.path, msg)),
+        }
+    }
+
+    /// Run libjpeg-turbo's entropy decoder over every scan of a lossy 8-bit JPEG (a 1/8-scale
+    /// decode, grey or CMYK, whose pixels are dropped), so that a truncated or corrupt file
+    /// fails before the `image` crate's decoder, which fills lost data with grey, decodes it.
+    /// Other JPEGs (12-bit, lossless) are left to that decoder.
+    fn check_jpeg_data(&self, header: &JpegHeader) -> Result<()> {
+        if header.precision != 8 || header.lossless {
+            return Ok(());
+        }
+        let cmyk = [tj::TJCS_TJCS_CMYK, tj::TJCS_TJCS_YCCK]
+            .iter()
+            .any(|&cs| cs as c_int == header.colorspace);
+        let (format, channels) = if cmyk {
+            (tj::TJPF_TJPF_CMYK, 4)
+        } else {
+            (tj::TJPF_TJPF_GRAY, 1)
+        };
+        let (w, h) = (header.width.div_ceil(8), header.height.div_ceil(8));
+        let mut pixels = vec![0u8; w as usize * h as usize * channels];
+        let d = Decompressor::new().map_err(|m| decoding_error(&self.path, m))?;
+        // TurboJPEG forgets the header after reading it, so the decompression reads it again
+        // and reports its warnings: count those only.
+        self.outcome(d.read_header(&self.bytes).map(|_| None))?;
+        let factor = tj::tjscalingfactor { num: 1, denom: 8 };
+        // SAFETY: the handle is valid.
+        self.outcome(d.check(unsafe { tj::tj3SetScalingFactor(d.0, factor) }))?;
+        // SAFETY: the handle is valid and has read the header; `pixels` holds the ⌈W/8⌉ ×
+        // ⌈H/8⌉ pixels of `channels` bytes that a 1/8 decode writes (pitch 0 = tightly packed),
+        // and the JPEG bytes outlive the call.
+        let rc = unsafe {
+            tj::tj3Decompress8(
+                d.0,
+                self.bytes.as_ptr(),
+                self.bytes.len() as tj::size_t,
+                pixels.as_mut_ptr(),
+                0,
+                format as c_int,
+            )
+        };
+        self.outcome(d.check(rc))
     }
 
     /// Decode the whole image at full resolution with the `image` crate (any format it reads)
-    /// as pyramid level 0.
+    /// as pyramid level 0. The declared size is checked first, and a JPEG's data
+    /// ([`SourceFile::check_jpeg_data`]).
     pub fn decode_full(&self) -> Result<Pyramid> {
         let image_err = |source| RenderError::Image {
             path: self.path.clone(),
             source,
         };
-        let decoded = image::ImageReader::new(Cursor::new(&self.bytes))
+        let mut decoder = image::ImageReader::new(Cursor::new(&self.bytes))
             .with_guessed_format()
             .map_err(io_err(&self.path))?
-            .decode()
+            .into_decoder()
+            .map_err(image_err)?;
+        let (w, h) = decoder.dimensions();
+        self.check_size(w, h)?;
+        if let Some(header) = &self.header {
+            // libjpeg-turbo's reading of the header bounds its own (checking) decode.
+            self.check_size(header.width, header.height)?;
+            self.check_complete(header)?;
+            self.check_jpeg_data(header)?;
+        }
+        // The allocation limit `ImageReader::decode` applies.
+        let mut limits = image::Limits::default();
+        limits.reserve(decoder.total_bytes()).map_err(image_err)?;
+        decoder.set_limits(limits).map_err(image_err)?;
+        let decoded = DynamicImage::from_decoder(decoder)
             .map_err(image_err)?
             .into_rgb8();
         let (w, h) = decoded.dimensions();
@@ -202,17 +413,23 @@ impl SourceFile {
     /// of the JPEG at 1/2^k resolution as the finest level of a pyramid. Every returned pixel
     /// equals the same pixel of a whole-image decode at that scale.
     pub fn decode_reduced(&self, k: usize, region: PixelRect) -> Result<Pyramid> {
-        let info = self.jpeg.ok_or_else(|| {
-            decoding_error(
-                &self.path,
-                "not a JPEG that allows a reduced decode".to_owned(),
-            )
-        })?;
+        let (header, info) = self
+            .header
+            .as_ref()
+            .and_then(|h| Some((h, h.reducible()?)))
+            .ok_or_else(|| {
+                decoding_error(
+                    &self.path,
+                    "not a JPEG that allows a reduced decode".to_owned(),
+                )
+            })?;
         if !(1..=MAX_REDUCED_LEVEL).contains(&k) {
             return Err(RenderError::Config(format!(
                 "reduced decode level {k} is outside 1..={MAX_REDUCED_LEVEL}"
             )));
         }
+        self.check_size(info.width, info.height)?;
+        self.check_complete(header)?;
         let denom = 1u32 << k;
         let (fw, fh) = (info.width.div_ceil(denom), info.height.div_ceil(denom));
         let x0 = region.x0.min(fw - 1);
@@ -233,34 +450,40 @@ impl SourceFile {
         let (dw, dh) = (dx1 - dx0, dy1 - dy0);
         let d = Decompressor::new().map_err(|m| decoding_error(&self.path, m))?;
         let mut decoded = vec![0u8; dw as usize * dh as usize * 3];
-        let result = d.read_header(&self.bytes).and_then(|()| {
-            let factor = tj::tjscalingfactor {
-                num: 1,
-                denom: denom as c_int,
-            };
-            let crop = tj::tjregion {
-                x: dx0 as c_int,
-                y: dy0 as c_int,
-                w: dw as c_int,
-                h: dh as c_int,
-            };
-            // SAFETY: the handle is valid and has read the header; `decoded` holds exactly
-            // dw × dh RGB pixels, the size TurboJPEG writes for this scaling and crop (pitch 0
-            // = tightly packed), and the JPEG bytes outlive the call.
-            unsafe {
-                d.check(tj::tj3SetScalingFactor(d.0, factor))?;
-                d.check(tj::tj3SetCroppingRegion(d.0, crop))?;
-                d.check(tj::tj3Decompress8(
-                    d.0,
-                    self.bytes.as_ptr(),
-                    self.bytes.len() as tj::size_t,
-                    decoded.as_mut_ptr(),
-                    0,
-                    tj::TJPF_TJPF_RGB as c_int,
-                ))
-            }
-        });
-        result.map_err(|m| decoding_error(&self.path, m))?;
+        // TurboJPEG forgets the header after reading it, so the decompression reads it again
+        // and reports its warnings: count those only.
+        self.outcome(d.read_header(&self.bytes).map(|_| None))?;
+        let factor = tj::tjscalingfactor {
+            num: 1,
+            denom: denom as c_int,
+        };
+        let crop = tj::tjregion {
+            x: dx0 as c_int,
+            y: dy0 as c_int,
+            w: dw as c_int,
+            h: dh as c_int,
+        };
+        // SAFETY: the handle is valid and has read the header (the cropping region is checked
+        // against the scaled size).
+        unsafe {
+            self.outcome(d.check(tj::tj3SetScalingFactor(d.0, factor)))?;
+            self.outcome(d.check(tj::tj3SetCroppingRegion(d.0, crop)))?;
+        }
+        // SAFETY: `decoded` holds exactly dw × dh RGB pixels, the size TurboJPEG writes for
+        // this scaling and crop (pitch 0 = tightly packed), and the JPEG bytes outlive the
+        // call. Data lost in or above the region is reported (the rows above it go through the
+        // entropy decoder); the rows below are not read.
+        let rc = unsafe {
+            tj::tj3Decompress8(
+                d.0,
+                self.bytes.as_ptr(),
+                self.bytes.len() as tj::size_t,
+                decoded.as_mut_ptr(),
+                0,
+                tj::TJPF_TJPF_RGB as c_int,
+            )
+        };
+        self.outcome(d.check(rc))?;
         let (w, h) = (x1 - x0, y1 - y0);
         let row = w as usize * 3;
         let mut data = Vec::with_capacity(row * h as usize);

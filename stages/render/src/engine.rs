@@ -110,6 +110,9 @@ pub struct RenderReport {
     pub images_decoded: usize,
     /// Crops rendered (one plan row gives up to two per augmentation epoch: stage 1 and 2).
     pub crops_rendered: usize,
+    /// Source images whose decode raised a harmless libjpeg-turbo warning (e.g. extraneous
+    /// bytes before a marker); warnings that mean lost image data fail the render instead.
+    pub images_with_decoder_warnings: usize,
     /// The training sets' augmentation epochs, in order.
     pub epochs: Vec<EpochReport>,
     /// The indexes written (one-machine runs only; a worker split leaves indexing to
@@ -511,11 +514,13 @@ pub fn render_shards(
 
     let done = AtomicUsize::new(0);
     let crops_done = AtomicUsize::new(0);
+    let warned = AtomicUsize::new(0);
     let written = Mutex::new(Vec::new());
     let result = images
         .par_iter()
         .try_for_each(|(image_path, rows)| -> Result<()> {
-            let file = SourceFile::read(Path::new(image_path))?;
+            let file =
+                SourceFile::read(Path::new(image_path))?.with_max_pixels(params.max_image_pixels);
             // One draw per (row, epoch): both crop levels of it share the augmentation.
             let mut draws: Vec<(usize, u32, u64, Augmentation)> = Vec::new();
             for &r in rows {
@@ -536,6 +541,9 @@ pub fn render_shards(
                 }
             }
             let rendered = render_image_crops(&file, &crops, scheme, params)?;
+            if file.decoder_warnings() > 0 {
+                warned.fetch_add(1, Ordering::Relaxed);
+            }
             for ((r, seed, aug, t), (crop, affine)) in wanted.into_iter().zip(rendered) {
                 let row = &plan[r];
                 let (job, pos) = (&jobs[t.job], t.pos);
@@ -586,6 +594,7 @@ pub fn render_shards(
     report.fresh.sort();
     report.images_decoded = images.len();
     report.crops_rendered = crops_done.into_inner();
+    report.images_with_decoder_warnings = warned.into_inner();
 
     report.epochs = epoch_reports(&shards, &report, out_root);
     report.digests = digests;

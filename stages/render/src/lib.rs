@@ -138,6 +138,24 @@ pub enum RenderError {
         /// What is wrong (scheme name, point count, degenerate box, image size).
         reason: String,
     },
+    /// A source image's header declares more pixels than `[render] max_image_pixels` allows
+    /// (refused before any pixel is decoded).
+    #[error(
+        "{}: the image header declares {width}×{height} = {} pixels, more than \
+         [render] max_image_pixels = {limit}",
+        path.display(),
+        u64::from(*width) * u64::from(*height)
+    )]
+    ImageTooLarge {
+        /// The image file.
+        path: PathBuf,
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// The bound.
+        limit: u64,
+    },
     /// Render parameters are invalid.
     #[error("invalid render parameters: {0}")]
     Config(String),
@@ -186,11 +204,22 @@ pub struct RenderParams {
     /// renders only the new epochs, lowering it leaves the surplus to `wingflow gc`.
     #[serde(skip_serializing)]
     pub epochs: u32,
+    /// The most pixels (width × height) a source image's header may declare; a larger one fails
+    /// the render with its path and size before any pixel is decoded (a bound on memory and
+    /// time against corrupt or hostile headers). Not part of any shard's key, of
+    /// `config_digest` or of the stage's parameters (never serialised): it changes no pixel, and
+    /// a render that failed on it has no record, so raising it renders again anyway.
+    #[serde(skip_serializing)]
+    pub max_image_pixels: u64,
 }
 
 /// The default number of augmentation epochs, chosen by measurement (bench/README-losses.md,
 /// run 5 step 3: 4 epochs beat 1 on every seed, 8 add nothing to 4 at twice the disk).
 pub const DEFAULT_EPOCHS: u32 = 4;
+
+/// The default of [`RenderParams::max_image_pixels`]: 100 megapixels (300 MB decoded), above
+/// any face dataset's photos.
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 100_000_000;
 
 impl Default for RenderParams {
     fn default() -> Self {
@@ -204,6 +233,7 @@ impl Default for RenderParams {
             augment: AugmentConfig::default(),
             reduced_decode: true,
             epochs: DEFAULT_EPOCHS,
+            max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
         }
     }
 }
@@ -225,6 +255,12 @@ impl RenderParams {
                 format!("{} (allowed: 1..=999)", self.epochs),
             ));
         }
+        if self.max_image_pixels == 0 {
+            return Err(InvalidParam::new(
+                "max_image_pixels",
+                "0 (allowed: an integer >= 1)",
+            ));
+        }
         for (name, v) in [
             ("box_enlarge", self.box_enlarge),
             ("annotation_box_enlarge", self.annotation_box_enlarge),
@@ -243,7 +279,7 @@ impl RenderParams {
     }
 
     /// blake3 of the canonical JSON of these parameters (`config_digest` in `index.json`;
-    /// `epochs` is not part of it).
+    /// `epochs` and `max_image_pixels` are not part of it).
     pub fn digest(&self) -> String {
         // Serialising plain numbers, strings and enums cannot fail.
         let json = serde_json::to_vec(self).unwrap_or_default();

@@ -7,6 +7,18 @@ use super::*;
 /// Encode RGB8 pixels as a JPEG with libjpeg-turbo (the `image` crate's encoder only writes
 /// 4:4:4; cameras mostly write 4:2:0).
 fn encode(rgb: &[u8], w: u32, h: u32, quality: i32, subsamp: tj::TJSAMP) -> Vec<u8> {
+    encode_with(rgb, w, h, quality, subsamp, false)
+}
+
+/// [`encode`], progressive (several scans, tables between them) when asked.
+fn encode_with(
+    rgb: &[u8],
+    w: u32,
+    h: u32,
+    quality: i32,
+    subsamp: tj::TJSAMP,
+    progressive: bool,
+) -> Vec<u8> {
     // SAFETY: a fresh compressor; `rgb` holds w × h RGB pixels; the output buffer is allocated
     // by TurboJPEG, copied, then freed with tj3Free.
     unsafe {
@@ -18,6 +30,14 @@ fn encode(rgb: &[u8], w: u32, h: u32, quality: i32, subsamp: tj::TJSAMP) -> Vec<
         );
         assert_eq!(
             tj::tj3Set(handle, tj::TJPARAM_TJPARAM_SUBSAMP as c_int, subsamp),
+            0
+        );
+        assert_eq!(
+            tj::tj3Set(
+                handle,
+                tj::TJPARAM_TJPARAM_PROGRESSIVE as c_int,
+                c_int::from(progressive)
+            ),
             0
         );
         let mut buf: *mut u8 = std::ptr::null_mut();
@@ -300,4 +320,208 @@ fn png_and_unsupported_files_use_the_full_decode() {
     let bad = source(vec![0xFF, 0xD8, 0xFF, 0xE0, 0, 16]);
     assert!(bad.reduced_jpeg().is_none());
     assert!(bad.decode_full().is_err());
+}
+
+/// `bytes` with the SOF0 header's height and width replaced (what a corrupt or hostile header
+/// declares; the data stays the small image's).
+fn declare_size(mut bytes: Vec<u8>, w: u16, h: u16) -> Vec<u8> {
+    let sof = bytes
+        .windows(2)
+        .position(|m| m == [0xFF, 0xC0])
+        .expect("a baseline JPEG has SOF0");
+    // FF C0, length (2), precision (1), height (2), width (2).
+    bytes[sof + 5..sof + 7].copy_from_slice(&h.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&w.to_be_bytes());
+    bytes
+}
+
+/// Where the entropy-coded data of a one-scan JPEG lies: after the SOS segment, before EOI.
+fn scan_data(bytes: &[u8]) -> std::ops::Range<usize> {
+    let sos = bytes.windows(2).position(|m| m == [0xFF, 0xDA]).unwrap();
+    let len = u16::from_be_bytes([bytes[sos + 2], bytes[sos + 3]]) as usize;
+    sos + 2 + len..bytes.len() - 2
+}
+
+fn err_text<T: std::fmt::Debug>(r: Result<T>) -> String {
+    r.unwrap_err().to_string()
+}
+
+#[test]
+fn a_truncated_jpeg_fails_with_its_path_on_both_decode_paths() {
+    let (w, h) = (160, 120);
+    let bytes = encode(&texture(w, h, 5), w, h, 90, tj::TJSAMP_TJSAMP_420);
+    let cut = SourceFile::from_bytes(
+        Path::new("faces/cut.jpg"),
+        bytes[..bytes.len() / 2].to_vec(),
+    );
+    assert!(cut.reduced_jpeg().is_some(), "the header is intact");
+    let full = err_text(cut.decode_full());
+    assert!(
+        full.starts_with("faces/cut.jpg: ") && full.contains("Premature end of JPEG file"),
+        "{full}"
+    );
+    // A region well above the cut still fails: the whole file is entropy-decoded.
+    let top = PixelRect {
+        x0: 0,
+        y0: 0,
+        x1: 8,
+        y1: 4,
+    };
+    for k in 1..=MAX_REDUCED_LEVEL {
+        let reduced = err_text(cut.decode_reduced(k, top));
+        assert!(
+            reduced.starts_with("faces/cut.jpg: ") && reduced.contains("truncated"),
+            "{reduced}"
+        );
+    }
+    // A PNG cut short fails in the `image` crate's decoder, with its path too.
+    let mut png = Vec::new();
+    image::RgbImage::from_raw(w, h, texture(w, h, 5))
+        .unwrap()
+        .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+        .unwrap();
+    let cut_png = SourceFile::from_bytes(Path::new("cut.png"), png[..png.len() / 2].to_vec());
+    assert!(err_text(cut_png.decode_full()).starts_with("cut.png: "));
+}
+
+#[test]
+fn lost_scan_data_fails_and_harmless_warnings_are_counted() {
+    let (w, h) = (96, 64);
+    let clean = encode(&gradient(w, h), w, h, 95, tj::TJSAMP_TJSAMP_444);
+    let scan = scan_data(&clean);
+    // A marker in the middle of the scan: the rest of the segment is lost.
+    let mut lost = clean.clone();
+    let mid = (scan.start + scan.end) / 2;
+    lost[mid..mid + 2].copy_from_slice(&[0xFF, 0xD9]);
+    let lost = source(lost);
+    assert!(err_text(lost.decode_full()).contains("premature end of data segment"));
+    assert!(err_text(lost.decode_reduced(1, whole(1, w, h))).contains("corrupt"));
+
+    // Bytes before a header marker: libjpeg-turbo warns, the image is whole.
+    let dqt = clean.windows(2).position(|m| m == [0xFF, 0xDB]).unwrap();
+    let mut extra = clean[..dqt].to_vec();
+    extra.extend([0x00, 0x11, 0x22]);
+    extra.extend(&clean[dqt..]);
+    let (clean, extra) = (source(clean), source(extra));
+    assert_eq!(
+        extra.decode_full().unwrap().base().data,
+        clean.decode_full().unwrap().base().data
+    );
+    assert_eq!(extra.decoder_warnings(), 1);
+    for k in 1..=MAX_REDUCED_LEVEL {
+        let region = whole(k, w, h);
+        assert_eq!(
+            extra.decode_reduced(k, region).unwrap().base().data,
+            clean.decode_reduced(k, region).unwrap().base().data
+        );
+    }
+    assert_eq!(extra.decoder_warnings(), 1 + MAX_REDUCED_LEVEL);
+    assert_eq!(clean.decoder_warnings(), 0);
+}
+
+#[test]
+fn only_warnings_that_keep_the_image_whole_are_harmless() {
+    for harmless in [
+        "Corrupt JPEG data: 3 extraneous bytes before marker 0xd9",
+        "Warning: unknown JFIF revision number 3.01",
+        "Unknown Adobe color transform code 7",
+        "Corrupt JPEG data: bad ICC marker",
+        "Invalid SOS parameters for sequential JPEG",
+    ] {
+        assert!(warning_is_harmless(harmless), "{harmless}");
+    }
+    for lost in [
+        "Premature end of JPEG file",
+        "Corrupt JPEG data: premature end of data segment",
+        "Corrupt JPEG data: bad Huffman code",
+        "Corrupt JPEG data: bad arithmetic code",
+        "Corrupt JPEG data: found marker 0xd9 instead of RST3",
+        "Inconsistent progression sequence for component 0 coefficient 1",
+        "Bogus marker length",
+    ] {
+        assert!(!warning_is_harmless(lost), "{lost}");
+    }
+}
+
+#[test]
+fn declared_sizes_are_bounded_before_decoding() {
+    let (w, h) = (64, 48);
+    let small = encode(&gradient(w, h), w, h, 90, tj::TJSAMP_TJSAMP_420);
+    let huge = SourceFile::from_bytes(
+        Path::new("huge.jpg"),
+        declare_size(small.clone(), 20000, 20000),
+    );
+    let info = huge.reduced_jpeg().unwrap();
+    assert_eq!((info.width, info.height), (20000, 20000));
+    let want = "huge.jpg: the image header declares 20000×20000 = 400000000 pixels, more than \
+                [render] max_image_pixels = 100000000";
+    assert_eq!(err_text(huge.decode_full()), want);
+    assert_eq!(
+        err_text(huge.decode_reduced(3, whole(3, 20000, 20000))),
+        want
+    );
+    assert!(matches!(
+        huge.decode_reduced(1, whole(1, 64, 64)),
+        Err(RenderError::ImageTooLarge { .. })
+    ));
+    // The bound is a setting: exactly w × h pixels pass, one fewer fails, PNG included.
+    let file = source(small).with_max_pixels(u64::from(w * h));
+    assert!(file.decode_full().is_ok() && file.decode_reduced(1, whole(1, w, h)).is_ok());
+    let file = file.with_max_pixels(u64::from(w * h) - 1);
+    assert!(matches!(
+        file.decode_full(),
+        Err(RenderError::ImageTooLarge {
+            width: 64,
+            height: 48,
+            limit: 3071,
+            ..
+        })
+    ));
+    let mut png = Vec::new();
+    image::RgbImage::new(w, h)
+        .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+        .unwrap();
+    let png = SourceFile::from_bytes(Path::new("a.png"), png).with_max_pixels(100);
+    assert!(err_text(png.decode_full()).contains("64×48 = 3072 pixels"));
+}
+
+#[test]
+fn the_end_of_image_marker_is_found_past_every_scan() {
+    let (w, h) = (120, 90);
+    let px = texture(w, h, 9);
+    for progressive in [false, true] {
+        let bytes = encode_with(&px, w, h, 85, tj::TJSAMP_TJSAMP_420, progressive);
+        let scans = bytes.windows(2).filter(|m| *m == [0xFF, 0xDA]).count();
+        assert_eq!(scans > 1, progressive);
+        assert!(reaches_end_of_image(&bytes));
+        // Bytes after EOI (padding, appended data) do not matter.
+        let mut padded = bytes.clone();
+        padded.extend([0u8; 100]);
+        assert!(reaches_end_of_image(&padded));
+        // Cut anywhere (inside a header segment, a scan, between scans, in the EOI marker).
+        for cut in [3, 20, bytes.len() / 3, bytes.len() / 2, bytes.len() - 1] {
+            assert!(!reaches_end_of_image(&bytes[..cut]), "cut at {cut}");
+        }
+        let whole = source(bytes.clone());
+        assert!(whole.decode_full().is_ok());
+        let cut = source(bytes[..bytes.len() - 1].to_vec());
+        assert!(err_text(cut.decode_full()).contains("Premature end of JPEG file"));
+    }
+}
+
+#[test]
+fn the_full_decode_gives_the_image_crates_pixels() {
+    let (w, h) = (75, 50);
+    let jpeg = encode(&texture(w, h, 2), w, h, 80, tj::TJSAMP_TJSAMP_420);
+    let mut png = Vec::new();
+    image::RgbImage::from_raw(w, h, texture(w, h, 3))
+        .unwrap()
+        .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+        .unwrap();
+    for bytes in [jpeg, png] {
+        let want = image::load_from_memory(&bytes).unwrap().into_rgb8();
+        let got = source(bytes).decode_full().unwrap();
+        assert_eq!((got.base().width, got.base().height), (w, h));
+        assert_eq!(got.base().data, want.into_raw());
+    }
 }

@@ -841,6 +841,98 @@ fn bad_inputs_are_reported_with_their_sample() {
     ));
 }
 
+#[test]
+fn damaged_or_oversized_sources_fail_the_render_and_harmless_warnings_are_counted() {
+    let fx = fixture(3, 96);
+    let image = |k: usize| fx.root.join("img").join(format!("{k:04}.jpg"));
+    let params = RenderParams {
+        epochs: 1,
+        ..RenderParams::default()
+    };
+    let with_reduced = |reduced_decode| RenderParams {
+        reduced_decode,
+        ..params.clone()
+    };
+    for reduced_decode in [true, false] {
+        let out = fx.root.join(format!("clean-{reduced_decode}"));
+        let report = run_with(
+            &fx,
+            &out,
+            2,
+            None,
+            &fx.digests,
+            &with_reduced(reduced_decode),
+        );
+        assert_eq!(report.images_with_decoder_warnings, 0);
+    }
+
+    // Three bytes before a header marker: libjpeg-turbo warns, the pixels are the same.
+    let bytes = fs::read(image(0)).unwrap();
+    let dqt = bytes.windows(2).position(|m| m == [0xFF, 0xDB]).unwrap();
+    let mut warned = bytes[..dqt].to_vec();
+    warned.extend([1, 2, 3]);
+    warned.extend(&bytes[dqt..]);
+    fs::write(image(0), warned).unwrap();
+    for reduced_decode in [true, false] {
+        let out = fx.root.join(format!("warned-{reduced_decode}"));
+        let report = run_with(
+            &fx,
+            &out,
+            2,
+            None,
+            &fx.digests,
+            &with_reduced(reduced_decode),
+        );
+        assert_eq!(report.images_with_decoder_warnings, 1);
+        assert!(tree(&out) == tree(&fx.root.join(format!("clean-{reduced_decode}"))));
+    }
+
+    // A file cut in half fails on both decode paths, naming the file.
+    let bytes = fs::read(image(1)).unwrap();
+    fs::write(image(1), &bytes[..bytes.len() / 2]).unwrap();
+    let scheme = scheme::by_name("aflw19").unwrap();
+    let digest = |_: &str| String::new();
+    for reduced_decode in [true, false] {
+        let params = with_reduced(reduced_decode);
+        let inputs = RenderInputs {
+            faces: &fx.faces,
+            plan: &fx.plan,
+            scheme,
+            params: &params,
+            source_digest: &digest,
+        };
+        let err = render_shards(&inputs, &fx.root.join("cut"), None, &|_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("{}: ", image(1).display()))
+                && err.contains("Premature end of JPEG file"),
+            "{err}"
+        );
+    }
+    fs::write(image(1), &bytes).unwrap();
+
+    // Headers declaring more than max_image_pixels are refused before decoding.
+    let params = RenderParams {
+        max_image_pixels: 96 * 96 - 1,
+        ..params
+    };
+    let inputs = RenderInputs {
+        faces: &fx.faces,
+        plan: &fx.plan,
+        scheme,
+        params: &params,
+        source_digest: &digest,
+    };
+    let err = render_shards(&inputs, &fx.root.join("big"), None, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("96×96 = 9216 pixels, more than [render] max_image_pixels = 9215"),
+        "{err}"
+    );
+}
+
 /// Writes a small shard set for the Python reader's tests:
 /// `WINGFLOW_SHARD_FIXTURE=/some/dir cargo test -p render --lib write_python_fixture -- --ignored`.
 #[test]
