@@ -1,9 +1,14 @@
-//! Hostile input through the CLI (issue #28): damaged and oversized images.
+//! Hostile input through the CLI (issue #28): damaged and oversized images, huge binary junk
+//! in an annotation file, file names that are not UTF-8.
 
-use std::path::Path;
+use std::os::unix::ffi::OsStringExt as _;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::{fails, ok, project_300w, stdout, wingflow};
+
+/// At most this much stderr or report for any hostile input.
+const SMALL: usize = 64 << 10;
 
 /// `wingflow run --config CONFIG --until STAGE`.
 fn run_until(config: &Path, stage: &str) -> Command {
@@ -120,4 +125,69 @@ fn a_header_declaring_a_huge_image_is_refused_before_decoding() {
     std::fs::write(&config, with_bound(0)).unwrap();
     let err = fails(&mut run_until(&config, "render"));
     assert!(err.contains("render.max_image_pixels"), "{err}");
+}
+
+#[test]
+fn megabytes_of_nuls_in_a_pts_file_give_a_short_error_and_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = project_300w(tmp.path(), 40, "");
+    let pts = tmp.path().join("data/300w/afw/synth_000002.pts");
+    let mut bytes = std::fs::read(&pts).unwrap();
+    bytes.extend(vec![0u8; 5_000_000]);
+    std::fs::write(&pts, &bytes).unwrap();
+    let err = fails(&mut run_until(&config, "ingest"));
+    assert!(err.len() < SMALL, "{} bytes of stderr", err.len());
+    assert!(
+        err.contains(&format!(
+            "{}, line 73: a line of 5000000 bytes",
+            pts.display()
+        )) && err.contains("…(5000000 bytes)"),
+        "{err}"
+    );
+
+    set_line(&config, "on_invalid =", "on_invalid = \"skip\"");
+    let out = ok(&mut run_until(&config, "ingest"));
+    assert!(out.stderr.len() < SMALL && out.stdout.len() < SMALL);
+    let report = std::fs::read(tmp.path().join("out/ingest-report.json")).unwrap();
+    assert!(report.len() < SMALL, "{} bytes of report", report.len());
+    let report: serde_json::Value = serde_json::from_slice(&report).unwrap();
+    assert_eq!(report["faces"], 39);
+    let skipped = &report["skipped"][0];
+    assert_eq!(skipped["file"], pts.to_str().unwrap());
+    assert!(
+        skipped["reason"]
+            .as_str()
+            .unwrap()
+            .contains("…(5000000 bytes)")
+    );
+}
+
+#[test]
+fn a_file_name_that_is_not_utf8_is_listed_escaped_in_the_skip_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = project_300w(tmp.path(), 40, "");
+    set_line(&config, "on_invalid =", "on_invalid = \"skip\"");
+    let afw = tmp.path().join("data/300w/afw");
+    for ext in ["pts", "jpg"] {
+        let mut name = b"bad\xff.".to_vec();
+        name.extend(ext.as_bytes());
+        let name = PathBuf::from(std::ffi::OsString::from_vec(name));
+        std::fs::copy(afw.join(format!("synth_000003.{ext}")), afw.join(name)).unwrap();
+    }
+    ok(&mut run_until(&config, "ingest"));
+    let report = std::fs::read_to_string(tmp.path().join("out/ingest-report.json")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["faces"], 40);
+    let skipped = &report["skipped"][0];
+    assert_eq!(
+        skipped["file"],
+        format!("{}/bad\\xff.pts", afw.display()).as_str()
+    );
+    assert!(
+        skipped["reason"]
+            .as_str()
+            .unwrap()
+            .contains("bad\\xff.pts, whole file: file name is not valid UTF-8"),
+        "{skipped}"
+    );
 }

@@ -23,6 +23,7 @@ use crate::formats::wflw::{self, WflwList};
 use crate::formats::{
     Entries, Origin, PixelOrigin, ReadError, SourcedFace, split_from_file_name, w300,
 };
+use crate::{MESSAGE_EXCERPT, escaped_path, excerpt};
 use contract::scheme::{self, Scheme, UnknownScheme};
 
 /// The kind of an annotation source.
@@ -285,14 +286,15 @@ pub struct InvalidRecord {
 }
 
 impl fmt::Display for InvalidRecord {
+    /// `file, location: sample id: problem`, bounded ([`excerpt`], [`escaped_path`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "{}, {}: {}: {}",
-            self.path.display(),
+            escaped_path(&self.path),
             self.location,
-            self.sample_id,
-            self.problem
+            excerpt(&self.sample_id, MESSAGE_EXCERPT),
+            excerpt(&self.problem, MESSAGE_EXCERPT)
         )
     }
 }
@@ -304,7 +306,7 @@ pub enum IngestError {
     #[error("no sources configured")]
     NoSources,
     /// A source's configuration is inconsistent.
-    #[error("source {index} ({kind} {}): {problem}", path.display())]
+    #[error("source {index} ({kind} {}): {problem}", escaped_path(path))]
     Config {
         /// 1-based position among the sources.
         index: usize,
@@ -327,8 +329,8 @@ pub enum IngestError {
     #[error(
         "sources use different landmark schemes: `{first}` ({}) and `{second}` ({}); \
          one run ingests one scheme",
-        first_path.display(),
-        second_path.display()
+        escaped_path(first_path),
+        escaped_path(second_path)
     )]
     MixedSchemes {
         /// The first source's scheme.
@@ -349,12 +351,18 @@ pub enum IngestError {
     /// The report could not be written (the message names the file).
     #[error(transparent)]
     Report(#[from] manifests::Error),
+    /// The report could not be serialised.
+    #[error("the ingest report cannot be written as JSON: {0}")]
+    ReportJson(#[source] serde_json::Error),
 }
 
-/// A record left out under `on_invalid = "skip"`.
+/// A record left out under `on_invalid = "skip"`. Its texts are bounded: the reason is the
+/// error's message (which shows input only as excerpts), the sample id an [`excerpt`], and a
+/// file name that is not UTF-8 is written with its bytes escaped ([`escaped_path`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkippedRecord {
     /// The annotation file.
+    #[serde(serialize_with = "serialize_escaped")]
     pub file: PathBuf,
     /// Where in it (`line 12`, `face_id 3`, `whole file`).
     pub location: String,
@@ -364,12 +372,17 @@ pub struct SkippedRecord {
     pub reason: String,
 }
 
+/// A path as JSON text: exact when it is UTF-8, else with its other bytes escaped.
+fn serialize_escaped<S: serde::Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&escaped_path(path))
+}
+
 impl SkippedRecord {
     fn invalid(r: &InvalidRecord) -> Self {
         SkippedRecord {
             file: r.path.clone(),
             location: r.location.clone(),
-            sample_id: Some(r.sample_id.clone()),
+            sample_id: Some(excerpt(&r.sample_id, MESSAGE_EXCERPT)),
             reason: r.to_string(),
         }
     }
@@ -390,6 +403,7 @@ pub struct SourceSummary {
     /// The source's kind.
     pub kind: SourceKind,
     /// The source's path.
+    #[serde(serialize_with = "serialize_escaped")]
     pub path: PathBuf,
     /// Its landmark scheme.
     pub scheme: String,
@@ -426,14 +440,13 @@ pub struct IngestReport {
 
 impl IngestReport {
     /// The report as pretty-printed JSON.
-    pub fn to_json(&self) -> String {
-        // A struct of strings, numbers and maps with string keys always serialises.
-        serde_json::to_string_pretty(self).unwrap_or_default()
+    pub fn to_json(&self) -> Result<String, IngestError> {
+        serde_json::to_string_pretty(self).map_err(IngestError::ReportJson)
     }
 
     /// Write the report as JSON to `path` atomically (temporary file + fsync + rename).
     pub fn write_json(&self, path: &Path) -> Result<(), IngestError> {
-        let mut text = self.to_json();
+        let mut text = self.to_json()?;
         text.push('\n');
         Ok(manifests::write_atomic(path, text.as_bytes())?)
     }
@@ -777,7 +790,7 @@ pub fn validate(
             None,
             format!(
                 "duplicate sample id (first read from {}, {})",
-                first.path.display(),
+                escaped_path(&first.path),
                 first.location
             ),
         ));
@@ -1304,11 +1317,62 @@ mod tests {
         let back: IngestReport =
             serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
         assert_eq!(back, out.report);
-        assert!(out.report.to_json().contains("\"on_invalid\": \"skip\""));
+        assert!(
+            out.report
+                .to_json()
+                .unwrap()
+                .contains("\"on_invalid\": \"skip\"")
+        );
         let e = ingest(&[src], &IngestPolicy::default())
             .unwrap_err()
             .to_string();
         assert!(e.contains("z_train.csv, line 2: expected 62 fields"), "{e}");
+    }
+
+    /// A 300W tree with one face in `afw` (`1.pts`, `1.png`).
+    fn tree_300w(root: &Path) -> SourceConfig {
+        let xy: Vec<f32> = (0..68)
+            .flat_map(|i| [10.0 + i as f32 * 0.5, 20.0 + i as f32 * 0.25])
+            .collect();
+        std::fs::create_dir_all(root.join("afw")).unwrap();
+        std::fs::write(root.join("afw/1.pts"), write_pts(&xy, 3)).unwrap();
+        write_png(&root.join("afw/1.png"), 64, 64);
+        SourceConfig::new(SourceKind::W300, root.into())
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_reported_escaped() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let src = tree_300w(dir.path());
+        let name = std::ffi::OsStr::from_bytes(b"b\xff\xfe");
+        let afw = dir.path().join("afw");
+        std::fs::copy(afw.join("1.pts"), afw.join(name).with_extension("pts")).unwrap();
+        std::fs::copy(afw.join("1.png"), afw.join(name).with_extension("png")).unwrap();
+        let out = ingest(std::slice::from_ref(&src), &skip()).unwrap();
+        assert_eq!(out.faces.len(), 1);
+        let skipped = &out.report.skipped[0];
+        assert!(
+            skipped
+                .reason
+                .contains("afw/b\\xff\\xfe.pts, whole file: file name is not valid UTF-8")
+        );
+        let json = out.report.to_json().unwrap();
+        assert!(
+            json.contains(&format!(
+                "\"file\": \"{}/afw/b\\\\xff\\\\xfe.pts\"",
+                dir.path().display()
+            )),
+            "{json}"
+        );
+        let path = dir.path().join("ingest-report.json");
+        out.report.write_json(&path).unwrap();
+        let back: IngestReport = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(back.skipped[0].reason, skipped.reason);
+        let e = ingest(&[src], &IngestPolicy::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("b\\xff\\xfe.pts"), "{e}");
     }
 
     #[test]

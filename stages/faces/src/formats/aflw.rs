@@ -11,7 +11,7 @@ use std::path::Path;
 use rayon::prelude::*;
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Entries, Location, Origin, ReadError, SourcedFace, image_facts};
+use super::{Entries, Location, Origin, ReadError, SourcedFace, image_facts, quote};
 use crate::face::{BBox, BoxSource, FaceRecord};
 use contract::scheme::{AFLW21_EARS, AFLW21_FEATURES, Scheme};
 
@@ -128,7 +128,8 @@ impl AflwSqlite<'_> {
                 return Err(ReadError::Source {
                     path: self.path.into(),
                     problem: format!(
-                        "FeatureCoordTypes: feature_id {id} is `{descr}`, expected `{expected}`"
+                        "FeatureCoordTypes: feature_id {id} is `{}`, expected `{expected}`",
+                        quote(&descr)
                     ),
                 });
             }

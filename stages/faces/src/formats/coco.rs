@@ -23,8 +23,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Entries, Location, Origin, PixelOrigin, ReadError, SourcedFace, image_facts};
+use super::{
+    Entries, Location, Origin, PixelOrigin, ReadError, SourcedFace, check_name_length, image_facts,
+};
 use crate::face::{BBox, BoxSource, FaceRecord, landmarks_bbox};
+use crate::{MESSAGE_EXCERPT, VALUE_EXCERPT, escaped_path, excerpt};
 use contract::scheme::Scheme;
 
 /// Which member of an annotation holds the face.
@@ -258,7 +261,9 @@ pub fn guess(path: &Path) -> Result<CocoGuess, String> {
 /// One `images[]` entry.
 struct ImageEntry {
     index: usize,
-    file_name: String,
+    /// The image's path relative to the image folder, or why it names no file (too long: an
+    /// error of the annotations on this image, not of the whole file).
+    file_name: Result<String, String>,
     size: Option<(u64, u64)>,
 }
 
@@ -412,7 +417,7 @@ impl CocoJson<'_> {
                 p[j].as_f64().filter(|v| v.is_finite()).ok_or_else(|| {
                     format!(
                         "`{points_key}` point {k}: `{}` is not a finite number",
-                        p[j]
+                        excerpt(&p[j], VALUE_EXCERPT)
                     )
                 })
             };
@@ -451,7 +456,10 @@ impl CocoJson<'_> {
                     .as_deref()
                     .and_then(|v| <[f64; 4]>::try_from(v).ok())
                     .ok_or_else(|| {
-                        format!("`{box_key}` {b} is not four finite numbers [x, y, w, h]")
+                        format!(
+                            "`{box_key}` {} is not four finite numbers [x, y, w, h]",
+                            excerpt(b, VALUE_EXCERPT)
+                        )
                     })?;
                 // The .pts rule shifts the box with the points; COCO boxes are continuous.
                 let shift = if self.origin == PixelOrigin::OneBased {
@@ -500,7 +508,15 @@ impl CocoJson<'_> {
                 problem: format!("image_id {image_id} is not in `images`"),
             });
         };
-        let image = self.images.join(&entry.file_name);
+        let file_name = entry
+            .file_name
+            .as_ref()
+            .map_err(|problem| ReadError::Record {
+                path: origin.path.clone(),
+                location: origin.location.clone(),
+                problem: format!("images[{}]: {problem}", entry.index),
+            })?;
+        let image = self.images.join(file_name);
         let (image_path, width, height) = image_facts(&image, &origin)?;
         if let Some((w, h)) = entry.size
             && (w, h) != (u64::from(width), u64::from(height))
@@ -511,7 +527,7 @@ impl CocoJson<'_> {
                 problem: format!(
                     "images[{}] says {w}×{h}, {} is {width}×{height}",
                     entry.index,
-                    image.display()
+                    excerpt(escaped_path(&image), MESSAGE_EXCERPT)
                 ),
             });
         }
@@ -556,8 +572,9 @@ fn image_entry(index: usize, image: &Value) -> Result<(i64, ImageEntry), String>
     let file_name = image
         .get("file_name")
         .and_then(Value::as_str)
-        .ok_or("no `file_name` string")?
-        .replace('\\', "/");
+        .ok_or("no `file_name` string")?;
+    let file_name =
+        check_name_length(file_name, "`file_name`").map(|()| file_name.replace('\\', "/"));
     let size = match (image.get("width"), image.get("height")) {
         (None, None) => None,
         (w, h) => {
@@ -584,7 +601,7 @@ fn integer(object: &Map<String, Value>, key: &str) -> Result<i64, String> {
         None => Err(format!("no `{key}`")),
         Some(v) => v
             .as_i64()
-            .ok_or_else(|| format!("`{key}` {v} is not an integer")),
+            .ok_or_else(|| format!("`{key}` {} is not an integer", excerpt(v, VALUE_EXCERPT))),
     }
 }
 
@@ -662,6 +679,36 @@ mod tests {
             .into_iter()
             .map(|e| e.unwrap().face)
             .collect()
+    }
+
+    #[test]
+    fn huge_values_are_echoed_as_short_excerpts() {
+        let dir = fixture();
+        let huge = "x".repeat(5_000_000);
+        let doc = json!({
+            "images": [{"id": 1, "file_name": huge.clone()}, {"id": 2, "file_name": "a.png"}],
+            "annotations": [
+                {"id": 11, "image_id": 1, "keypoints": keypoints([2, 2, 2])},
+                {"id": 12, "image_id": 2, "keypoints": [huge.clone(), 1, 2, 3, 4, 2, 5, 6, 2]},
+                {"id": 13, "image_id": 2, "keypoints": keypoints([2, 2, 2]), "bbox": [huge]},
+            ],
+        });
+        let entries = read(dir.path(), &doc, CocoVisibility::Coco).entries;
+        let errors: Vec<String> = entries
+            .iter()
+            .map(|e| e.as_ref().unwrap_err().to_string())
+            .collect();
+        for e in &errors {
+            assert!(
+                e.len() < 600 && e.contains("…(500000"),
+                "{} bytes: {e}",
+                e.len()
+            );
+        }
+        assert!(errors[0].contains("annotations[0] (id 11): images[0]: `file_name` `xxx"));
+        assert!(errors[0].contains("is longer than any file name (at most 4096 bytes)"));
+        assert!(errors[1].contains("point 0: `\"xxx"), "{}", errors[1]);
+        assert!(errors[2].contains("`bbox` [\"xxx"), "{}", errors[2]);
     }
 
     #[test]

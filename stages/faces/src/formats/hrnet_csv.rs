@@ -8,13 +8,14 @@
 //! centre is in the same convention as the landmarks.
 
 use std::collections::HashMap;
+use std::io::BufReader;
 use std::path::Path;
 
 use rayon::prelude::*;
 
 use super::{
-    Entries, ListSource, ListedFace, PixelOrigin, ReadError, parse_finite, read_text,
-    strip_extension,
+    Entries, ListSource, ListedFace, PixelOrigin, ReadError, check_name_length, parse_finite,
+    quote, read_line_bounded, read_text, strip_extension,
 };
 use crate::face::BBox;
 use contract::scheme::Scheme;
@@ -65,10 +66,33 @@ impl Layout {
     }
 }
 
-/// The number of landmarks announced by the header of an HRNet CSV file.
+/// The longest header line read: 1 MiB, some 35 000 points.
+const MAX_HEADER_BYTES: usize = 1 << 20;
+
+/// The number of landmarks announced by the header of an HRNet CSV file (only its first line
+/// is read, and at most [`MAX_HEADER_BYTES`] of it held).
 pub fn header_point_count(path: &Path) -> Result<usize, ReadError> {
-    let text = read_text(path)?;
-    let header = text.lines().next().unwrap_or("");
+    let io = |source| ReadError::Io {
+        path: path.into(),
+        source,
+    };
+    let syntax = |problem: String| ReadError::Syntax {
+        path: path.into(),
+        line: 1,
+        problem,
+    };
+    let mut reader = BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let mut line = Vec::new();
+    let len = read_line_bounded(&mut reader, &mut line, MAX_HEADER_BYTES)
+        .map_err(io)?
+        .unwrap_or(0);
+    if len > MAX_HEADER_BYTES as u64 {
+        return Err(syntax(format!(
+            "a header line of {len} bytes, longer than any HRNet header ({MAX_HEADER_BYTES})"
+        )));
+    }
+    let header =
+        std::str::from_utf8(&line).map_err(|_| syntax("not valid UTF-8 text".to_owned()))?;
     Ok(parse_header(header, path)?.points)
 }
 
@@ -155,6 +179,7 @@ impl HrnetCsv<'_> {
         let number = |i: usize| {
             parse_finite(fields[i]).map_err(|p| syntax(format!("column {}: {p}", i + 1)))
         };
+        check_name_length(fields[0], "image_name").map_err(syntax)?;
         let image_name = fields[0].replace('\\', "/");
         if image_name.is_empty() {
             return Err(syntax("empty image_name".to_owned()));
@@ -232,8 +257,9 @@ fn parse_header(header: &str, path: &Path) -> Result<Layout, ReadError> {
         .find(|(_, (w, g))| w.as_str() != **g)
     {
         Some(format!(
-            "column {}: expected `{want}`, found `{got}`",
-            i + 1
+            "column {}: expected `{want}`, found `{}`",
+            i + 1,
+            quote(got)
         ))
     } else if columns.len() != expected.len() {
         Some(format!(
@@ -345,6 +371,43 @@ mod tests {
             .collect();
         assert_eq!(one_based[0].face.landmarks[..2], [0.5, 1.5]);
         assert_eq!(one_based[0].face.bbox.x, 9.5);
+    }
+
+    #[test]
+    fn huge_fields_are_echoed_as_short_excerpts() {
+        let fx = Fixture::new();
+        let huge = "7".repeat(5_000_000);
+        let text = format!(
+            "{}\na.png,0.1,30,20,{huge},1,2,3\n{huge}.png,0.1,30,20,1,1,2,3\n",
+            header(2, false)
+        );
+        let entries = fx.read(&text, PixelOrigin::ZeroBased).unwrap();
+        let errors: Vec<String> = entries
+            .iter()
+            .map(|e| e.as_ref().err().unwrap().to_string())
+            .collect();
+        for e in &errors {
+            assert!(
+                e.len() < 600 && e.contains("…(5000"),
+                "{} bytes: {e}",
+                e.len()
+            );
+        }
+        assert!(
+            errors[0].contains("line 2: column 5: `777"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].contains("line 3: image_name `777"),
+            "{}",
+            errors[1]
+        );
+        let e = fx
+            .read(&format!("image_name,{huge}\n"), PixelOrigin::ZeroBased)
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 600 && e.contains("found `777"), "{e}");
     }
 
     #[test]

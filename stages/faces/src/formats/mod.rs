@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::face::{BBox, BoxSource, FaceRecord};
+use crate::{MESSAGE_EXCERPT, VALUE_EXCERPT, escaped_path, excerpt};
 
 /// Where in its file a record came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,11 +132,12 @@ impl PixelOrigin {
 }
 
 /// Why a source or one of its records could not be read. Every variant names the file, and
-/// where it can, the line, row or face.
+/// where it can, the line, row or face. Messages are bounded: file names that are not UTF-8
+/// are escaped ([`escaped_path`]), and what came from the input is shown as an [`excerpt`].
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// The file or folder cannot be read at all.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {source}", escaped_path(path))]
     Io {
         /// The file or folder.
         path: PathBuf,
@@ -143,7 +145,11 @@ pub enum ReadError {
         source: std::io::Error,
     },
     /// A value, line or structure of a text file is malformed.
-    #[error("{}, line {line}: {problem}", path.display())]
+    #[error(
+        "{}, line {line}: {}",
+        escaped_path(path),
+        excerpt(problem, MESSAGE_EXCERPT)
+    )]
     Syntax {
         /// The annotation file.
         path: PathBuf,
@@ -153,7 +159,12 @@ pub enum ReadError {
         problem: String,
     },
     /// The image an annotation refers to is missing or its header cannot be decoded.
-    #[error("{}, {location}: image {} cannot be read: {source}", path.display(), image.display())]
+    #[error(
+        "{}, {location}: image {} cannot be read: {}",
+        escaped_path(path),
+        excerpt(escaped_path(image), MESSAGE_EXCERPT),
+        excerpt(source, MESSAGE_EXCERPT)
+    )]
     Image {
         /// The annotation file.
         path: PathBuf,
@@ -165,7 +176,11 @@ pub enum ReadError {
         source: Box<image::ImageError>,
     },
     /// An sqlite database cannot be opened or queried.
-    #[error("{}: sqlite error while {doing}: {source}", path.display())]
+    #[error(
+        "{}: sqlite error while {doing}: {}",
+        escaped_path(path),
+        excerpt(source, MESSAGE_EXCERPT)
+    )]
     Sqlite {
         /// The database.
         path: PathBuf,
@@ -175,7 +190,11 @@ pub enum ReadError {
         source: rusqlite::Error,
     },
     /// A record is structurally readable but its content is invalid.
-    #[error("{}, {location}: {problem}", path.display())]
+    #[error(
+        "{}, {location}: {}",
+        escaped_path(path),
+        excerpt(problem, MESSAGE_EXCERPT)
+    )]
     Record {
         /// The annotation file.
         path: PathBuf,
@@ -185,7 +204,7 @@ pub enum ReadError {
         problem: String,
     },
     /// The source as configured cannot be read (no data found, unknown point count, …).
-    #[error("{}: {problem}", path.display())]
+    #[error("{}: {}", escaped_path(path), excerpt(problem, MESSAGE_EXCERPT))]
     Source {
         /// The file or folder.
         path: PathBuf,
@@ -226,8 +245,62 @@ impl ReadError {
 pub(crate) fn parse_finite(field: &str) -> Result<f64, String> {
     match field.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
-        Ok(_) => Err(format!("`{field}` is not a finite number")),
-        Err(_) => Err(format!("`{field}` is not a number")),
+        Ok(_) => Err(format!("`{}` is not a finite number", quote(field))),
+        Err(_) => Err(format!("`{}` is not a number", quote(field))),
+    }
+}
+
+/// A value read from a file, as a message shows it: a [`VALUE_EXCERPT`]-byte [`excerpt`].
+pub(crate) fn quote(value: &str) -> String {
+    excerpt(value, VALUE_EXCERPT)
+}
+
+/// The longest image name a list or JSON file may give: Linux's `PATH_MAX`. A longer one names
+/// no file, and is refused before it is copied or joined to the image folder.
+pub(crate) const MAX_NAME_BYTES: usize = 4096;
+
+/// Refuse an image name (the `what` of the file) longer than [`MAX_NAME_BYTES`].
+pub(crate) fn check_name_length(name: &str, what: &str) -> Result<(), String> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "{what} `{}` is longer than any file name (at most {MAX_NAME_BYTES} bytes)",
+            quote(name)
+        ));
+    }
+    Ok(())
+}
+
+/// Read one line of `reader` (up to its `\n`, which is consumed but not kept) into `line`,
+/// keeping at most `max` bytes of it. Returns the line's whole length in bytes without the
+/// `\n`, or `None` at the end of the input: a line longer than `max` is read through without
+/// being held in memory.
+pub(crate) fn read_line_bounded(
+    reader: &mut impl std::io::BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<u64>> {
+    line.clear();
+    let (mut len, mut any) = (0u64, false);
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(any.then_some(len));
+        }
+        any = true;
+        let newline = buf.iter().position(|&b| b == b'\n');
+        let part = &buf[..newline.unwrap_or(buf.len())];
+        let room = max.saturating_sub(line.len());
+        line.extend_from_slice(&part[..part.len().min(room)]);
+        len += part.len() as u64;
+        let used = newline.map_or(buf.len(), |i| i + 1);
+        reader.consume(used);
+        if newline.is_some() {
+            return Ok(Some(len));
+        }
     }
 }
 
@@ -340,7 +413,10 @@ pub(crate) fn path_text(path: &Path, origin: &Origin) -> Result<String, ReadErro
         .ok_or_else(|| ReadError::Record {
             path: origin.path.clone(),
             location: origin.location.clone(),
-            problem: format!("image path {} is not valid UTF-8", path.display()),
+            problem: format!(
+                "image path {} is not valid UTF-8",
+                excerpt(escaped_path(path), MESSAGE_EXCERPT)
+            ),
         })
 }
 

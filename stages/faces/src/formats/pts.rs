@@ -6,12 +6,19 @@
 //! 0.5 and a writer adds 0.5.
 
 use std::fmt::Write as _;
+use std::io::BufReader;
 use std::path::Path;
 
-use super::{ReadError, parse_finite};
+use super::{ReadError, parse_finite, quote, read_line_bounded};
+use crate::VALUE_EXCERPT;
+use crate::echo::excerpt_of_prefix;
 
 /// Offset from internal coordinates to `.pts` values (`pts = internal + PTS_OFFSET`).
 pub const PTS_OFFSET: f32 = 0.5;
+
+/// The longest line a `.pts` file may have (its lines are a few dozen bytes): a longer one is
+/// an error, and is read through without being held in memory.
+pub const MAX_PTS_LINE: usize = 4096;
 
 /// Serialise internal-convention points (x0, y0, x1, y1, …) as a `.pts` file body, with the
 /// standard header, `decimals` decimals, and a final newline.
@@ -44,20 +51,38 @@ pub struct PtsShape {
     pub first_point_line: usize,
 }
 
-/// Read and parse a `.pts` file; see [`parse_pts`].
+/// Read and parse a `.pts` file; see [`parse_pts`]. The file is read line by line, each line
+/// held only up to [`MAX_PTS_LINE`] bytes, so a huge file (e.g. megabytes of NULs after the
+/// closing brace) costs no memory and yields a short error.
 pub fn read_pts(path: &Path, expected_points: usize) -> Result<PtsShape, ReadError> {
-    let bytes = std::fs::read(path).map_err(|source| ReadError::Io {
+    let io = |source| ReadError::Io {
         path: path.into(),
         source,
-    })?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
-        let line = 1 + bytes[..e.valid_up_to()]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count();
-        syntax(path, line, "not valid UTF-8 text".to_owned())
-    })?;
-    parse_pts(text, path, expected_points)
+    };
+    let mut reader = BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let mut bytes = Vec::new();
+    let mut number = 0;
+    let lines = std::iter::from_fn(move || {
+        let len = match read_line_bounded(&mut reader, &mut bytes, MAX_PTS_LINE) {
+            Ok(Some(len)) => len,
+            Ok(None) => return None,
+            Err(source) => return Some(Err(io(source))),
+        };
+        number += 1;
+        if len > MAX_PTS_LINE as u64 {
+            return Some(Err(too_long(
+                path,
+                number,
+                &String::from_utf8_lossy(&bytes),
+                len,
+            )));
+        }
+        Some(match std::str::from_utf8(&bytes) {
+            Ok(text) => Ok((number, text.to_owned())),
+            Err(_) => Err(syntax(path, number, "not valid UTF-8 text".to_owned())),
+        })
+    });
+    parse_lines(lines, path, expected_points)
 }
 
 /// Parse the text of a `.pts` file strictly, expecting `expected_points` points.
@@ -68,22 +93,56 @@ pub fn read_pts(path: &Path, expected_points: usize) -> Result<PtsShape, ReadErr
 /// line endings, a missing final newline, trailing blank lines, integer or decimal values.
 /// Everything else is an error naming `path` and the line: a missing `version:` or
 /// `n_points:` header, a missing `{` or `}`, a point count that differs from the header or from
-/// `expected_points`, a line that is not two numbers, and `nan`/`inf` values.
+/// `expected_points`, a line that is not two numbers, `nan`/`inf` values, and a line longer
+/// than [`MAX_PTS_LINE`] bytes. What the file holds is echoed as a bounded excerpt.
 pub fn parse_pts(text: &str, path: &Path, expected_points: usize) -> Result<PtsShape, ReadError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    // Line numbers are 1-based; `str::lines` already drops a trailing "\r" before "\n", and
-    // the final line's "\r" (file without a final newline) is trimmed below.
-    let mut lines = text
-        .lines()
-        .map(str::trim)
-        .enumerate()
-        .map(|(i, l)| (i + 1, l));
-    let mut next = |what: &str, last: &mut usize| -> Result<(usize, &str), ReadError> {
+    let lines = text.lines().enumerate().map(|(i, l)| {
+        if l.len() > MAX_PTS_LINE {
+            Err(too_long(path, i + 1, l, l.len() as u64))
+        } else {
+            Ok((i + 1, l.to_owned()))
+        }
+    });
+    parse_lines(lines, path, expected_points)
+}
+
+/// The error of a line of `len` bytes, of which `kept` was read.
+fn too_long(path: &Path, line: usize, kept: &str, len: u64) -> ReadError {
+    syntax(
+        path,
+        line,
+        format!(
+            "a line of {len} bytes, longer than any line of a .pts file ({MAX_PTS_LINE}): `{}`",
+            excerpt_of_prefix(kept, len, VALUE_EXCERPT)
+        ),
+    )
+}
+
+/// [`parse_pts`] over numbered lines (1-based; without line endings; an error ends parsing).
+fn parse_lines(
+    lines: impl Iterator<Item = Result<(usize, String), ReadError>>,
+    path: &Path,
+    expected_points: usize,
+) -> Result<PtsShape, ReadError> {
+    // `str::lines` and the bounded reader drop a "\r" before "\n"; the final line's "\r" (file
+    // without a final newline) and the byte-order mark are trimmed here.
+    let mut lines = lines.map(|line| {
+        line.map(|(n, l)| {
+            let l = if n == 1 {
+                l.strip_prefix('\u{feff}').unwrap_or(&l)
+            } else {
+                &l
+            };
+            (n, l.trim().to_owned())
+        })
+    });
+    let mut next = |what: &str, last: &mut usize| -> Result<(usize, String), ReadError> {
         match lines.next() {
-            Some((n, l)) => {
+            Some(Ok((n, l))) => {
                 *last = n;
                 Ok((n, l))
             }
+            Some(Err(e)) => Err(e),
             None => Err(syntax(
                 path,
                 *last + 1,
@@ -97,7 +156,10 @@ pub fn parse_pts(text: &str, path: &Path, expected_points: usize) -> Result<PtsS
         return Err(syntax(
             path,
             n,
-            format!("expected the `version:` header, found `{version}`"),
+            format!(
+                "expected the `version:` header, found `{}`",
+                quote(&version)
+            ),
         ));
     }
     let (n, header) = next("the `n_points:` header", &mut last)?;
@@ -107,7 +169,10 @@ pub fn parse_pts(text: &str, path: &Path, expected_points: usize) -> Result<PtsS
             syntax(
                 path,
                 n,
-                format!("expected the `n_points:` header, found `{header}`"),
+                format!(
+                    "expected the `n_points:` header, found `{}`",
+                    quote(&header)
+                ),
             )
         })?
         .trim();
@@ -115,7 +180,7 @@ pub fn parse_pts(text: &str, path: &Path, expected_points: usize) -> Result<PtsS
         syntax(
             path,
             n,
-            format!("point count `{count}` is not a whole number"),
+            format!("point count `{}` is not a whole number", quote(count)),
         )
     })?;
     if count != expected_points {
@@ -127,7 +192,11 @@ pub fn parse_pts(text: &str, path: &Path, expected_points: usize) -> Result<PtsS
     }
     let (n, brace) = next("`{`", &mut last)?;
     if brace != "{" {
-        return Err(syntax(path, n, format!("expected `{{`, found `{brace}`")));
+        return Err(syntax(
+            path,
+            n,
+            format!("expected `{{`, found `{}`", quote(&brace)),
+        ));
     }
     let first_point_line = n + 1;
     let mut xy = Vec::with_capacity(2 * count);
@@ -148,7 +217,7 @@ pub fn parse_pts(text: &str, path: &Path, expected_points: usize) -> Result<PtsS
             return Err(syntax(
                 path,
                 n,
-                format!("expected two numbers `x y`, found `{line}`"),
+                format!("expected two numbers `x y`, found `{}`", quote(&line)),
             ));
         };
         for v in [x, y] {
@@ -166,12 +235,15 @@ pub fn parse_pts(text: &str, path: &Path, expected_points: usize) -> Result<PtsS
             ),
         ));
     }
-    if let Some((n, extra)) = lines.find(|(_, l)| !l.is_empty()) {
-        return Err(syntax(
-            path,
-            n,
-            format!("unexpected `{extra}` after the closing `}}`"),
-        ));
+    for line in lines {
+        let (n, extra) = line?;
+        if !extra.is_empty() {
+            return Err(syntax(
+                path,
+                n,
+                format!("unexpected `{}` after the closing `}}`", quote(&extra)),
+            ));
+        }
     }
     Ok(PtsShape {
         xy,
@@ -309,6 +381,31 @@ mod tests {
         std::fs::write(&path, b"version: 1\nn_points: 1\n{\n1 \xff\n}\n").unwrap();
         let e = read_pts(&path, 1).unwrap_err().to_string();
         assert!(e.contains("bad.pts, line 4") && e.contains("UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn megabytes_after_the_closing_brace_give_a_short_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nul.pts");
+        let mut bytes = write_pts(&[1.0, 2.0, 3.0, 4.0], 3).into_bytes();
+        bytes.extend(vec![0u8; 5_000_000]);
+        std::fs::write(&path, &bytes).unwrap();
+        let e = read_pts(&path, 2).unwrap_err().to_string();
+        assert!(e.len() < 600, "{} bytes: {e}", e.len());
+        assert!(
+            e.contains("nul.pts, line 7: a line of 5000000 bytes, longer than any line")
+                && e.contains("`\\0\\0\\0")
+                && e.ends_with("…(5000000 bytes)`"),
+            "{e}"
+        );
+        // A short run of NULs is echoed escaped; a long point line is cut.
+        let text = format!("{}\0\0\n", write_pts(&[1.0, 2.0], 1));
+        assert!(err(&text, 1).ends_with("line 6: unexpected `\\0\\0` after the closing `}`"));
+        let long = format!("version: 1\nn_points: 1\n{{\n1 {}\n}}\n", "9".repeat(3000));
+        let e = err(&long, 1);
+        assert!(e.len() < 400 && e.contains("is not a finite number"), "{e}");
+        let longer = format!("version: 1\nn_points: 1\n{{\n1 {}\n}}\n", "9".repeat(5000));
+        assert!(err(&longer, 1).contains("line 4: a line of 5002 bytes"));
     }
 
     fn valid_text() -> String {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::pts::read_pts;
-use super::{Entries, Location, Origin, ReadError, SourcedFace, image_facts};
+use super::{Entries, Location, Origin, ReadError, SourcedFace, image_facts, quote};
 use crate::face::{BoxSource, FaceRecord, landmarks_bbox};
 use contract::scheme::Scheme;
 
@@ -179,7 +179,7 @@ fn read_poses(root: &Path) -> Result<HashMap<String, Pose>, ReadError> {
         Some((_, h)) => {
             return Err(syntax(
                 1,
-                format!("expected the header `{HEADER}`, found `{h}`"),
+                format!("expected the header `{HEADER}`, found `{}`", quote(h)),
             ));
         }
         None => {
@@ -215,7 +215,7 @@ fn read_poses(root: &Path) -> Result<HashMap<String, Pose>, ReadError> {
         if poses.insert(id.trim().to_owned(), pose).is_some() {
             return Err(syntax(
                 n,
-                format!("sample id `{}` appears twice", id.trim()),
+                format!("sample id `{}` appears twice", quote(id.trim())),
             ));
         }
     }

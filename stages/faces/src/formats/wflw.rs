@@ -12,8 +12,8 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::{
-    Entries, ListSource, ListedFace, ReadError, SourcedFace, parse_finite, read_text,
-    strip_extension,
+    Entries, ListSource, ListedFace, ReadError, SourcedFace, check_name_length, parse_finite,
+    quote, read_text, strip_extension,
 };
 use crate::face::{BBox, WflwAttributes};
 
@@ -122,8 +122,9 @@ impl WflwList<'_> {
             "0" => Ok(false),
             "1" => Ok(true),
             other => Err(syntax(format!(
-                "attribute field {}: `{other}` is not 0 or 1",
-                b + 5 + i
+                "attribute field {}: `{}` is not 0 or 1",
+                b + 5 + i,
+                quote(other)
             ))),
         };
         let attributes = WflwAttributes {
@@ -134,6 +135,7 @@ impl WflwList<'_> {
             occlusion: flag(4)?,
             blur: flag(5)?,
         };
+        check_name_length(fields[FIELDS - 1], "the image path").map_err(syntax)?;
         let image_name = fields[FIELDS - 1].replace('\\', "/");
         Ok(Line {
             listed: ListedFace {
