@@ -61,8 +61,9 @@ pub struct TrainSection {
     /// CNN-7's budget (`[train.cnn7]`, the train2 stage): CNN-7 needs a lower learning rate
     /// than CNN-6 and trains about 5× slower per step.
     pub cnn7: NetworkSettings,
-    /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
+    /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`; parsed at load, serialised as
+    /// written.
+    pub device: Spelled<DeviceSpec>,
     /// Batch normalisation after each convolution (off in the paper).
     pub batch_norm: bool,
     /// NME normaliser for evaluation (default: the scheme's, e.g. inter-ocular for ibug68).
@@ -104,7 +105,7 @@ impl Default for TrainSection {
             loss: Spelled::parse(defaults::LOSS.spelling()),
             cnn6: NetworkSettings::resolved_default(Arch::Cnn6).into(),
             cnn7: NetworkSettings::resolved_default(Arch::Cnn7).into(),
-            device: defaults::DEVICE.to_string(),
+            device: Spelled::parse(defaults::DEVICE.to_string()),
             batch_norm: false,
             normaliser: None,
             run: None,
@@ -243,7 +244,7 @@ impl TrainSection {
             final_lr: budget.final_lr,
             schedule: budget.schedule,
             weight_decay: budget.weight_decay,
-            device: self.device.parse()?,
+            device: self.device.value()?,
             seed: self.seed.unwrap_or(run_seed),
             batch_norm: self.batch_norm,
             normaliser: self.normaliser.clone(),
@@ -801,7 +802,7 @@ impl TrainSection {
                 format!("`{}` (allowed: {})", e.value, e.allowed),
             ));
         }
-        if let Err(e) = self.device.parse::<DeviceSpec>() {
+        if let Err(e) = self.device.value() {
             problems.push(Problem::new(
                 &["train", "device"],
                 format!("`{}` (allowed: {})", e.value, e.allowed),
@@ -1370,8 +1371,8 @@ mod tests {
         }
     }
 
-    /// `[train] loss` is parsed at load and serialised as written: the training stages'
-    /// parameters (`json!` of it in `wingflow.lock`) keep their bytes.
+    /// `[train] loss` and `device` are parsed at load and serialised as written: the training
+    /// stages' parameters (`json!` of them in `wingflow.lock`) keep their bytes.
     #[test]
     fn loss_and_device_are_typed_at_load_and_serialised_as_written() {
         let t: TrainSection = toml::from_str(
@@ -1385,7 +1386,7 @@ mod tests {
                 epsilon: 1.0
             }
         );
-        assert_eq!(t.device, "cuda:0");
+        assert_eq!(t.device.value().unwrap(), DeviceSpec::Cuda(Some(0)));
         assert_eq!(
             serde_json::json!({ "loss": t.loss, "device": t.device, "cnn7": t.cnn7 }).to_string(),
             r#"{"cnn7":{"schedule":"constant"},"device":"cuda:0","loss":"wing:5.0,1"}"#

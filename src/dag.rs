@@ -542,7 +542,7 @@ fn evaluate_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
         std::fs::create_dir_all(&reports)?;
         let plan = read_plan_parquet(&layout.plan())?;
         let stage1 = checkpoint_of(&layout.model(1));
-        let device = config.train.device.clone();
+        let device = config.train.device.to_string();
         let mut variants =
             vec![("cnn6", Models { stage1: stage1.clone(), stage2: None, device: device.clone() })];
         if config.train.second_stage {
