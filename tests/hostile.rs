@@ -1,7 +1,9 @@
-//! Hostile input through the CLI (issue #28): damaged and oversized images, huge binary junk
-//! in an annotation file, file names that are not UTF-8.
+//! Hostile input through the CLI (issue #28): damaged and oversized images, folder links and
+//! loops in a source tree, an output folder inside a source folder, huge binary junk in an
+//! annotation file, file names that are not UTF-8.
 
 use std::os::unix::ffi::OsStringExt as _;
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -40,6 +42,18 @@ fn set_line(config: &Path, prefix: &str, line: &str) {
         })
         .collect();
     std::fs::write(config, lines.join("\n") + "\n").unwrap();
+}
+
+/// The files recorded as ingest's inputs in `<root>/out/wingflow.lock` (or `output`).
+fn ingest_inputs(output: &Path) -> Vec<String> {
+    let lock: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(output.join("wingflow.lock")).unwrap()).unwrap();
+    lock["stages"]["ingest"]["inputs"]
+        .as_object()
+        .expect("ingest has run")
+        .keys()
+        .cloned()
+        .collect()
 }
 
 /// The status line of `stage`.
@@ -189,5 +203,67 @@ fn a_file_name_that_is_not_utf8_is_listed_escaped_in_the_skip_report() {
             .unwrap()
             .contains("bad\\xff.pts, whole file: file name is not valid UTF-8"),
         "{skipped}"
+    );
+}
+#[test]
+fn source_walks_follow_no_folder_links_and_never_loop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = project_300w(tmp.path(), 40, "");
+    let data = tmp.path().join("data/300w");
+    symlink("/usr/share", data.join("afw/extra")).unwrap();
+    symlink("/", data.join("helen/trainset/root")).unwrap();
+    symlink(data.join("lfpw"), data.join("lfpw/trainset/loop")).unwrap();
+    // Links to files still work: a face whose .pts and image are links.
+    symlink(
+        data.join("afw/synth_000000.pts"),
+        data.join("afw/linked.pts"),
+    )
+    .unwrap();
+    symlink(
+        data.join("afw/synth_000000.jpg"),
+        data.join("afw/linked.jpg"),
+    )
+    .unwrap();
+    let out = stdout(&ok(&mut run_until(&config, "ingest")));
+    assert!(out.contains("faces=41"), "{out}");
+    let inputs = ingest_inputs(&tmp.path().join("out"));
+    assert_eq!(inputs.len(), 2 * 41 + 1, "{inputs:#?}");
+    for link in ["afw/extra/", "helen/trainset/root/", "lfpw/trainset/loop/"] {
+        assert!(
+            !inputs.iter().any(|p| p.contains(link)),
+            "{link} was walked: {inputs:#?}"
+        );
+    }
+    assert!(inputs.iter().any(|p| p.ends_with("afw/linked.pts")));
+}
+
+#[test]
+fn an_output_folder_inside_a_source_folder_is_no_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = project_300w(tmp.path(), 40, "");
+    set_line(&config, "output =", "output = \"data/300w/afw/out\"");
+    for _ in 0..2 {
+        ok(&mut run_until(&config, "render"));
+    }
+    let output = tmp.path().join("data/300w/afw/out");
+    assert!(
+        ingest_inputs(&output)
+            .iter()
+            .all(|p| !p.contains("afw/out/")),
+    );
+    assert!(status_of(&config, "ingest").contains("fresh"));
+    // A new face still makes ingest stale.
+    let afw = tmp.path().join("data/300w/afw");
+    for ext in ["pts", "jpg"] {
+        std::fs::copy(
+            afw.join(format!("synth_000000.{ext}")),
+            afw.join(format!("copy.{ext}")),
+        )
+        .unwrap();
+    }
+    let status = status_of(&config, "ingest");
+    assert!(
+        status.contains("stale") && status.contains("afw/copy."),
+        "{status}"
     );
 }

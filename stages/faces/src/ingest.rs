@@ -629,8 +629,15 @@ fn dataset_for_scheme(scheme: &str) -> &'static str {
 }
 
 /// The files the ingest stage reads for `sources`, for the DAG's fingerprint: each annotation
-/// file and every file below each 300W folder or image root (sorted, temporary files left out),
+/// file and every file below each 300W folder or image root (sorted, hidden files left out),
 /// so that `wingflow status` can name the one file that was added, removed or edited.
+///
+/// The walk stays inside each root and cannot loop: a symbolic link to a file is listed, a
+/// symbolic link to a folder below a root is never followed (not even one that stays inside
+/// the root: its files are listed under their own path there; the roots themselves may be
+/// links). A wingflow output folder (one holding `wingflow.lock` or the run lock) below a
+/// root is left out whole, and a root that is itself one has its outputs left out, so an
+/// output folder inside a source folder is no input of the stages that write it.
 pub fn source_input_paths(sources: &[SourceConfig]) -> Vec<PathBuf> {
     let mut roots = Vec::new();
     for source in sources {
@@ -661,18 +668,72 @@ pub fn source_input_paths(sources: &[SourceConfig]) -> Vec<PathBuf> {
     files
 }
 
-fn collect_files(path: &Path, files: &mut Vec<PathBuf>) {
-    if path.is_file() {
-        files.push(path.to_owned());
-    } else if let Ok(entries) = std::fs::read_dir(path) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            // Hidden files are temporaries of interrupted writers or tool metadata.
-            if !name.to_string_lossy().starts_with('.') {
-                collect_files(&entry.path(), files);
-            }
+fn collect_files(root: &Path, files: &mut Vec<PathBuf>) {
+    if root.is_file() {
+        files.push(root.to_owned());
+    } else {
+        walk(root, true, files);
+    }
+}
+
+/// List the files below `dir` (see [`source_input_paths`]); `root` when `dir` is a walk's root.
+fn walk(dir: &Path, root: bool, files: &mut Vec<PathBuf>) {
+    let output = is_output_root(dir);
+    if output && !root {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let outputs = if output {
+        output_entries(dir)
+    } else {
+        Vec::new()
+    };
+    for entry in entries.flatten() {
+        // Hidden files are temporaries of interrupted writers or tool metadata.
+        if entry.file_name().as_encoded_bytes().starts_with(b".") {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if outputs.contains(&path) {
+            continue;
+        }
+        if kind.is_dir() {
+            walk(&path, false, files);
+        } else if kind.is_file() || (kind.is_symlink() && path.is_file()) {
+            files.push(path);
         }
     }
+}
+
+/// Whether `dir` is a wingflow output root: it holds a record or the run lock.
+fn is_output_root(dir: &Path) -> bool {
+    [manifests::RECORD_FILE_NAME, manifests::RUN_LOCK_FILE_NAME]
+        .iter()
+        .any(|name| dir.join(name).symlink_metadata().is_ok())
+}
+
+/// The entries of output root `dir` that wingflow writes (`contract::layout`, the record).
+fn output_entries(dir: &Path) -> Vec<PathBuf> {
+    let layout = contract::layout::Layout::new(dir);
+    let mut entries = vec![
+        dir.join(manifests::RECORD_FILE_NAME),
+        layout.faces(),
+        layout.ingest_report(),
+        layout.plan(),
+        layout.balance_summary(),
+        layout.plots(),
+        layout.shards(),
+        layout.reports(),
+    ];
+    for file in [layout.aligned(), layout.model(1)] {
+        entries.extend(file.parent().map(Path::to_owned));
+    }
+    entries
 }
 
 fn default_images(config: &SourceConfig) -> PathBuf {
@@ -1373,6 +1434,71 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("b\\xff\\xfe.pts"), "{e}");
+    }
+
+    #[test]
+    fn the_input_walk_stays_in_its_roots_and_leaves_outputs_out() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("300W");
+        let src = tree_300w(&root);
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(outside.join("deep")).unwrap();
+        std::fs::write(outside.join("deep/x.txt"), "x").unwrap();
+        std::fs::write(outside.join("f.png"), "f").unwrap();
+        let afw = root.join("afw");
+        // Folder links out of the root and back into it (a loop) are not followed; a link to a
+        // file is listed, and a hidden file is not.
+        symlink(&outside, afw.join("out-link")).unwrap();
+        symlink(&afw, afw.join("loop")).unwrap();
+        symlink(outside.join("f.png"), afw.join("linked.png")).unwrap();
+        symlink(outside.join("nothing"), afw.join("broken.png")).unwrap();
+        std::fs::write(afw.join(".1.pts.swp"), "x").unwrap();
+        let rel = |files: Vec<PathBuf>| -> Vec<String> {
+            files
+                .iter()
+                .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
+                .collect()
+        };
+        let sources = std::slice::from_ref(&src);
+        assert_eq!(
+            rel(source_input_paths(sources)),
+            ["afw/1.png", "afw/1.pts", "afw/linked.png"]
+        );
+        // A root that is itself a link is followed.
+        let linked_root = dir.path().join("linked-300W");
+        symlink(&root, &linked_root).unwrap();
+        let linked = SourceConfig::new(SourceKind::W300, linked_root.clone());
+        assert_eq!(source_input_paths(&[linked]).len(), 3);
+
+        // An output folder below a root is left out whole once it holds a record or the run
+        // lock; a root that is an output folder keeps its other files.
+        let out = afw.join("out");
+        std::fs::create_dir_all(out.join("shards/stage1")).unwrap();
+        for file in [
+            "faces.parquet",
+            "shards/stage1/shard-00000.safetensors",
+            "notes.txt",
+        ] {
+            std::fs::write(out.join(file), "o").unwrap();
+        }
+        assert_eq!(source_input_paths(sources).len(), 6);
+        std::fs::write(out.join(manifests::RUN_LOCK_FILE_NAME), "").unwrap();
+        assert_eq!(source_input_paths(sources).len(), 3);
+        let csv = csv_source(&out, "c_train.csv", &[csv_row("a.png")]);
+        let images = SourceConfig {
+            images: Some(out.clone()),
+            ..csv
+        };
+        let listed = source_input_paths(&[images]);
+        let names: Vec<&str> = listed
+            .iter()
+            .map(|p| p.strip_prefix(&out).unwrap().to_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["c_train.csv", "images/a.png", "images/b.png", "notes.txt"]
+        );
     }
 
     #[test]

@@ -39,7 +39,8 @@ pub fn is_300w_tree(root: &Path) -> bool {
 /// Read every face of a 300W tree rooted at `root`, annotated in `scheme` (`ibug68`).
 ///
 /// Walks the [`FOLDERS`] that exist (not recursively), takes every `.pts` file in name order
-/// and the image of the same stem beside it (`.jpg`, `.png`, …), and reads the image size from
+/// (not hidden ones; a `.pts` symbolic link to a file counts, one to a folder does not) and
+/// the image of the same stem beside it (`.jpg`, `.png`, …), and reads the image size from
 /// its header. Sample id: `300w/<folder>/<stem>`; split: by folder (afw + helen/trainset +
 /// lfpw/trainset = `train`, helen/testset + lfpw/testset = `common`, ibug = `challenging`,
 /// Test/* = `test`). Every point is visible; the box is the landmarks' box. If
@@ -67,7 +68,10 @@ pub fn read_300w_tree(root: &Path, scheme: &Scheme) -> Result<Entries, ReadError
                 source,
             })?;
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "pts") && path.is_file() {
+            // Hidden files (editors' and interrupted writers' temporaries, `._*` metadata)
+            // are not annotations, and not among ingest's inputs either.
+            let hidden = entry.file_name().as_encoded_bytes().starts_with(b".");
+            if !hidden && path.extension().is_some_and(|e| e == "pts") && path.is_file() {
                 pts.push(path);
             }
         }
