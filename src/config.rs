@@ -944,6 +944,9 @@ fn key_comment(section: &str, key: &str) -> Option<String> {
     Some(match (section, key) {
         ("train", "loss") => format!("One of: {}.", LossKind::ALLOWED),
         ("train", "device") => format!("One of: {}.", DeviceSpec::ALLOWED),
+        ("render", "max_image_pixels") => "Largest image (width × height, as its header declares) that is decoded:\n\
+             a larger one fails the run, naming the file, before any memory is taken for it."
+            .to_owned(),
         ("render", "epochs") => "Augmentation epochs of the training sets: each a full pass over the\n\
              training rows with its own draws (the trainer reads epoch pass mod epochs).\n\
              Raising it renders only the new epochs; lowering it leaves the surplus to `wingflow gc`."
@@ -1085,6 +1088,10 @@ pub fn init_document(
             // Not serialised with the render parameters (it is in no shard key): written here.
             let epochs = RenderParams::default().epochs;
             table.insert("epochs", toml_edit::value(i64::from(epochs)));
+            // A bound on declared image sizes, checked before decoding; it changes no pixel,
+            // so it is in no stage identity either.
+            let max_pixels = RenderParams::default().max_image_pixels;
+            table.insert("max_image_pixels", toml_edit::value(max_pixels as i64));
         }
         let comment = SECTION_COMMENTS
             .iter()

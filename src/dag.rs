@@ -330,6 +330,14 @@ fn render_stage<'a>(config: &'a Config, layout: &Layout, worker: Option<WorkerSp
                 e.bytes as f64 / 1e6
             );
         }
+        if report.images_with_decoder_warnings > 0 {
+            // Harmless libjpeg warnings (extraneous bytes, unknown markers: common in web
+            // JPEGs); damaged data fails the stage instead.
+            eprintln!(
+                "    render: {} image(s) decoded with harmless decoder warnings",
+                report.images_with_decoder_warnings
+            );
+        }
         let rendered = report
             .epochs
             .iter()

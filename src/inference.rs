@@ -159,7 +159,7 @@ fn render_crops(
     size: u32,
     params: &RenderParams,
 ) -> Result<Vec<Vec<u8>>> {
-    let file = SourceFile::read(image)?;
+    let file = SourceFile::read(image)?.with_max_pixels(params.max_image_pixels);
     let (dims, full) = source_size(&file)?;
     let crops: Vec<(Affine, u32)> = matrices.iter().map(|&m| (m, size)).collect();
     let (mut pyramids, serving) = decode_for_crops(&file, full, dims, &crops, params)?;
