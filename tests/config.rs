@@ -206,3 +206,35 @@ fn out_of_range_settings_are_refused_at_load() {
         refused(tmp.path(), &config, line, key, allowed);
     }
 }
+
+/// A 300w source's keys that only other kinds take are refused at load with their line, not
+/// in ingest (issue #28 item 5).
+#[test]
+fn keys_a_300w_source_does_not_take_are_refused_at_load() {
+    for (key, line_text, allowed) in [
+        ("dataset", "dataset = \"mine\"", "allowed: `300w`"),
+        (
+            "split",
+            "split = \"train\"",
+            "300w splits come from its folders",
+        ),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("data/300w")).unwrap();
+        let config = tmp.path().join("wingflow.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "output = \"out\"\n\n[[sources]]\nkind = \"300w\"\npath = \"data/300w\"\n{line_text}\n"
+            ),
+        )
+        .unwrap();
+        refused(
+            tmp.path(),
+            &config,
+            6,
+            &format!("sources[0].{key}"),
+            allowed,
+        );
+    }
+}

@@ -47,6 +47,17 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
+    /// The dataset name a source of this kind always has (`None`: hrnet-csv and coco take
+    /// `dataset`, defaulting to the scheme's).
+    pub fn fixed_dataset(self) -> Option<&'static str> {
+        match self {
+            SourceKind::W300 => Some("300w"),
+            SourceKind::Wflw => Some("wflw"),
+            SourceKind::AflwSqlite => Some("aflw"),
+            SourceKind::HrnetCsv | SourceKind::Coco => None,
+        }
+    }
+
     /// One line on what a source of this kind is (the comment `wingflow init` writes above it).
     pub fn describe(self) -> &'static str {
         match self {
@@ -221,6 +232,31 @@ impl SourceConfig {
                 if set {
                     out.push((key, "only kind = \"coco\" takes it; remove it".to_owned()));
                 }
+            }
+        }
+        if let (Some(fixed), Some(dataset)) = (self.kind.fixed_dataset(), &self.dataset)
+            && dataset != fixed
+        {
+            out.push((
+                "dataset",
+                format!(
+                    "`{}` (allowed: `{fixed}`, always, for this kind; or remove it)",
+                    crate::excerpt(dataset, 200)
+                ),
+            ));
+        }
+        if self.kind == SourceKind::W300 {
+            if self.split.is_some() {
+                out.push((
+                    "split",
+                    "300w splits come from its folders; remove it".into(),
+                ));
+            }
+            if self.images.is_some() {
+                out.push((
+                    "images",
+                    "300w images lie beside the .pts files; remove it".into(),
+                ));
             }
         }
         out
@@ -564,34 +600,14 @@ fn plan(index: usize, config: &SourceConfig) -> Result<Planned<'_>, IngestError>
         return Err(problem(format!("`{key}`: {p}")));
     }
     let scheme = config.scheme(index)?;
-    let fixed_dataset = match config.kind {
-        SourceKind::W300 => Some("300w"),
-        SourceKind::Wflw => Some("wflw"),
-        SourceKind::AflwSqlite => Some("aflw"),
-        SourceKind::HrnetCsv | SourceKind::Coco => None,
-    };
+    let fixed_dataset = config.kind.fixed_dataset();
+    // `setting_problems` refused a `dataset` other than the fixed one, and 300w's `split`
+    // and `images`.
     let dataset = match (fixed_dataset, &config.dataset) {
-        (Some(fixed), Some(d)) if d != fixed => {
-            return Err(problem(format!(
-                "`dataset` is always `{fixed}` for this kind, not `{d}`"
-            )));
-        }
         (Some(fixed), _) => fixed.to_owned(),
         (None, Some(d)) => d.clone(),
         (None, None) => dataset_for_scheme(scheme.name).to_owned(),
     };
-    if config.kind == SourceKind::W300 {
-        if config.split.is_some() {
-            return Err(problem(
-                "300w splits come from its folders; remove `split`".into(),
-            ));
-        }
-        if config.images.is_some() {
-            return Err(problem(
-                "300w images lie beside the .pts files; remove `images`".into(),
-            ));
-        }
-    }
     let split = config
         .split
         .clone()
@@ -1324,16 +1340,26 @@ mod tests {
         let e = ingest(
             &[SourceConfig {
                 split: Some("train".into()),
-                ..tree
+                ..tree.clone()
             }],
             &IngestPolicy::default(),
         )
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("source 1 (300w") && e.contains("remove `split`"),
+            e.contains("source 1 (300w")
+                && e.contains("`split`: 300w splits come from its folders"),
             "{e}"
         );
+        let problems = SourceConfig {
+            dataset: Some("mine".into()),
+            images: Some("img".into()),
+            ..tree.clone()
+        }
+        .setting_problems();
+        let keys: Vec<&str> = problems.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["dataset", "images"], "{problems:?}");
+        assert!(problems[0].1.contains("allowed: `300w`"), "{problems:?}");
         let e = ingest(
             &[SourceConfig {
                 scheme: Some("nope".into()),
