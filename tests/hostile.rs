@@ -94,8 +94,13 @@ fn a_header_declaring_a_huge_image_is_refused_before_decoding() {
     ok(&mut run_until(&config, "render"));
     // The bound changes no pixel: setting it leaves every stage fresh.
     let text = std::fs::read_to_string(&config).unwrap();
-    let with_bound =
-        |n: u64| text.replace("[render]\n", &format!("[render]\nmax_image_pixels = {n}\n"));
+    assert!(text.contains("max_image_pixels = 100000000\n"), "{text}");
+    let with_bound = |n: u64| {
+        text.replace(
+            "max_image_pixels = 100000000\n",
+            &format!("max_image_pixels = {n}\n"),
+        )
+    };
     std::fs::write(&config, with_bound(200_000_000)).unwrap();
     assert!(status_of(&config, "render").contains("fresh"));
 
