@@ -586,13 +586,13 @@ fn evaluate_stage<'a>(config: &'a Config, layout: &Layout) -> Stage<'a> {
                 for (other, o) in &report.other_normalisers {
                     results.insert(format!("{name}/{split}@{other}"), serde_json::to_value(&o.summary)?);
                     other_rows.push(format!(
-                        "  {:<14} {name:<7} {:>6} {:>6.2} {:>7.2}\n",
+                        "  {:<26} {name:<7} {:>6} {:>6.2} {:>7.2}\n",
                         format!("{split}@{other}"), o.summary.faces, o.summary.mean_nme_percent, o.summary.median_nme_percent
                     ));
                     if name == &variants[variants.len() - 1].0 {
                         results.insert(format!("mean-shape/{split}@{other}"), serde_json::to_value(&o.mean_shape)?);
                         other_rows.push(format!(
-                            "  {:<14} {:<7} {:>6} {:>6.2} {:>7.2}\n",
+                            "  {:<26} {:<7} {:>6} {:>6.2} {:>7.2}\n",
                             format!("{split}@{other}"), "mean", o.mean_shape.faces, o.mean_shape.mean_nme_percent, o.mean_shape.median_nme_percent
                         ));
                     }
