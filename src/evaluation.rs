@@ -384,14 +384,19 @@ pub fn evaluate_two_stage(req: &EvalRequest<'_>) -> Result<TwoStageReport> {
         .iter()
         .filter(|f| split_of.get(&f.sample_id).is_some_and(|s| s == TRAIN))
         .collect();
+    let every: Vec<&Normaliser> = std::iter::once(&normaliser)
+        .chain(others.iter().map(|(_, n)| n))
+        .collect();
+    let mut mean_shapes = mean_shape_baseline(&train, &chosen, req.params, &every)?.into_iter();
+    let mean_shape = mean_shapes.next().context("no mean-shape summary")?;
     let mut other_normalisers = BTreeMap::new();
-    for ((name, other), nmes) in others.iter().zip(&other_nmes) {
+    for (((name, other), nmes), mean_shape) in others.iter().zip(&other_nmes).zip(mean_shapes) {
         other_normalisers.insert(
             (*name).to_owned(),
             OtherNormaliser {
                 normaliser: other.to_string(),
                 summary: ErrorSummary::new(nmes),
-                mean_shape: mean_shape_baseline(&train, &chosen, req.params, other)?,
+                mean_shape,
             },
         );
     }
@@ -403,7 +408,7 @@ pub fn evaluate_two_stage(req: &EvalRequest<'_>) -> Result<TwoStageReport> {
         normaliser: normaliser.to_string(),
         skipped,
         summary: ErrorSummary::new(&nmes),
-        mean_shape: mean_shape_baseline(&train, &chosen, req.params, &normaliser)?,
+        mean_shape,
         per_pose_bin: summarise(by_pose),
         per_yaw_bin: summarise(by_yaw),
         per_face,
@@ -414,12 +419,14 @@ pub fn evaluate_two_stage(req: &EvalRequest<'_>) -> Result<TwoStageReport> {
 
 /// The mean-shape baseline: the mean of the training faces' (`train`) landmarks in their
 /// stage-1 crops, placed in each test face's stage-1 crop and mapped back to the image.
+/// One summary per normaliser of `normalisers` (the mean shape and its placements are
+/// computed once for all of them).
 pub fn mean_shape_baseline(
     train: &[&FaceRecord],
     test: &[&FaceRecord],
     params: &RenderParams,
-    normaliser: &Normaliser,
-) -> Result<ErrorSummary> {
+    normalisers: &[&Normaliser],
+) -> Result<Vec<ErrorSummary>> {
     let matrix = |f: &FaceRecord| {
         stage1_box(f, params.box_rule, params.box_enlarge)
             .map(|b| stage1_matrix(&b, &Augmentation::identity(), params.stage1_size))
@@ -446,22 +453,18 @@ pub fn mean_shape_baseline(
         .zip(&count)
         .map(|(s, c)| (s / c.max(1.0)) as f32)
         .collect();
-    let mut nmes = Vec::new();
+    let mut nmes = vec![Vec::new(); normalisers.len()];
     for f in test {
         let Some(m) = matrix(f) else { continue };
         let Some(pred) = crop_to_image(&m, &mean) else {
             continue;
         };
-        if let Some(nme) = face_nme(
-            &points(&pred),
-            &points(&f.landmarks),
-            &f.visible,
-            normaliser,
-        ) {
-            nmes.push(nme);
+        let (pred, truth) = (points(&pred), points(&f.landmarks));
+        for (normaliser, nmes) in normalisers.iter().zip(&mut nmes) {
+            nmes.extend(face_nme(&pred, &truth, &f.visible, normaliser));
         }
     }
-    Ok(ErrorSummary::new(&nmes))
+    Ok(nmes.iter().map(|n| ErrorSummary::new(n)).collect())
 }
 
 #[cfg(test)]

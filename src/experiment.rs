@@ -444,8 +444,9 @@ pub fn loss_study(args: &LossStudyArgs) -> Result<StudyResults> {
         &train,
         &test,
         &study.render_params(Augmentation::Static, 1),
-        &normaliser,
-    )?;
+        &[&normaliser],
+    )?
+    .remove(0);
     println!(
         "mean-shape baseline on full: NME {:.2} (×100)",
         baseline.mean_nme_percent
